@@ -1,0 +1,299 @@
+"""Structural checks of the CRD manifests in actors.crds (spec §1.1-§1.7, §6.1)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from actors import crds
+from actors.mirror_status import CONTAINER_STATUSES, mirror_status
+from tests.support.samples import INSPECT_RUNNING
+
+
+def _version(crd):
+    versions = crd["spec"]["versions"]
+    assert len(versions) == 1
+    return versions[0]
+
+
+def _status_schema(crd):
+    return _version(crd)["schema"]["openAPIV3Schema"]["properties"]["status"]
+
+
+def test_container_identity():
+    crd = crds.container_crd()
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["metadata"]["name"] == "containers.containers.rancherdesktop.io"
+    spec = crd["spec"]
+    assert spec["group"] == "containers.rancherdesktop.io"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"] == {
+        "plural": "containers",
+        "singular": "container",
+        "kind": "Container",
+        "listKind": "ContainerList",
+        "categories": ["all"],
+    }
+    version = _version(crd)
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    assert version["selectableFields"] == [{"jsonPath": ".status.namespace"}]
+
+
+def test_container_spec_has_no_properties():
+    root = _version(crds.container_crd())["schema"]["openAPIV3Schema"]
+    assert root["type"] == "object"
+    assert "required" not in root
+    assert root["properties"]["spec"] == {"type": "object"}
+
+
+def test_container_status_fields():
+    status = _status_schema(crds.container_crd())
+    props = status["properties"]
+    assert sorted(status["required"]) == ["image", "name", "namespace", "path", "status"]
+    assert set(props) == {
+        "name",
+        "namespace",
+        "path",
+        "args",
+        "image",
+        "ports",
+        "labels",
+        "status",
+        "pid",
+        "exitCode",
+        "error",
+        "createdAt",
+        "startedAt",
+        "finishedAt",
+        "conditions",
+        "lastAction",
+    }
+    assert props["status"] == {
+        "type": "string",
+        "enum": [
+            "created",
+            "running",
+            "pausing",
+            "paused",
+            "restarting",
+            "removing",
+            "exited",
+            "dead",
+            "unknown",
+        ],
+        "default": "unknown",
+    }
+    assert set(props["status"]["enum"]) == set(CONTAINER_STATUSES)
+    for field in ("pid", "exitCode"):
+        assert props[field] == {"type": "integer", "format": "int32"}
+    for field in ("createdAt", "startedAt", "finishedAt"):
+        assert props[field] == {"type": "string", "format": "date-time"}
+    assert props["args"]["x-kubernetes-list-type"] == "atomic"
+    assert props["args"]["items"] == {"type": "string"}
+    assert props["labels"] == {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def test_container_ports_schema():
+    ports = _status_schema(crds.container_crd())["properties"]["ports"]
+    assert ports["x-kubernetes-list-type"] == "map"
+    assert ports["x-kubernetes-list-map-keys"] == ["name"]
+    item = ports["items"]
+    assert item["required"] == ["name"]
+    bindings = item["properties"]["bindings"]
+    assert bindings["x-kubernetes-list-type"] == "atomic"
+    assert sorted(bindings["items"]["required"]) == ["hostIP", "hostPort"]
+    assert bindings["items"]["properties"] == {
+        "hostIP": {"type": "string"},
+        "hostPort": {"type": "string"},
+    }
+
+
+def test_container_last_action_schema():
+    last = _status_schema(crds.container_crd())["properties"]["lastAction"]
+    assert sorted(last["required"]) == ["action", "state"]
+    props = last["properties"]
+    assert props["action"]["enum"] == ["start", "stop", "pause", "unpause", "restart"]
+    assert props["state"]["enum"] == ["Succeeded", "Failed"]
+    assert props["observedAt"]["format"] == "date-time"
+    assert props["completedAt"]["format"] == "date-time"
+    assert props["error"] == {"type": "string"}
+
+
+def _check_conditions(schema):
+    assert schema["x-kubernetes-list-type"] == "map"
+    assert schema["x-kubernetes-list-map-keys"] == ["type"]
+    item = schema["items"]
+    assert sorted(item["required"]) == [
+        "lastTransitionTime",
+        "message",
+        "reason",
+        "status",
+        "type",
+    ]
+    props = item["properties"]
+    assert props["status"]["enum"] == ["True", "False", "Unknown"]
+    assert (props["reason"]["minLength"], props["reason"]["maxLength"]) == (1, 1024)
+    assert props["message"]["maxLength"] == 32768
+    assert props["type"]["maxLength"] == 316
+    assert props["lastTransitionTime"]["format"] == "date-time"
+    assert "pattern" in props["reason"]
+    assert "pattern" in props["type"]
+
+
+def test_container_conditions_schema():
+    _check_conditions(_status_schema(crds.container_crd())["properties"]["conditions"])
+
+
+def test_container_printer_columns():
+    columns = _version(crds.container_crd())["additionalPrinterColumns"]
+    by_name = {c["name"]: c for c in columns}
+    assert by_name["Running"] == {
+        "name": "Running",
+        "type": "boolean",
+        "jsonPath": '.status.conditions[?(@.type=="Running")].status',
+    }
+    assert by_name["Age"] == {
+        "name": "Age",
+        "type": "date",
+        "jsonPath": ".metadata.creationTimestamp",
+    }
+    assert by_name["Docker-Name"]["jsonPath"] == ".status.name"
+    assert by_name["Status"]["jsonPath"] == ".status.status"
+    assert by_name["Last-Action"]["jsonPath"] == ".status.lastAction.action"
+    assert by_name["Action-State"]["jsonPath"] == ".status.lastAction.state"
+    assert columns[0]["name"] == "Running"
+
+
+def test_mirror_status_fields_are_all_in_schema():
+    props = _status_schema(crds.container_crd())["properties"]
+    assert set(mirror_status(INSPECT_RUNNING)) <= set(props)
+
+
+def test_container_create_request():
+    crd = crds.container_create_request_crd()
+    assert crd["metadata"]["name"] == "containercreaterequests.containers.rancherdesktop.io"
+    assert crd["metadata"]["annotations"] == {"rdd.rancherdesktop.io/controller": "container"}
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["listKind"], names["plural"]) == (
+        "ContainerCreateRequest",
+        "ContainerCreateRequestList",
+        "containercreaterequests",
+    )
+    assert crd["spec"]["scope"] == "Namespaced"
+    version = _version(crd)
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {"status": {}}
+    root = version["schema"]["openAPIV3Schema"]["properties"]
+    spec = root["spec"]["properties"]
+    assert set(spec) == {"name", "namespace", "path", "args", "image", "ports", "labels", "state"}
+    assert spec["state"] == {"type": "string", "enum": ["created", "running"], "default": "running"}
+    assert set(root["status"]["properties"]) == {"name", "conditions"}
+    _check_conditions(root["status"]["properties"]["conditions"])
+
+
+def test_container_namespace():
+    crd = crds.container_namespace_crd()
+    assert crd["metadata"]["name"] == "containernamespaces.containers.rancherdesktop.io"
+    names = crd["spec"]["names"]
+    assert names["kind"] == "ContainerNamespace"
+    assert names["shortNames"] == ["cns"]
+    assert names["categories"] == ["all"]
+    assert crd["spec"]["scope"] == "Namespaced"
+    version = _version(crd)
+    assert version["subresources"] == {"status": {}}
+    assert "additionalPrinterColumns" not in version
+    root = version["schema"]["openAPIV3Schema"]["properties"]
+    assert "spec" not in root
+    _check_conditions(root["status"]["properties"]["conditions"])
+
+
+def test_manifests_are_fresh_copies_and_json_serialisable():
+    a = crds.container_crd()
+    a["spec"]["names"]["kind"] = "Mutated"
+    assert crds.container_crd()["spec"]["names"]["kind"] == "Container"
+    for crd in crds.all_crds():
+        json.dumps(crd)
+
+
+# --- install_crds against a fake ApiextensionsV1Api ------------------------------------
+
+
+class FakeApi:
+    def __init__(self, existing=(), conflicts=0, establish=True):
+        self.store = {
+            name: {"metadata": {"name": name, "resourceVersion": "1"}} for name in existing
+        }
+        self.conflicts = conflicts
+        self.establish = establish
+        self.calls = []
+
+    @staticmethod
+    def _resp(obj):
+        return SimpleNamespace(data=json.dumps(obj).encode())
+
+    def create_custom_resource_definition(self, body, **_):
+        name = body["metadata"]["name"]
+        self.calls.append(("create", name))
+        if name in self.store:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.store[name] = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
+        return self._resp(self.store[name])
+
+    def read_custom_resource_definition(self, name, **_):
+        obj = self.store[name]
+        status = "True" if self.establish else "False"
+        obj["status"] = {
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+                {"type": "Established", "status": status, "reason": "InitialNamesAccepted"},
+            ]
+        }
+        return self._resp(obj)
+
+    def replace_custom_resource_definition(self, name, body, **_):
+        self.calls.append(("replace", name))
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ApiException(status=409, reason="Conflict")
+        assert (
+            body["metadata"]["resourceVersion"] == self.store[name]["metadata"]["resourceVersion"]
+        )
+        rv = str(int(body["metadata"]["resourceVersion"]) + 1)
+        self.store[name] = {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}
+        return self._resp(self.store[name])
+
+
+@pytest.fixture
+def fake_api(monkeypatch):
+    holder = {}
+
+    def factory(api_client):
+        return holder["api"]
+
+    monkeypatch.setattr(crds.kubernetes.client, "ApiextensionsV1Api", factory)
+    return holder
+
+
+def test_install_creates_all(fake_api):
+    fake_api["api"] = api = FakeApi()
+    crds.install_crds(object(), timeout=5)
+    assert set(api.store) == {c["metadata"]["name"] for c in crds.all_crds()}
+    assert all(kind == "create" for kind, _ in api.calls)
+
+
+def test_install_upgrades_with_conflict_retry(fake_api):
+    name = crds.CONTAINER_CRD_NAME
+    fake_api["api"] = api = FakeApi(existing=[name], conflicts=2)
+    crds.install_crds(object(), timeout=5)
+    assert api.calls.count(("replace", name)) == 3
+    assert api.store[name]["spec"]["names"]["kind"] == "Container"
+
+
+def test_install_times_out_naming_crd(fake_api):
+    fake_api["api"] = FakeApi(establish=False)
+    with pytest.raises(crds.CRDInstallError, match=r"containers\.containers.*Established=False"):
+        crds.install_crds(object(), timeout=0.3)
