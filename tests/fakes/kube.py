@@ -1,0 +1,628 @@
+"""``FakeMirrorStore``: an in-memory apiserver for ``Container`` objects (``MirrorStore`` API).
+
+Faithful where the actors care (spec §2.6, §3.4, §3.6, §4.5, §5.1; library-notes §3):
+
+* one global integer resourceVersion, bumped by every real change; a write that changes
+  nothing keeps the RV and sends no watch event;
+* ``metadata.resourceVersion`` in a merge patch is a precondition (stale → 409);
+  merge patches follow RFC 7386 (``None`` deletes, lists are replaced whole);
+* ``/status`` writes change only ``status``; ``patch_metadata`` changes only
+  annotations, labels, finalizers and ownerReferences (other metadata is ignored);
+* ``apply_status`` emulates SSA ownership per top-level status key: keys the engine
+  applied before and now leaves out are removed; keys last written by another manager
+  (``lastAction``, ``conditions``) stay. Missing object → 404;
+* ``apply_metadata`` creates the object (uid, creationTimestamp, generation 1, the mirror
+  finalizer) or re-adds the finalizer. On a terminating object it is accepted as long as
+  it adds nothing (the finalizer is still there: a no-op); adding the finalizer back to a
+  terminating object is rejected with 422 like the apiserver ("no new finalizers can be
+  added if the object is being deleted"). The same rule applies to ``patch_metadata``;
+* ``delete``: with finalizers → ``deletionTimestamp`` set (RV bump), object stays; a write
+  that empties the finalizers of a terminating object removes it (``DELETED`` event);
+* ``webhook=True`` runs the real §5.1 decision logic (``actors.webhook_review``) on CREATE
+  (``apply_metadata`` of a missing object, ``client_create``) and UPDATE (``apply_metadata``,
+  ``patch_metadata``, ``client_annotate``, ``client_strip_finalizer``); never on ``/status``.
+
+Watches replay a history from the requested RV; :meth:`expire_history` makes older RVs
+answer ``ERROR`` 410, :meth:`drop_watches` ends open streams, :meth:`send_bookmark` sends a
+``BOOKMARK``. Test helpers (``client_*``) act as another API client: they skip injected
+faults but pass admission.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from actors.kube_port import (
+    ACTION_ANNOTATION,
+    API_VERSION,
+    ENGINE_MANAGER,
+    FINALIZER,
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    KubeUnavailable,
+)
+from actors.timefmt import kube_now
+from actors.webhook_review import _decide
+
+__all__ = [
+    "FakeMirrorStore",
+    "KubeConflict",
+    "KubeError",
+    "KubeForbidden",
+    "KubeInvalid",
+    "KubeNotFound",
+    "KubeUnavailable",
+    "merge_patch",
+]
+
+OPS = (
+    "get",
+    "list",
+    "watch",
+    "apply_metadata",
+    "apply_status",
+    "patch_status",
+    "patch_metadata",
+    "delete",
+)
+RESOURCE = "containers.containers.rancherdesktop.io"
+WEBHOOK_NAME = "container-mutating.containers.rancherdesktop.io"
+PATCHABLE_METADATA = ("annotations", "labels", "finalizers", "ownerReferences")
+ACTIONS = ("start", "stop", "pause", "unpause", "restart")
+STATES = ("Succeeded", "Failed")
+ANNOTATION_FIELD = {"f:metadata": {"f:annotations": {f"f:{ACTION_ANNOTATION}": {}}}}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: ``None`` deletes a key, non-objects replace whole."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _quoted_list(values: list[str]) -> str:
+    return ", ".join(json.dumps(v) for v in values)
+
+
+class FakeMirrorStore:
+    """Thread-safe fake of :class:`actors.kube_port.MirrorStore` (one lock + Condition)."""
+
+    def __init__(self, namespace: str = "rancher-desktop", *, webhook: bool = False) -> None:
+        self.namespace = namespace
+        self.webhook = webhook
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._objects: dict[str, dict[str, Any]] = {}
+        # name -> top-level status key -> manager that last wrote it (SSA emulation)
+        self._status_owners: dict[str, dict[str, str]] = {}
+        self._rv = 1000
+        self._history: list[tuple[int, dict[str, Any]]] = []
+        self._history_offset = 0  # entries dropped by expire_history()
+        self._expired_below = 0
+        self._watch_epoch = 0
+        self._drop_error = False
+        self._bookmark_seq = 0
+        self._unavailable = False
+        self._faults: dict[str, list[BaseException]] = {}
+        self.calls: list[tuple[str, str | None]] = []
+        self.write_log: list[tuple[str, str, str]] = []
+
+    # --- test controls ------------------------------------------------------------
+    @property
+    def unavailable(self) -> bool:
+        return self._unavailable
+
+    @unavailable.setter
+    def unavailable(self, value: bool) -> None:
+        """apiserver unreachable: every call raises KubeUnavailable, open watches break."""
+        with self._cond:
+            self._unavailable = bool(value)
+            self._cond.notify_all()
+
+    def fail_next(self, op: str, exc: BaseException) -> None:
+        """The next call of ``op`` raises ``exc`` (queued: one per call)."""
+        assert op in OPS, op
+        with self._lock:
+            self._faults.setdefault(op, []).append(exc)
+
+    def conflict_next(self, op: str, n: int = 1) -> None:
+        """The next ``n`` calls of ``op`` answer 409 Conflict."""
+        for _ in range(n):
+            self.fail_next(op, KubeConflict(409, "injected conflict", reason="Conflict"))
+
+    def expire_history(self) -> None:
+        """Compact: watches from an RV older than the current one get ERROR 410."""
+        with self._cond:
+            self._history_offset += len(self._history)
+            self._history.clear()
+            self._expired_below = self._rv
+            self._cond.notify_all()
+
+    def drop_watches(self, *, error: bool = False) -> None:
+        """End every open watch like a dropped connection (``error``: raise, not end)."""
+        with self._cond:
+            self._watch_epoch += 1
+            self._drop_error = error
+            self._cond.notify_all()
+
+    def send_bookmark(self) -> None:
+        """Every open watch receives a BOOKMARK carrying the current RV."""
+        with self._cond:
+            self._bookmark_seq += 1
+            self._cond.notify_all()
+
+    @property
+    def resource_version(self) -> str:
+        with self._lock:
+            return str(self._rv)
+
+    def objects(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._objects)
+
+    def calls_of(self, op: str) -> list[str | None]:
+        with self._lock:
+            return [name for o, name in self.calls if o == op]
+
+    # --- test helpers: another API client -------------------------------------------
+    def client_create(self, obj: dict[str, Any], manager: str = "kubectl-create") -> dict[str, Any]:
+        """Create like ``kubectl create`` (no mirror finalizer unless given). 409 if it exists."""
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        name = meta["name"]
+        with self._cond:
+            if name in self._objects:
+                raise KubeConflict(
+                    409, f'{RESOURCE} "{name}" already exists', reason="AlreadyExists"
+                )
+            obj.setdefault("apiVersion", API_VERSION)
+            obj.setdefault("kind", "Container")
+            meta["namespace"] = self.namespace
+            self._admit("CREATE", None, obj)
+            self._stamp_new(meta)
+            if ACTION_ANNOTATION in (meta.get("annotations") or {}):
+                self._own_annotation(meta, manager, kube_now())
+            self._status_owners[name] = {k: manager for k in obj.get("status") or {}}
+            return self._commit("client_create", name, None, obj)
+
+    def client_annotate(
+        self,
+        name: str,
+        value: str | None,
+        manager: str = "kubectl-annotate",
+        at: str | None = None,
+    ) -> dict[str, Any]:
+        """``kubectl annotate`` the action annotation (``None`` removes it).
+
+        Records a managedFields entry ``{manager, operation: Update, time: at}`` owning
+        the annotation, as the apiserver does.
+        """
+        with self._cond:
+            return self._patch_metadata(
+                "client_annotate",
+                name,
+                {"annotations": {ACTION_ANNOTATION: value}},
+                None,
+                manager,
+                at or kube_now(),
+            )
+
+    def client_patch_status(
+        self, name: str, status_patch: dict[str, Any], manager: str = "container-controller"
+    ) -> dict[str, Any]:
+        """Another manager's merge patch of ``/status`` (e.g. conditions)."""
+        with self._cond:
+            return self._patch_status("client_patch_status", name, status_patch, None, manager)
+
+    def client_delete(self, name: str) -> None:
+        with self._cond:
+            self._delete("client_delete", name)
+
+    def client_strip_finalizer(self, name: str) -> dict[str, Any]:
+        """A user removes the mirror finalizer (a terminating object then disappears)."""
+        with self._cond:
+            obj = self._get(name)
+            finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != FINALIZER]
+            return self._patch_metadata(
+                "client_strip_finalizer",
+                name,
+                {"finalizers": finalizers or None},
+                None,
+                "kubectl-edit",
+                kube_now(),
+            )
+
+    # --- MirrorStore API: reads ---------------------------------------------------------
+    def get(self, name: str) -> dict[str, Any]:
+        with self._cond:
+            self._enter("get", name)
+            return copy.deepcopy(self._get(name))
+
+    def list(self) -> tuple[list[dict[str, Any]], str]:
+        with self._cond:
+            self._enter("list", None)
+            items = [copy.deepcopy(self._objects[n]) for n in sorted(self._objects)]
+            return items, str(self._rv)
+
+    def watch(
+        self, resource_version: str, *, server_timeout_s: int, read_timeout_s: float
+    ) -> Iterator[dict[str, Any]]:
+        """Raw watch events after ``resource_version`` (a generator, lazy like the real one)."""
+        with self._cond:
+            self._enter("watch", None)
+            epoch = self._watch_epoch
+            bookmark_seen = self._bookmark_seq
+            initial: list[dict[str, Any]] = []
+            if resource_version in (None, "", "0"):
+                initial = [
+                    {"type": "ADDED", "object": copy.deepcopy(self._objects[n])}
+                    for n in sorted(self._objects)
+                ]
+                cursor = self._history_offset + len(self._history)
+            else:
+                start = int(resource_version)
+                if start < self._expired_below:
+                    initial = [self._too_old(start)]
+                    cursor = -1
+                else:
+                    cursor = self._history_offset + next(
+                        (i for i, (rv, _) in enumerate(self._history) if rv > start),
+                        len(self._history),
+                    )
+        yield from initial
+        if cursor < 0:
+            return
+        deadline = time.monotonic() + server_timeout_s
+        last_read = time.monotonic()
+        while True:
+            with self._cond:
+                while True:
+                    if self._unavailable:
+                        raise KubeUnavailable(None, "watch stream broke: connection refused")
+                    if epoch != self._watch_epoch:
+                        if self._drop_error:
+                            raise KubeUnavailable(None, "watch stream broke: connection reset")
+                        return
+                    if cursor < self._history_offset:
+                        event = self._too_old(cursor)
+                        cursor = -1
+                        break
+                    index = cursor - self._history_offset
+                    if index < len(self._history):
+                        event = copy.deepcopy(self._history[index][1])
+                        cursor += 1
+                        break
+                    if bookmark_seen != self._bookmark_seq:
+                        bookmark_seen = self._bookmark_seq
+                        event = {
+                            "type": "BOOKMARK",
+                            "object": {
+                                "apiVersion": API_VERSION,
+                                "kind": "Container",
+                                "metadata": {"resourceVersion": str(self._rv)},
+                            },
+                        }
+                        break
+                    now = time.monotonic()
+                    if now >= deadline:
+                        return  # the server's timeoutSeconds: a clean end
+                    if now - last_read >= read_timeout_s:
+                        raise KubeUnavailable(None, "watch stream broke: read timed out")
+                    self._cond.wait(min(0.05, deadline - now))
+            last_read = time.monotonic()
+            yield event
+            if cursor < 0:
+                return
+
+    # --- MirrorStore API: writes --------------------------------------------------------
+    def apply_metadata(self, name: str) -> dict[str, Any]:
+        with self._cond:
+            self._enter("apply_metadata", name)
+            old = self._objects.get(name)
+            if old is None:
+                obj = {
+                    "apiVersion": API_VERSION,
+                    "kind": "Container",
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.namespace,
+                        "finalizers": [FINALIZER],
+                    },
+                }
+                self._admit("CREATE", None, obj)
+                self._stamp_new(obj["metadata"])
+                self._status_owners[name] = {}
+                return self._commit("apply_metadata", name, None, obj)
+            new = copy.deepcopy(old)
+            finalizers = new["metadata"].setdefault("finalizers", [])
+            if FINALIZER not in finalizers:
+                finalizers.append(FINALIZER)
+            self._check_finalizers(old, new)
+            self._admit("UPDATE", old, new)
+            return self._commit("apply_metadata", name, old, new)
+
+    def apply_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            self._enter("apply_status", name)
+            old = self._get(name)
+            owners = self._status_owners.setdefault(name, {})
+            new = copy.deepcopy(old)
+            current = new.get("status") or {}
+            for key, owner in list(owners.items()):
+                if owner == ENGINE_MANAGER and key not in status:
+                    current.pop(key, None)
+                    del owners[key]
+            for key, value in status.items():
+                current[key] = copy.deepcopy(value)
+                owners[key] = ENGINE_MANAGER
+            new["status"] = current
+            self._validate_status(name, current)
+            return self._commit("apply_status", name, old, new)
+
+    def patch_status(
+        self,
+        name: str,
+        status_patch: dict[str, Any],
+        *,
+        resource_version: str | None,
+        field_manager: str,
+    ) -> dict[str, Any]:
+        with self._cond:
+            self._enter("patch_status", name)
+            return self._patch_status(
+                "patch_status", name, status_patch, resource_version, field_manager
+            )
+
+    def patch_metadata(
+        self,
+        name: str,
+        metadata_patch: dict[str, Any],
+        *,
+        resource_version: str | None,
+        field_manager: str,
+    ) -> dict[str, Any]:
+        with self._cond:
+            self._enter("patch_metadata", name)
+            patch = dict(metadata_patch)
+            rv = patch.pop("resourceVersion", None)
+            if resource_version is not None:
+                rv = resource_version
+            return self._patch_metadata(
+                "patch_metadata", name, patch, rv, field_manager, kube_now()
+            )
+
+    def delete(self, name: str) -> None:
+        with self._cond:
+            self._enter("delete", name)
+            self._delete("delete", name)
+
+    # --- internals --------------------------------------------------------------------
+    def _enter(self, op: str, name: str | None) -> None:
+        self.calls.append((op, name))
+        if self._unavailable:
+            raise KubeUnavailable(None, "MaxRetryError: connection refused")
+        faults = self._faults.get(op)
+        if faults:
+            raise faults.pop(0)
+
+    def _get(self, name: str) -> dict[str, Any]:
+        obj = self._objects.get(name)
+        if obj is None:
+            raise KubeNotFound(404, f'{RESOURCE} "{name}" not found', reason="NotFound")
+        return obj
+
+    def _too_old(self, rv: int) -> dict[str, Any]:
+        return {
+            "type": "ERROR",
+            "object": {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"too old resource version: {rv} ({self._expired_below})",
+                "reason": "Expired",
+                "code": 410,
+            },
+        }
+
+    def _stamp_new(self, meta: dict[str, Any]) -> None:
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = kube_now()
+        meta["generation"] = 1
+        for key in ("resourceVersion", "deletionTimestamp"):
+            meta.pop(key, None)
+
+    def _check_precondition(self, name: str, obj: dict[str, Any], rv: str | None) -> None:
+        if rv is not None and str(rv) != obj["metadata"]["resourceVersion"]:
+            raise KubeConflict(
+                409,
+                f'Operation cannot be fulfilled on {RESOURCE} "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+                reason="Conflict",
+            )
+
+    def _check_finalizers(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        if not old["metadata"].get("deletionTimestamp"):
+            return
+        before = set(old["metadata"].get("finalizers") or [])
+        added = [f for f in new["metadata"].get("finalizers") or [] if f not in before]
+        if added:
+            name = old["metadata"]["name"]
+            raise KubeInvalid(
+                422,
+                f'Container.containers.rancherdesktop.io "{name}" is invalid: '
+                "metadata.finalizers: Forbidden: no new finalizers can be added if the object "
+                f"is being deleted, found new finalizers []string{{{_quoted_list(added)}}}",
+                reason="Invalid",
+            )
+
+    def _admit(self, operation: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        if not self.webhook:
+            return
+        request: dict[str, Any] = {"operation": operation, "object": new}
+        if old is not None:
+            request["oldObject"] = old
+        message = _decide(request)
+        if message is not None:
+            raise KubeForbidden(
+                403,
+                f'admission webhook "{WEBHOOK_NAME}" denied the request: {message}',
+                reason="Forbidden",
+            )
+
+    def _validate_status(self, name: str, status: dict[str, Any]) -> None:
+        last = status.get("lastAction")
+        if last is None:
+            return
+        for field, allowed in (("action", ACTIONS), ("state", STATES)):
+            value = last.get(field) if isinstance(last, dict) else None
+            if value not in allowed:
+                raise KubeInvalid(
+                    422,
+                    f'Container.containers.rancherdesktop.io "{name}" is invalid: '
+                    f"status.lastAction.{field}: Unsupported value: {json.dumps(value)}: "
+                    f"supported values: {_quoted_list(list(allowed))}",
+                    reason="Invalid",
+                )
+
+    def _own_annotation(self, meta: dict[str, Any], manager: str, at: str) -> None:
+        """The Update that set the annotation takes its ownership from everyone else."""
+        self._disown_annotation(meta)
+        entries = meta.setdefault("managedFields", [])
+        entry = next(
+            (e for e in entries if e["manager"] == manager and e["operation"] == "Update"),
+            None,
+        )
+        if entry is None:
+            entry = {"manager": manager, "operation": "Update", "apiVersion": API_VERSION}
+            entries.append(entry)
+        entry["time"] = at
+        entry["fieldsType"] = "FieldsV1"
+        fields = entry.setdefault("fieldsV1", {})
+        fields.setdefault("f:metadata", {}).setdefault("f:annotations", {})[
+            f"f:{ACTION_ANNOTATION}"
+        ] = {}
+
+    def _disown_annotation(self, meta: dict[str, Any]) -> None:
+        entries = meta.get("managedFields") or []
+        kept = []
+        for entry in entries:
+            fields = entry.get("fieldsV1") or {}
+            annotations = (fields.get("f:metadata") or {}).get("f:annotations") or {}
+            annotations.pop(f"f:{ACTION_ANNOTATION}", None)
+            if not annotations:
+                (fields.get("f:metadata") or {}).pop("f:annotations", None)
+            if not fields.get("f:metadata"):
+                fields.pop("f:metadata", None)
+            if fields:
+                kept.append(entry)
+        if kept:
+            meta["managedFields"] = kept
+        else:
+            meta.pop("managedFields", None)
+
+    def _patch_status(
+        self,
+        op: str,
+        name: str,
+        status_patch: dict[str, Any],
+        rv: str | None,
+        manager: str,
+    ) -> dict[str, Any]:
+        old = self._get(name)
+        self._check_precondition(name, old, rv)
+        new = copy.deepcopy(old)
+        new["status"] = merge_patch(old.get("status") or {}, status_patch)
+        self._validate_status(name, new["status"])
+        owners = self._status_owners.setdefault(name, {})
+        for key, value in status_patch.items():
+            if value is None:
+                owners.pop(key, None)
+            elif (old.get("status") or {}).get(key) != new["status"].get(key):
+                owners[key] = manager  # an Update takes ownership of what it changed
+        return self._commit(op, name, old, new)
+
+    def _patch_metadata(
+        self,
+        op: str,
+        name: str,
+        patch: dict[str, Any],
+        rv: str | None,
+        manager: str,
+        at: str,
+    ) -> dict[str, Any]:
+        old = self._get(name)
+        self._check_precondition(name, old, rv)
+        new = copy.deepcopy(old)
+        meta = new["metadata"]
+        for key in PATCHABLE_METADATA:
+            if key in patch:
+                merged = merge_patch(meta.get(key), patch[key])
+                if merged is None or merged == {} or merged == []:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = merged
+        before = (old["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
+        after = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+        if after is None and before is not None:
+            self._disown_annotation(meta)
+        elif after is not None and after != before:
+            self._own_annotation(meta, manager, at)
+        self._check_finalizers(old, new)
+        self._admit("UPDATE", old, new)
+        return self._commit(op, name, old, new)
+
+    def _delete(self, op: str, name: str) -> None:
+        old = self._get(name)
+        if old["metadata"].get("finalizers"):
+            new = copy.deepcopy(old)
+            new["metadata"].setdefault("deletionTimestamp", kube_now())
+            new["metadata"].setdefault("deletionGracePeriodSeconds", 0)
+            self._commit(op, name, old, new)
+        else:
+            self._remove(op, name)
+
+    def _commit(
+        self, op: str, name: str, old: dict[str, Any] | None, new: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store ``new`` if it differs from ``old`` (bump RV, watch event); return it."""
+        if old is not None and new == old:
+            self.write_log.append((op, name, old["metadata"]["resourceVersion"]))
+            return copy.deepcopy(old)
+        meta = new["metadata"]
+        if old is not None and meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            self._objects[name] = new
+            self._remove(op, name)
+            return copy.deepcopy(new)
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        self._objects[name] = new
+        kind = "ADDED" if old is None else "MODIFIED"
+        self._history.append((self._rv, {"type": kind, "object": copy.deepcopy(new)}))
+        self.write_log.append((op, name, str(self._rv)))
+        self._cond.notify_all()
+        return copy.deepcopy(new)
+
+    def _remove(self, op: str, name: str) -> None:
+        obj = self._objects.pop(name)
+        self._status_owners.pop(name, None)
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._history.append((self._rv, {"type": "DELETED", "object": copy.deepcopy(obj)}))
+        self.write_log.append((op, name, str(self._rv)))
+        self._cond.notify_all()
