@@ -1,0 +1,413 @@
+"""The fakes behave like Docker 20.10 and the apiserver where the actors care."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actors.docker_port import DockerError, DockerNotFound, DockerUnavailable
+from actors.kube_port import (
+    ACTION_ANNOTATION,
+    ACTIONS_MANAGER,
+    FINALIZER,
+    KubeConflict,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    KubeUnavailable,
+)
+from actors.timefmt import parse_rfc3339_ns
+from tests.fakes.docker import FakeDocker
+from tests.fakes.kube import FakeMirrorStore, merge_patch
+
+# --- FakeDocker -------------------------------------------------------------------------
+
+
+def test_start_running_is_304_noop_and_start_paused_is_409():
+    d = FakeDocker()
+    cid = d.create("web")
+    before = d.inspect(cid)["State"]["StartedAt"]
+    d.start(cid)
+    assert d.inspect(cid)["State"]["StartedAt"] == before
+    assert d.events_of(cid) == ["create", "start"]
+    d.pause(cid)
+    with pytest.raises(DockerError) as err:
+        d.start(cid)
+    assert err.value.status_code == 409
+    assert str(err.value) == (
+        "Error response from daemon: cannot start a paused container, try unpause instead"
+    )
+
+
+def test_start_exited_gives_new_started_at_and_pid():
+    d = FakeDocker()
+    cid = d.create("web")
+    first = d.inspect(cid)["State"]
+    d.docker_stop_direct(cid)
+    d.start(cid)
+    second = d.inspect(cid)["State"]
+    assert second["Running"] and second["Pid"] != first["Pid"]
+    assert parse_rfc3339_ns(second["StartedAt"]) > parse_rfc3339_ns(first["StartedAt"])
+
+
+def test_stop_exited_is_304_and_stop_running_exits():
+    d = FakeDocker()
+    cid = d.create("web", running=False)
+    d.stop(cid)
+    assert d.events_of(cid) == ["create"]
+    d.start(cid)
+    d.stop(cid)
+    state = d.inspect(cid)["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] in (137, 143)
+    assert state["FinishedAt"] != "0001-01-01T00:00:00Z" and state["Pid"] == 0
+    assert d.events_of(cid)[-3:] == ["kill", "die", "stop"]
+    assert d.inspect(cid)["NetworkSettings"]["Ports"] == {}
+
+
+def test_pause_and_unpause_errors_match_docker():
+    d = FakeDocker()
+    cid = d.create("web", running=False)
+    with pytest.raises(DockerError) as err:
+        d.pause(cid)
+    assert (err.value.status_code, err.value.daemon_message) == (
+        409,
+        f"Container {cid} is not running",
+    )
+    with pytest.raises(DockerError) as err:
+        d.unpause(cid)
+    assert (err.value.status_code, err.value.daemon_message) == (
+        500,
+        f"Container {cid} is not paused",
+    )
+    d.start(cid)
+    d.pause(cid)
+    with pytest.raises(DockerError) as err:
+        d.pause(cid)
+    assert err.value.daemon_message == f"Container {cid} is already paused"
+    d.unpause(cid)
+    assert d.events_of(cid)[-2:] == ["pause", "unpause"]
+
+
+def test_paused_inspect_shape():
+    d = FakeDocker()
+    cid = d.create("web", labels={"app": "web"}, ports={"80/tcp": [{"HostPort": "8080"}]})
+    d.pause(cid)
+    info = d.inspect(cid)
+    assert info["State"]["Status"] == "paused"
+    assert info["State"]["Running"] is True and info["State"]["Paused"] is True
+    assert info["Name"] == "/web" and info["Id"] == cid and len(cid) == 64
+    assert info["Config"]["Labels"] == {"app": "web"}
+    assert info["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostPort": "8080"}]}
+
+
+def test_stop_and_restart_of_paused_container():
+    d = FakeDocker()
+    cid = d.create("web")
+    d.pause(cid)
+    d.stop(cid)
+    assert d.inspect(cid)["State"]["Status"] == "exited"
+    d.start(cid)
+    d.pause(cid)
+    started = d.inspect(cid)["State"]["StartedAt"]
+    d.restart(cid)
+    state = d.inspect(cid)["State"]
+    assert state["Status"] == "running" and state["StartedAt"] > started
+    assert d.events_of(cid)[-2:] == ["start", "restart"]
+
+
+def test_remove_and_unknown_id():
+    d = FakeDocker()
+    cid = d.create("web")
+    d.remove(cid)
+    assert d.events_of(cid)[-3:] == ["kill", "die", "destroy"]
+    assert d.list_ids() == []
+    for call in (d.inspect, d.start, d.stop, d.pause, d.unpause, d.restart, d.remove):
+        with pytest.raises(DockerNotFound) as err:
+            call(cid)
+        assert str(err.value) == f"Error response from daemon: No such container: {cid}"
+
+
+def test_unavailable_fail_next_and_call_log():
+    d = FakeDocker()
+    cid = d.create("web")
+    d.fail_next("stop", DockerError("boom", status_code=500))
+    with pytest.raises(DockerError):
+        d.stop(cid)
+    d.stop(cid)  # only one injected failure
+    d.unavailable = True
+    with pytest.raises(DockerUnavailable):
+        d.ping()
+    assert d.calls == [("stop", cid), ("stop", cid), ("ping", None)]
+
+
+def test_block_holds_stop_in_flight_after_sigterm():
+    d = FakeDocker()
+    cid = d.create("web")
+    gate = d.block("stop", cid)
+    t = threading.Thread(target=d.stop, args=(cid,))
+    t.start()
+    assert gate.wait_entered()
+    assert d.inspect(cid)["State"]["Status"] == "running"
+    assert d.events_of(cid)[-1] == "kill"
+    gate.release()
+    t.join(5)
+    assert d.inspect(cid)["State"]["Status"] == "exited"
+
+
+def test_events_since_until_and_live_stream_end():
+    d = FakeDocker()
+    t0 = d.system_time_ns()
+    cid = d.create("web")
+    since = f"{t0 // 10**9}.{t0 % 10**9:09d}"
+    now = d.system_time_ns()
+    history = list(d.events(since=since, until=f"{now // 10**9}.{now % 10**9:09d}"))
+    assert [e["Action"] for e in history] == ["create", "start"]
+    event = history[1]
+    assert event["Type"] == "container" and event["Actor"]["ID"] == cid
+    assert event["Actor"]["Attributes"]["name"] == "web"
+    assert event["time"] == event["timeNano"] // 10**9
+
+    stream = d.events()
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(e["Action"] for e in stream))
+    reader.start()
+    time.sleep(0.05)
+    d.pause(cid)
+    deadline = time.monotonic() + 2
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.unavailable = True  # engine down: the stream ends
+    reader.join(2)
+    assert not reader.is_alive() and got == ["pause"]
+
+
+# --- FakeMirrorStore --------------------------------------------------------------------
+
+
+def test_merge_patch_rfc7386():
+    assert merge_patch(
+        {"a": 1, "b": {"c": 1, "d": 2}, "l": [1, 2]},
+        {
+            "a": None,
+            "b": {"c": None, "e": 3},
+            "l": [3],
+        },
+    ) == {"b": {"d": 2, "e": 3}, "l": [3]}
+
+
+def test_apply_metadata_creates_and_noop_keeps_rv():
+    k = FakeMirrorStore("ns")
+    obj = k.apply_metadata("c1")
+    meta = obj["metadata"]
+    assert meta["finalizers"] == [FINALIZER] and meta["generation"] == 1 and meta["uid"]
+    again = k.apply_metadata("c1")
+    assert again["metadata"]["resourceVersion"] == meta["resourceVersion"]
+    status = {"status": "running", "labels": {"a": "1"}}
+    s1 = k.apply_status("c1", status)
+    s2 = k.apply_status("c1", status)
+    assert s1["metadata"]["resourceVersion"] == s2["metadata"]["resourceVersion"]
+    assert int(s1["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+
+
+def test_stale_resource_version_is_409():
+    k = FakeMirrorStore()
+    rv = k.apply_metadata("c1")["metadata"]["resourceVersion"]
+    la = {"action": "stop", "state": "Succeeded"}
+    fresh = k.patch_status("c1", {"lastAction": la}, resource_version=rv, field_manager="x")
+    with pytest.raises(KubeConflict):
+        k.patch_status("c1", {"lastAction": la}, resource_version=rv, field_manager="x")
+    with pytest.raises(KubeConflict):
+        k.patch_metadata("c1", {"labels": {"a": "b"}}, resource_version=rv, field_manager="x")
+    new_rv = fresh["metadata"]["resourceVersion"]
+    k.patch_metadata("c1", {"labels": {"a": "b"}}, resource_version=new_rv, field_manager="x")
+
+
+def test_status_and_main_resource_are_separate():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    k.client_annotate("c1", "stop")
+    obj = k.patch_metadata(
+        "c1",
+        {"annotations": {"other": "x"}, "status": {"status": "bogus"}},
+        resource_version=None,
+        field_manager="x",
+    )
+    assert "status" not in obj
+    obj = k.apply_status("c1", {"status": "running"})
+    assert obj["metadata"]["annotations"] == {ACTION_ANNOTATION: "stop", "other": "x"}
+
+
+def test_apply_status_removes_left_out_fields_but_keeps_other_managers():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    k.apply_status("c1", {"status": "exited", "error": "oops", "labels": {"a": "1", "b": "2"}})
+    la = {"action": "stop", "state": "Succeeded"}
+    k.patch_status("c1", {"lastAction": la}, resource_version=None, field_manager=ACTIONS_MANAGER)
+    k.client_patch_status("c1", {"conditions": [{"type": "Ready"}]})
+    obj = k.apply_status("c1", {"status": "running", "labels": {"a": "1"}})
+    assert obj["status"] == {
+        "status": "running",
+        "labels": {"a": "1"},
+        "lastAction": la,
+        "conditions": [{"type": "Ready"}],
+    }
+    with pytest.raises(KubeNotFound):
+        k.apply_status("missing", {"status": "running"})
+    with pytest.raises(KubeInvalid):
+        k.patch_status(
+            "c1", {"lastAction": {"action": "kill"}}, resource_version=None, field_manager="x"
+        )
+
+
+def test_finalizer_delete_flow():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    rv = k.resource_version
+    k.delete("c1")
+    obj = k.get("c1")
+    assert obj["metadata"]["deletionTimestamp"] and int(obj["metadata"]["resourceVersion"]) > int(
+        rv
+    )
+    k.apply_metadata("c1")  # finalizer still there: a no-op, accepted
+    k.client_strip_finalizer("c1")
+    with pytest.raises(KubeNotFound):
+        k.get("c1")
+    with pytest.raises(KubeNotFound):
+        k.delete("c1")
+    k.client_create({"metadata": {"name": "bare"}})
+    k.delete("bare")  # no finalizer: gone at once
+    assert k.objects() == {}
+
+
+def test_finalizer_cannot_be_readded_to_terminating_object():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    k.patch_metadata(
+        "c1", {"finalizers": [FINALIZER, "other/x"]}, resource_version=None, field_manager="x"
+    )
+    k.delete("c1")
+    k.patch_metadata("c1", {"finalizers": ["other/x"]}, resource_version=None, field_manager="x")
+    with pytest.raises(KubeInvalid):
+        k.apply_metadata("c1")
+    k.patch_metadata("c1", {"finalizers": None}, resource_version=None, field_manager="x")
+    assert k.objects() == {}
+
+
+def test_managed_fields_follow_the_annotation():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    obj = k.client_annotate("c1", "pause", at="2026-01-02T03:04:05Z")
+    assert obj["metadata"]["managedFields"] == [
+        {
+            "manager": "kubectl-annotate",
+            "operation": "Update",
+            "apiVersion": "containers.rancherdesktop.io/v1alpha1",
+            "time": "2026-01-02T03:04:05Z",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{ACTION_ANNOTATION}": {}}}},
+        }
+    ]
+    obj = k.patch_metadata(
+        "c1",
+        {"annotations": {ACTION_ANNOTATION: None}},
+        resource_version=obj["metadata"]["resourceVersion"],
+        field_manager=ACTIONS_MANAGER,
+    )
+    assert "managedFields" not in obj["metadata"] and "annotations" not in obj["metadata"]
+
+
+def test_webhook_emulation():
+    k = FakeMirrorStore(webhook=True)
+    with pytest.raises(KubeForbidden, match="not allowed on create"):
+        k.client_create({"metadata": {"name": "c1", "annotations": {ACTION_ANNOTATION: "stop"}}})
+    k.apply_metadata("c1")
+    with pytest.raises(KubeForbidden, match=r'invalid .* annotation "bogus"'):
+        k.client_annotate("c1", "bogus")
+    k.webhook = False
+    k.client_annotate("c1", "bogus")  # reached storage while the webhook was absent
+    k.webhook = True
+    with pytest.raises(KubeForbidden):
+        k.apply_metadata("c1")
+    k.patch_metadata(
+        "c1", {"annotations": {ACTION_ANNOTATION: None}}, resource_version=None, field_manager="x"
+    )
+
+
+def test_faults_and_unavailable():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    k.conflict_next("patch_status", n=2)
+    for _ in range(2):
+        with pytest.raises(KubeConflict):
+            k.patch_status("c1", {"status": "x"}, resource_version=None, field_manager="x")
+    k.patch_status("c1", {"status": "x"}, resource_version=None, field_manager="x")
+    k.unavailable = True
+    with pytest.raises(KubeUnavailable):
+        k.get("c1")
+
+
+def test_watch_replays_after_rv_and_410_after_expiry():
+    k = FakeMirrorStore()
+    _, rv0 = k.list()
+    k.apply_metadata("c1")
+    k.apply_status("c1", {"status": "running"})
+    k.delete("c1")
+    events = list(k.watch(rv0, server_timeout_s=0, read_timeout_s=1))
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "MODIFIED"]
+    k.expire_history()
+    (err,) = list(k.watch(rv0, server_timeout_s=1, read_timeout_s=5))
+    assert err["type"] == "ERROR" and err["object"]["code"] == 410
+    assert list(k.watch(k.resource_version, server_timeout_s=0, read_timeout_s=1)) == []
+
+
+def test_watch_live_bookmark_and_dropped_stream():
+    k = FakeMirrorStore()
+    _, rv = k.list()
+    got: list[str] = []
+    stream = k.watch(rv, server_timeout_s=30, read_timeout_s=60)
+    reader = threading.Thread(target=lambda: got.extend(e["type"] for e in stream))
+    reader.start()
+    k.apply_metadata("c1")
+    k.client_delete("c1")
+    k.client_strip_finalizer("c1")
+    time.sleep(0.1)
+    k.send_bookmark()
+    time.sleep(0.1)
+    k.drop_watches()
+    reader.join(2)
+    assert not reader.is_alive()
+    assert got == ["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
+
+
+def test_watch_dropped_with_error_and_concurrent_writers_serialise():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    stream = k.watch(k.resource_version, server_timeout_s=30, read_timeout_s=60)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            list(stream)
+        except KubeUnavailable as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.05)
+    k.drop_watches(error=True)
+    reader.join(2)
+    assert len(errors) == 1
+
+    def bump(i: int) -> None:
+        for j in range(20):
+            k.client_patch_status("c1", {f"k{i}": j}, manager=f"m{i}")
+
+    threads = [threading.Thread(target=bump, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rvs = [int(rv) for op, _, rv in k.write_log if op == "client_patch_status"]
+    assert len(set(rvs)) == 80
