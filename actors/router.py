@@ -1,0 +1,401 @@
+"""The router: owns the container actors and routes every message to the right one.
+
+Why a router and not one actor per container forever: threads must follow *active*
+containers, not all containers (library notes §1.4). The router starts a container
+actor on demand, at most ``max_active`` at once (the rest wait in a backlog), and
+retires actors that were idle for ``idle_timeout_s``. Because only the router sends to
+container actors, a retiring actor's stop message queues after everything the router
+sent it; messages for a container whose actor is stopping are buffered until its
+``ChildStopped`` arrives, so two actors never run for one container.
+
+It also runs the full sync (list Docker, list mirrors, sync every container, remove
+stale mirrors without touching Docker) on start and after every Docker reconnect, and
+writes ``EngineReady`` when every container of that sync reported back.
+
+Supervision of container actors lives here too: a child that raised (``ActorFailed``)
+or is found dead by the tick's liveness sweep (an ``on_start`` failure) is restarted
+with exponential backoff and a :class:`Recover` message, which rebuilds its state from
+Kubernetes and Docker.
+
+Runs in its own pykka thread; its blocking calls are the two list calls of a full sync
+and the ``EngineReady`` writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from actors._base import JournaledActor
+from actors.container import ContainerActor, ContainerDeps
+from actors.docker_port import DockerPort, DockerUnavailable
+from actors.engine_status import EngineStatus
+from actors.journal import Journal
+from actors.kube_port import KubeError, MirrorStore, annotation_of, is_terminating
+from actors.ledger import RestartLedger
+from messages.base import Message
+from messages.inbound import (
+    ActorFailed,
+    ChildStopped,
+    ContainerGone,
+    DockerEvent,
+    DockerLost,
+    EmitEvent,
+    EngineReachable,
+    FullSync,
+    MirrorDeleted,
+    MirrorObserved,
+    Recover,
+    SyncContainer,
+    SyncDone,
+    Tick,
+    WatchRelisted,
+)
+
+# Docker container events that change what the mirror shows (spec §3.3).
+SYNC_ACTIONS = frozenset(
+    {"create", "start", "stop", "die", "pause", "unpause", "restart", "rename", "kill", "oom"}
+)
+
+
+@dataclass
+class RouterSettings:
+    max_active: int = 128
+    idle_timeout_s: float = 10.0
+    restart_backoff_s: float = 0.2
+    restart_backoff_max_s: float = 30.0
+    full_sync_retry_s: float = 2.0
+
+
+@dataclass
+class _Child:
+    ref: pykka.ActorRef
+    incarnation: int
+    last_sent: float
+
+
+FAILURE_MEMORY_S = 60.0
+
+
+@dataclass
+class _Failure:
+    restart_at: float = 0.0
+    buffered: list[Message] = field(default_factory=list)
+
+
+class RouterActor(JournaledActor):
+    """Routes readers' messages to on-demand container actors. Own pykka thread."""
+
+    actor_kind = "router"
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        docker: DockerPort,
+        store: MirrorStore,
+        ledger: RestartLedger,
+        engine_status: EngineStatus,
+        emit: Callable[[EmitEvent], None],
+        settings: RouterSettings | None = None,
+        on_death: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(journal=journal, name="router", on_death=on_death)
+        self.docker = docker
+        self.store = store
+        self.ledger = ledger
+        self.engine_status = engine_status
+        self.emit = emit
+        self.settings = settings or RouterSettings()
+        self.clock = clock
+        self.children: dict[str, _Child] = {}
+        self.stopping: dict[str, list[Message]] = {}
+        self.failed: dict[str, _Failure] = {}
+        self.backlog: OrderedDict[str, list[Message]] = OrderedDict()
+        self.mirrors: dict[str, dict[str, Any]] = {}
+        self.failure_history: dict[str, tuple[int, float]] = {}
+        self.incarnations = 0
+        self.sync_token = 0
+        self.outstanding: set[str] = set()
+        self.engine_up = False
+        self.ready = False
+        self.full_sync_due: float | None = None
+        self._deps: ContainerDeps | None = None
+
+    def handlers(self) -> dict[type, Callable[[Any], None]]:
+        return {
+            DockerEvent: self._on_docker_event,
+            DockerLost: self._on_docker_lost,
+            EngineReachable: self._on_engine_reachable,
+            FullSync: self._on_full_sync,
+            SyncDone: self._on_sync_done,
+            MirrorObserved: self._on_mirror_observed,
+            MirrorDeleted: self._on_mirror_deleted,
+            WatchRelisted: self._on_watch_relisted,
+            ChildStopped: self._on_child_stopped,
+            ActorFailed: self._on_actor_failed,
+            Tick: self._on_tick,
+        }
+
+    # --- lifecycle (router thread) ---------------------------------------------------
+    def on_start(self) -> None:
+        self._deps = ContainerDeps(
+            docker=self.docker,
+            store=self.store,
+            journal=self.journal,
+            ledger=self.ledger,
+            report=self._tell_self,
+            emit=self.emit,
+        )
+        # Recover open restart dispatches even for containers without an event soon.
+        for container_id in self.ledger.open_ids():
+            self._deliver(container_id, Recover(reason="open restart record"))
+        self.full_sync_due = self.clock()
+
+    def on_stop(self) -> None:
+        self._stop_children()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        # A restarted router must not find our children alive: it would start a second
+        # actor for the same container.
+        self._stop_children()
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def _stop_children(self) -> None:
+        for child in list(self.children.values()):
+            with contextlib.suppress(pykka.ActorDeadError):
+                child.ref.stop(block=False)
+        self.children.clear()
+
+    def _tell_self(self, message: Message) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # we are stopping; the replacement router resyncs everything
+
+    # --- Docker side -------------------------------------------------------------------
+    def _on_docker_event(self, message: DockerEvent) -> None:
+        if message.action == "destroy":
+            self._deliver(message.container_id, ContainerGone(cause=message.msg_id))
+        elif message.action in SYNC_ACTIONS or message.action.startswith("health_status"):
+            self._deliver(
+                message.container_id, SyncContainer(reason=message.action, cause=message.msg_id)
+            )
+
+    def _on_docker_lost(self, message: DockerLost) -> None:
+        self.engine_up = False
+        self.ready = False
+        self.full_sync_due = None
+        self.outstanding.clear()
+        self._write_ready(False, "ConnectFailed", message.reason)
+
+    def _on_engine_reachable(self, message: EngineReachable) -> None:
+        self.engine_up = True
+        self._full_sync(message.msg_id, "engine reachable")
+
+    def _on_full_sync(self, message: FullSync) -> None:
+        self._full_sync(message.msg_id, message.reason)
+
+    def _full_sync(self, cause: str, reason: str) -> None:
+        """List both sides, sync every container, remove stale mirrors (spec §3.2)."""
+        self.full_sync_due = None
+        try:
+            ids = self.effect("docker", "list", self.docker.list_ids)
+            mirrors, _ = self.effect("kube", "list_mirrors", self.store.list)
+        except DockerUnavailable as exc:
+            self._on_docker_lost(DockerLost(reason=f"failed to ping Docker: {exc}"))
+            return
+        except KubeError as exc:
+            self.note("full sync postponed", detail={"error": str(exc)})
+            self.full_sync_due = self.clock() + self.settings.full_sync_retry_s
+            return
+        self.engine_up = True
+        self.sync_token += 1
+        live = set(ids)
+        self.outstanding = set(ids)
+        for obj in mirrors:
+            name = (obj.get("metadata") or {}).get("name") or ""
+            if name:
+                self.mirrors[name] = obj
+        for container_id in ids:
+            self._deliver(
+                container_id, SyncContainer(reason="full sync", token=self.sync_token, cause=cause)
+            )
+        stale = [name for name in self.mirrors if name not in live]
+        for name in stale:
+            self._deliver(name, ContainerGone(cause=cause))
+        self.note(
+            "full sync started",
+            detail={"reason": reason, "containers": len(ids), "stale": len(stale)},
+        )
+        if not self.outstanding:
+            self._mark_ready()
+
+    def _on_sync_done(self, message: SyncDone) -> None:
+        if message.token != self.sync_token:
+            return
+        if not message.ok:
+            # The engine or apiserver dropped mid-sync; a later reconnect resyncs.
+            self.full_sync_due = self.clock() + self.settings.full_sync_retry_s
+        self.outstanding.discard(message.container_id)
+        if not self.outstanding and self.engine_up and not self.ready:
+            self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        self.ready = True
+        self._write_ready(True, "Connected", "Container engine synced")
+
+    def _write_ready(self, ready: bool, reason: str, text: str) -> None:
+        try:
+            self.effect(
+                "kube",
+                "engine_ready",
+                self.engine_status.set_ready,
+                ready,
+                reason,
+                text,
+                detail={"ready": ready, "reason": reason},
+            )
+        except KubeError as exc:
+            self.note("EngineReady not written", detail={"error": str(exc)})
+            if ready:
+                self.ready = False
+                self.full_sync_due = self.clock() + self.settings.full_sync_retry_s
+
+    # --- Kubernetes side ---------------------------------------------------------------
+    def _on_mirror_observed(self, message: MirrorObserved) -> None:
+        self.mirrors[message.name] = message.obj
+        obj = message.obj
+        needs_actor = is_terminating(obj) or annotation_of(obj) is not None
+        if needs_actor or message.name in self.children or message.name in self.failed:
+            self._deliver(message.name, message)
+
+    def _on_mirror_deleted(self, message: MirrorDeleted) -> None:
+        self.mirrors.pop(message.name, None)
+
+    def _on_watch_relisted(self, message: WatchRelisted) -> None:
+        names = set(message.names)
+        for name in [n for n in self.mirrors if n not in names]:
+            del self.mirrors[name]
+
+    # --- children ------------------------------------------------------------------------
+    def _deliver(self, container_id: str, message: Message) -> None:
+        if container_id in self.stopping:
+            self.stopping[container_id].append(message)
+            return
+        failure = self.failed.get(container_id)
+        if failure is not None:
+            failure.buffered.append(message)
+            return
+        child = self.children.get(container_id)
+        if child is not None:
+            child.last_sent = self.clock()
+            try:
+                child.ref.tell(message)
+                return
+            except pykka.ActorDeadError:
+                del self.children[container_id]
+                self._schedule_restart(container_id, "found dead on delivery", [message])
+                return
+        if container_id in self.backlog or len(self.children) >= self.settings.max_active:
+            self.backlog.setdefault(container_id, []).append(message)
+            return
+        self._start_child(container_id, [message])
+
+    def _start_child(self, container_id: str, messages: list[Message]) -> None:
+        assert self._deps is not None
+        self.incarnations += 1
+        incarnation = self.incarnations
+        router = self.actor_ref
+
+        def on_death(_name: str, error: str) -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                router.tell(ActorFailed(actor=container_id, error=error))
+
+        ref = ContainerActor.start(
+            deps=self._deps,
+            container_id=container_id,
+            incarnation=incarnation,
+            initial_obj=self.mirrors.get(container_id),
+            on_death=on_death,
+        )
+        self.children[container_id] = _Child(ref, incarnation, self.clock())
+        for message in messages:
+            ref.tell(message)
+
+    def _on_child_stopped(self, message: ChildStopped) -> None:
+        child = self.children.get(message.container_id)
+        if child is not None and child.incarnation == message.incarnation:
+            del self.children[message.container_id]
+        buffered = self.stopping.pop(message.container_id, None)
+        if buffered:
+            for item in buffered:
+                self._deliver(message.container_id, item)
+        self._drain_backlog()
+
+    def _on_actor_failed(self, message: ActorFailed) -> None:
+        container_id = message.actor
+        self.children.pop(container_id, None)
+        buffered = self.stopping.pop(container_id, [])
+        self._schedule_restart(container_id, message.error, buffered)
+
+    def _schedule_restart(self, container_id: str, error: str, buffered: list[Message]) -> None:
+        now = self.clock()
+        # Backoff grows with failures of the same container within the last minute, so
+        # a crash loop slows down while a one-off crash restarts at once.
+        count, last = self.failure_history.get(container_id, (0, now))
+        count = count + 1 if now - last < FAILURE_MEMORY_S else 1
+        self.failure_history[container_id] = (count, now)
+        failure = self.failed.setdefault(container_id, _Failure())
+        failure.buffered.extend(buffered)
+        delay = min(
+            self.settings.restart_backoff_max_s,
+            self.settings.restart_backoff_s * (2 ** (count - 1)),
+        )
+        failure.restart_at = now + delay
+        self.note(
+            "container actor died; restart scheduled",
+            detail={"container": container_id, "error": error, "in_s": delay},
+        )
+
+    def _on_tick(self, message: Tick) -> None:
+        now = self.clock()
+        # Liveness sweep: pykka reports neither on_start failures nor anything else.
+        for container_id, child in list(self.children.items()):
+            if not child.ref.is_alive():
+                del self.children[container_id]
+                self._schedule_restart(container_id, "found dead by liveness sweep", [])
+        for container_id, failure in list(self.failed.items()):
+            if failure.restart_at <= now and len(self.children) < self.settings.max_active:
+                del self.failed[container_id]
+                self._start_child(container_id, [Recover(reason="restart"), *failure.buffered])
+        # Idle retirement.
+        for container_id, child in list(self.children.items()):
+            if now - child.last_sent >= self.settings.idle_timeout_s and (
+                container_id not in self.outstanding
+            ):
+                del self.children[container_id]
+                self.stopping[container_id] = []
+                try:
+                    child.ref.stop(block=False)
+                except pykka.ActorDeadError:
+                    self.stopping.pop(container_id, None)
+        self._drain_backlog()
+        if self.full_sync_due is not None and now >= self.full_sync_due:
+            self._full_sync(message.msg_id, "scheduled")
+
+    def _drain_backlog(self) -> None:
+        while self.backlog and len(self.children) < self.settings.max_active:
+            container_id, messages = self.backlog.popitem(last=False)
+            if container_id in self.children or container_id in self.stopping:
+                for message in messages:
+                    self._deliver(container_id, message)
+            else:
+                self._start_child(container_id, messages)

@@ -1,0 +1,145 @@
+"""Messages the readers, the router and the supervisor exchange.
+
+Direction (see docs/architecture.md):
+
+* docker-events reader -> router: :class:`DockerEvent`, :class:`DockerLost`,
+  :class:`EngineReachable`
+* kube-watch reader -> router: :class:`MirrorObserved`, :class:`MirrorDeleted`,
+  :class:`WatchRelisted`
+* router -> container actor: :class:`SyncContainer`, :class:`ContainerGone`,
+  :class:`MirrorObserved`, :class:`Recover`, :class:`Retire`
+* container actor -> router: :class:`SyncDone`, :class:`ChildStopped`
+* container actor -> event writer: :class:`EmitEvent`
+* supervisor/router internal: :class:`FullSync`, :class:`DockerResynced`,
+  :class:`ActorFailed`, :class:`Tick`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from messages.base import Message
+
+
+class DockerEvent(Message, frozen=True, tag="docker_event"):
+    """A container event from ``GET /events`` (Docker 29 shape: Type/Action/Actor.ID)."""
+
+    container_id: str
+    action: str
+    time_nano: int = 0
+
+
+class DockerLost(Message, frozen=True, tag="docker_lost"):
+    """The engine stopped answering (ping failed or the event stream ended)."""
+
+    reason: str
+
+
+class EngineReachable(Message, frozen=True, tag="engine_reachable"):
+    """The events reader (re)connected; the router must run a full sync."""
+
+    since: str = ""
+
+
+class FullSync(Message, frozen=True, tag="full_sync"):
+    """Router: list Docker and the mirrors, sync every container, prune stale mirrors."""
+
+    reason: str = ""
+
+
+class DockerResynced(Message, frozen=True, tag="docker_resynced"):
+    """Router-internal: a full sync finished (``ok`` False when the engine was lost)."""
+
+    ok: bool
+    containers: int = 0
+    error: str = ""
+
+
+class MirrorObserved(Message, frozen=True, tag="mirror_observed"):
+    """The watch saw a Container mirror added or modified (or it was listed)."""
+
+    name: str
+    resource_version: str = ""
+    event_type: str = ""
+    obj: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class MirrorDeleted(Message, frozen=True, tag="mirror_deleted"):
+    """The watch saw a Container mirror deleted."""
+
+    name: str
+    resource_version: str = ""
+
+
+class WatchRelisted(Message, frozen=True, tag="watch_relisted"):
+    """The watch listed all mirrors (start or after 410); ``names`` are the live ones."""
+
+    names: tuple[str, ...] = ()
+    resource_version: str = ""
+
+
+class SyncContainer(Message, frozen=True, tag="sync_container"):
+    """Container actor: inspect the container and write its mirror.
+
+    ``token`` is non-zero for a full sync; the actor answers with :class:`SyncDone`.
+    """
+
+    reason: str = ""
+    token: int = 0
+
+
+class SyncDone(Message, frozen=True, tag="sync_done"):
+    """Container actor -> router: a full-sync :class:`SyncContainer` was handled."""
+
+    container_id: str
+    token: int
+    ok: bool = True
+
+
+class ChildStopped(Message, frozen=True, tag="child_stopped"):
+    """Container actor -> router: the actor stopped (retired, or the router stopped it)."""
+
+    container_id: str
+    incarnation: int = 0
+
+
+class EmitEvent(Message, frozen=True, tag="emit_event"):
+    """-> event writer: create one events.k8s.io/v1 Event about a Container."""
+
+    container_id: str
+    type: str  # "Normal" or "Warning"
+    reason: str
+    action: str
+    note: str
+    reporting_controller: str = "dockmirror"
+
+
+class ContainerGone(Message, frozen=True, tag="container_gone"):
+    """Container actor: Docker destroyed the container; remove the mirror (no Docker call)."""
+
+
+class Recover(Message, frozen=True, tag="recover"):
+    """Container actor: rebuild state from Kubernetes and Docker (after a restart)."""
+
+    reason: str = ""
+
+
+class Retire(Message, frozen=True, tag="retire"):
+    """Container actor: stop if still idle since ``idle_since_ns``."""
+
+    idle_since_ns: int = 0
+
+
+class ActorFailed(Message, frozen=True, tag="actor_failed"):
+    """An actor died (``on_failure`` or noticed by a liveness sweep)."""
+
+    actor: str
+    error: str = ""
+
+
+class Tick(Message, frozen=True, tag="tick"):
+    """A clock tick for periodic work (idle retirement, liveness sweeps); not journaled."""
+
+    now_ns: int = 0
