@@ -1,0 +1,452 @@
+"""dockmirror: the composition root, the top-level supervisor and the CLI.
+
+``python supervisor.py`` wires the ports, the journal and the actors together, then
+supervises them from the main thread (which must stay free to receive signals):
+
+* start order: CRDs, namespace and ``ContainerNamespace/moby`` (EngineReady False/
+  Syncing), the admission webhook (registered and probed), then the event writer, the
+  router and the two readers (Docker events, Kubernetes watch);
+* every second the main loop ticks the router (idle retirement, container actor
+  restarts, scheduled full syncs), sweeps the liveness of every top-level actor and of
+  the webhook server (pykka reports neither ``on_start`` failures nor dead threads), and
+  restarts what died with backoff inside a restart budget: more than
+  ``--restart-budget`` restarts within ``--restart-window`` seconds ends the process
+  with exit code 3 and a message naming the last failure;
+* SIGINT/SIGTERM stop everything within a few seconds; mirrors stay, ``EngineReady``
+  becomes False/Stopped and the webhook configuration is deleted so that Container
+  writes are not blocked while the service is stopped on purpose.
+
+The router is restarted together with the readers' target (rest-for-one): the readers
+keep running and send through :class:`RouterHandle`, which always points at the live
+router; the new router starts with a full sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pykka
+from kubernetes import config as k8s_config
+
+from actors.certs import ensure_certificates
+from actors.crds import install_crds
+from actors.docker_events import DockerEventsReader
+from actors.docker_port import DockerPort
+from actors.engine_status import EngineStatus
+from actors.event_writer import EventWriterActor
+from actors.journal import Journal
+from actors.kube_port import KubeError, KubeHttp, MirrorStore
+from actors.kube_watch import KubeWatchReader
+from actors.ledger import RestartLedger
+from actors.router import RouterActor, RouterSettings
+from actors.webhook import WebhookRegistration, WebhookServer
+from messages.base import Message
+from messages.inbound import EmitEvent, Tick
+from messages.journal import Note
+
+log = logging.getLogger("dockmirror")
+
+EXIT_BUDGET = 3
+EXIT_STARTUP = 2
+
+
+@dataclass
+class Config:
+    namespace: str
+    kubeconfig: str | None
+    docker_host: str | None
+    state_dir: Path
+    trace_file: Path | None
+    trace_max_mb: int
+    trace_backups: int
+    max_active_containers: int
+    idle_timeout: float
+    restart_budget: int
+    restart_window: float
+    webhook_port: int
+    webhook_recheck: float
+    startup_timeout: float
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    state_default = (
+        Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "dockmirror"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python supervisor.py",
+        description="Mirror Docker containers into Kubernetes Container resources and run "
+        "containers.rancherdesktop.io/action requests.",
+    )
+    parser.add_argument(
+        "--namespace",
+        default="rancher-desktop",
+        help="Kubernetes namespace of the mirrors (created if missing)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG"),
+        help="kubeconfig path (default: $KUBECONFIG, then ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--docker-host",
+        default=os.environ.get("DOCKER_HOST"),
+        help="Docker endpoint (default: $DOCKER_HOST, then the local socket)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=state_default,
+        help="certificates, restart ledger and default trace location",
+    )
+    parser.add_argument(
+        "--trace-file",
+        default=None,
+        help="journal path (default: <state-dir>/trace.jsonl; '-' disables)",
+    )
+    parser.add_argument(
+        "--trace-max-mb", type=int, default=64, help="rotate the journal at this size"
+    )
+    parser.add_argument("--trace-backups", type=int, default=3, help="rotated journal files kept")
+    parser.add_argument(
+        "--max-active-containers",
+        type=int,
+        default=128,
+        help="container actors alive at once (threads)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=10.0,
+        help="seconds before an idle container actor retires",
+    )
+    parser.add_argument(
+        "--restart-budget", type=int, default=10, help="top-level actor restarts allowed per window"
+    )
+    parser.add_argument(
+        "--restart-window", type=float, default=60.0, help="seconds of the restart budget window"
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=0,
+        help="admission webhook port on 127.0.0.1 (0: pick a free one)",
+    )
+    parser.add_argument(
+        "--webhook-recheck",
+        type=float,
+        default=30.0,
+        help="seconds between checks that the webhook configuration exists",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the apiserver at start",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    trace: Path | None
+    if args.trace_file == "-":
+        trace = None
+    elif args.trace_file:
+        trace = Path(args.trace_file)
+    else:
+        trace = args.state_dir / "trace.jsonl"
+    return Config(
+        namespace=args.namespace,
+        kubeconfig=args.kubeconfig,
+        docker_host=args.docker_host,
+        state_dir=args.state_dir,
+        trace_file=trace,
+        trace_max_mb=args.trace_max_mb,
+        trace_backups=args.trace_backups,
+        max_active_containers=args.max_active_containers,
+        idle_timeout=args.idle_timeout,
+        restart_budget=args.restart_budget,
+        restart_window=args.restart_window,
+        webhook_port=args.webhook_port,
+        webhook_recheck=args.webhook_recheck,
+        startup_timeout=args.startup_timeout,
+    )
+
+
+class RouterHandle:
+    """Always points at the live router; readers and actors send through it.
+
+    ``send`` is called from reader and actor threads; a message sent while the router
+    is being replaced is dropped, which is safe because the new router starts with a
+    full sync and the watch replays annotations on its relist.
+    """
+
+    def __init__(self) -> None:
+        self.ref: pykka.ActorRef | None = None
+
+    def send(self, message: Message) -> None:
+        ref = self.ref
+        if ref is None:
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(message)
+
+
+class RestartBudget:
+    """At most ``limit`` restarts within ``window_s`` seconds (OTP-style intensity)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.times: deque[float] = deque()
+
+    def spend(self, now: float) -> bool:
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+        self.times.append(now)
+        return len(self.times) <= self.limit
+
+
+class Supervisor:
+    """Owns every top-level actor; runs in the main thread."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.deaths: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.router = RouterHandle()
+        self.events_ref: pykka.ActorRef | None = None
+        self.refs: dict[str, pykka.ActorRef] = {}
+        self.budget = RestartBudget(config.restart_budget, config.restart_window)
+        self.exit_code = 0
+
+    # --- composition ---------------------------------------------------------------
+    def build(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.api_client = k8s_config.new_client_from_config(config_file=cfg.kubeconfig)
+        self.http = KubeHttp(self.api_client)
+        self.store = MirrorStore(self.http, cfg.namespace)
+        self.docker = DockerPort(cfg.docker_host)
+        self.journal = Journal(
+            cfg.trace_file,
+            max_bytes=cfg.trace_max_mb * 1024 * 1024,
+            backups=cfg.trace_backups,
+        )
+        self.ledger = RestartLedger(cfg.state_dir / f"actions-{cfg.namespace}.jsonl")
+        self.engine_status = EngineStatus(self.http, cfg.namespace)
+
+    def prepare_kubernetes(self) -> None:
+        """CRDs, namespace, ContainerNamespace/moby; waits for the apiserver at start."""
+        deadline = time.monotonic() + self.config.startup_timeout
+        while True:
+            try:
+                install_crds(self.api_client)
+                self.engine_status.ensure_namespace()
+                self.engine_status.apply_moby()
+                self.engine_status.set_ready(False, "Syncing", "Initial sync in progress")
+                return
+            except Exception as exc:
+                if time.monotonic() >= deadline or self.stop_event.is_set():
+                    raise SystemExit(
+                        f"dockmirror: cannot prepare the Kubernetes API within "
+                        f"{self.config.startup_timeout:.0f} s: {exc}"
+                    ) from exc
+                log.warning("apiserver not ready yet (%s); retrying", exc)
+                self.stop_event.wait(1.0)
+
+    def start_webhook(self) -> None:
+        bundle = ensure_certificates(self.config.state_dir)
+        self.webhook = WebhookServer(
+            bundle.cert_path, bundle.key_path, port=self.config.webhook_port
+        )
+        self.webhook.start()
+        self.registration = WebhookRegistration(
+            self.api_client,
+            self.config.namespace,
+            self.webhook.port,
+            bundle.ca_pem,
+            server=self.webhook,
+        )
+        self.registration.register()
+        self.registration.wait_until_called(timeout=30.0)
+        self.webhook_checked = time.monotonic()
+
+    def _on_death(self, name: str, error: str) -> None:
+        """Called from a dying actor's thread; the main loop restarts it."""
+        self.deaths.put((name, error))
+
+    def _emit(self, message: EmitEvent) -> None:
+        ref = self.events_ref
+        if ref is None:
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(message)
+
+    def start_actor(self, name: str) -> None:
+        factories: dict[str, Callable[[], pykka.ActorRef]] = {
+            "events": lambda: EventWriterActor.start(
+                journal=self.journal,
+                http=self.http,
+                namespace=self.config.namespace,
+                on_death=self._on_death,
+            ),
+            "router": lambda: RouterActor.start(
+                journal=self.journal,
+                docker=self.docker,
+                store=self.store,
+                ledger=self.ledger,
+                engine_status=self.engine_status,
+                emit=self._emit,
+                settings=RouterSettings(
+                    max_active=self.config.max_active_containers,
+                    idle_timeout_s=self.config.idle_timeout,
+                ),
+                on_death=self._on_death,
+            ),
+            "docker-events": lambda: DockerEventsReader.start(
+                journal=self.journal,
+                docker=self.docker,
+                send=self.router.send,
+                on_death=self._on_death,
+            ),
+            "kube-watch": lambda: KubeWatchReader.start(
+                journal=self.journal,
+                store=self.store,
+                send=self.router.send,
+                on_death=self._on_death,
+            ),
+        }
+        ref = factories[name]()
+        self.refs[name] = ref
+        if name == "router":
+            self.router.ref = ref
+        elif name == "events":
+            self.events_ref = ref
+
+    # --- supervision (main thread) ------------------------------------------------------
+    def run(self) -> int:
+        self.build()
+        self.prepare_kubernetes()
+        self.start_webhook()
+        for name in ("events", "router", "docker-events", "kube-watch"):
+            self.start_actor(name)
+        log.info(
+            "dockmirror running: namespace %s, docker %s, webhook %s",
+            self.config.namespace,
+            self.docker.base_url,
+            self.webhook.url,
+        )
+        while not self.stop_event.wait(1.0):
+            self.router.send(Tick(now_ns=time.time_ns()))
+            self.sweep()
+        self.shutdown()
+        return self.exit_code
+
+    def sweep(self) -> None:
+        dead: dict[str, str] = {}
+        while True:
+            try:
+                name, error = self.deaths.get_nowait()
+            except queue.Empty:
+                break
+            if name in self.refs:
+                dead[name] = error
+        for name, ref in self.refs.items():
+            if name not in dead and not ref.is_alive():
+                dead[name] = "found dead by liveness sweep (on_start failure or stopped)"
+        if not self.webhook.is_alive():
+            dead["webhook"] = "webhook server thread died"
+        for name, error in dead.items():
+            self.restart(name, error)
+        if time.monotonic() - self.webhook_checked >= self.config.webhook_recheck:
+            self.webhook_checked = time.monotonic()
+            try:
+                self.registration.register()
+            except Exception as exc:
+                log.warning("webhook configuration check failed: %s", exc)
+
+    def restart(self, name: str, error: str) -> None:
+        self.journal.record(
+            Note(actor="supervisor", text="restarting", detail={"child": name, "error": error})
+        )
+        if not self.budget.spend(time.monotonic()):
+            log.error(
+                "restart budget exhausted: more than %d restarts within %.0f s; last: %s died: %s",
+                self.config.restart_budget,
+                self.config.restart_window,
+                name,
+                error,
+            )
+            self.exit_code = EXIT_BUDGET
+            self.stop_event.set()
+            return
+        log.warning("restarting %s: %s", name, error)
+        if name == "webhook":
+            self.webhook.stop()
+            self.webhook = WebhookServer(
+                self.webhook._cert_path, self.webhook._key_path, port=self.webhook.port
+            )
+            self.webhook.start()
+            return
+        old = self.refs.get(name)
+        if old is not None and old.is_alive():
+            with contextlib.suppress(Exception):
+                old.stop(block=True, timeout=5)
+        self.start_actor(name)
+
+    def shutdown(self) -> None:
+        log.info("dockmirror stopping")
+        for name in ("docker-events", "kube-watch", "router", "events"):
+            ref = self.refs.get(name)
+            if ref is None:
+                continue
+            with contextlib.suppress(Exception):
+                ref.stop(block=True, timeout=5)
+        try:
+            self.engine_status.set_ready(False, "Stopped", "Container engine stopped")
+        except KubeError as exc:
+            log.warning("EngineReady not set to Stopped: %s", exc)
+        try:
+            self.registration.delete()
+        except Exception as exc:
+            log.warning("webhook configuration not deleted: %s", exc)
+        self.webhook.stop()
+        self.journal.close()
+        log.info("dockmirror stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    supervisor = Supervisor(config)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        supervisor.stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return supervisor.run()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return EXIT_STARTUP
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
