@@ -162,6 +162,9 @@ class _TLSServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], ctx: ssl.SSLContext, owner: WebhookServer):
         self.ssl_context = ctx
         self.owner = owner
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        self._closing = False
         super().__init__(address, _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -170,17 +173,49 @@ class _TLSServer(ThreadingHTTPServer):
         request.settimeout(HANDSHAKE_TIMEOUT)
         with contextlib.suppress(OSError):  # headers and body are separate writes
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._track(request):
+            return
         try:
             tls = self.ssl_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
+            self._untrack(request)
             logger.warning("%s - TLS handshake failed: %s", client_address[0], exc)
+            return
+        # wrap_socket detached `request`; track the TLS socket (same descriptor) instead.
+        self._untrack(request)
+        if not self._track(tls):
+            tls.close()
             return
         try:
             self.RequestHandlerClass(tls, client_address, self)
             self._lingering_close(tls)
         finally:
+            self._untrack(tls)
             with contextlib.suppress(OSError):
                 tls.close()
+
+    def _track(self, sock: socket.socket) -> bool:
+        with self._conns_lock:
+            if self._closing:
+                return False
+            self._conns.add(sock)
+            return True
+
+    def _untrack(self, sock: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.discard(sock)
+
+    def close_connections(self) -> None:
+        """Refuse new connections and cut open ones (keep-alive connections from the API
+        server would otherwise keep being answered after stop())."""
+        with self._conns_lock:
+            self._closing = True
+            conns = list(self._conns)
+        for sock in conns:
+            with contextlib.suppress(OSError, ValueError):
+                # Plain socket shutdown on the descriptor, bypassing the TLS wrapper that
+                # the connection thread owns; its blocked read returns at once.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     @staticmethod
     def _lingering_close(tls: ssl.SSLSocket) -> None:
@@ -290,6 +325,7 @@ class WebhookServer:
         httpd.shutdown()
         thread.join(timeout)
         httpd.server_close()
+        httpd.close_connections()
         self._httpd = None
         self._thread = None
         logger.info("webhook on port %d stopped", self._port)

@@ -370,3 +370,22 @@ def test_start_stop_is_prompt(tls: Any) -> None:
     idle.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+
+
+def test_stop_cuts_keep_alive_connections(tls: Any) -> None:
+    # The API server keeps idle connections to webhooks; after stop() they must not
+    # be answered any more (otherwise "service down" would still admit requests).
+    srv = WebhookServer(tls.cert_path, tls.key_path)
+    srv.start()
+    ctx = ssl.create_default_context(cadata=tls.ca_pem.decode())
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=5)
+    try:
+        conn.request("GET", HEALTHZ_PATH)
+        assert conn.getresponse().read() == b"ok"
+        srv.stop()
+        with pytest.raises((OSError, http.client.HTTPException)):
+            conn.request("GET", HEALTHZ_PATH)
+            conn.getresponse().read()
+    finally:
+        conn.close()
+        srv.stop()
