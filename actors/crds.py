@@ -209,10 +209,14 @@ def container_crd() -> dict[str, Any]:
         "selectableFields": [{"jsonPath": ".status.namespace"}],
         # kubectl drops its implicit AGE column once any column is declared, so Age is
         # listed explicitly.
+        # Deviation from §1.7 ("type boolean"): condition status is the *string*
+        # "True"/"False", and the apiserver's table converter renders a non-bool value
+        # in a boolean column as empty (verified on 1.35), so upstream's column would
+        # never show anything. Type string shows True/False as §7 scenario 52 expects.
         "additionalPrinterColumns": [
             {
                 "name": "Running",
-                "type": "boolean",
+                "type": "string",
                 "jsonPath": '.status.conditions[?(@.type=="Running")].status',
             },
             {"name": "Docker-Name", "type": "string", "jsonPath": ".status.name"},

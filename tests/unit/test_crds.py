@@ -153,7 +153,7 @@ def test_container_printer_columns():
     by_name = {c["name"]: c for c in columns}
     assert by_name["Running"] == {
         "name": "Running",
-        "type": "boolean",
+        "type": "string",  # not boolean: see the deviation note in actors/crds.py
         "jsonPath": '.status.conditions[?(@.type=="Running")].status',
     }
     assert by_name["Age"] == {
