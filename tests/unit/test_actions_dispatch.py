@@ -1,0 +1,230 @@
+"""``actors.actions``: the dispatch table (spec §4.4) against FakeDocker, and its helpers."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from actors.actions import (
+    ReplayVerdict,
+    annotation_write_time,
+    dispatch,
+    is_valid_action,
+    judge_restart_replay,
+    last_action,
+)
+from actors.docker_port import DockerUnavailable
+from actors.kube_port import ACTION_ANNOTATION
+from actors.ledger import RestartRecord
+from tests.fakes.docker import FakeDocker
+
+STATES = ("running", "paused", "exited", "created", "missing")
+MUTATING = ("start", "stop", "pause", "unpause", "restart")
+
+
+def _container(docker: FakeDocker, state: str) -> str:
+    if state == "missing":
+        return secrets.token_hex(32)
+    cid = docker.create("c-" + state, running=state != "created")
+    if state == "paused":
+        docker.docker_pause_direct(cid)
+    elif state == "exited":
+        docker.docker_stop_direct(cid)
+    return cid
+
+
+def _no_such(cid: str) -> str:
+    return f"Error response from daemon: No such container: {cid}"
+
+
+# (action, state) -> (error text or None, final Docker state, Docker mutating call made)
+# The error is a callable of the container ID.
+EXPECTED = {
+    ("start", "running"): (None, "running", True),  # 304
+    ("start", "paused"): (
+        lambda c: (
+            "Error response from daemon: cannot start a paused container, try unpause instead"
+        ),
+        "paused",
+        True,
+    ),
+    ("start", "exited"): (None, "running", True),
+    ("start", "created"): (None, "running", True),
+    ("start", "missing"): (_no_such, None, True),
+    ("stop", "running"): (None, "exited", True),
+    ("stop", "paused"): (None, "exited", True),
+    ("stop", "exited"): (None, "exited", True),  # 304
+    ("stop", "created"): (None, "created", True),  # 304
+    ("stop", "missing"): (_no_such, None, True),
+    ("pause", "running"): (None, "paused", True),
+    ("pause", "paused"): (None, "paused", False),  # pre-check: no Docker call
+    ("pause", "exited"): (
+        lambda c: f"Error response from daemon: Container {c} is not running",
+        "exited",
+        True,
+    ),
+    ("pause", "created"): (
+        lambda c: f"Error response from daemon: Container {c} is not running",
+        "created",
+        True,
+    ),
+    ("pause", "missing"): (_no_such, None, False),  # the pre-check inspect fails
+    ("unpause", "running"): (None, "running", False),  # pre-check: no Docker call
+    ("unpause", "paused"): (None, "running", True),
+    ("unpause", "exited"): (
+        lambda c: f"cannot unpause container {c}: not running",
+        "exited",
+        False,
+    ),
+    ("unpause", "created"): (
+        lambda c: f"cannot unpause container {c}: not running",
+        "created",
+        False,
+    ),
+    ("unpause", "missing"): (_no_such, None, False),
+    ("restart", "running"): (None, "running", True),
+    ("restart", "paused"): (None, "running", True),
+    ("restart", "exited"): (None, "running", True),
+    ("restart", "created"): (None, "running", True),
+    ("restart", "missing"): (_no_such, None, True),
+}
+
+
+def test_table_is_total():
+    assert set(EXPECTED) == {(a, s) for a in MUTATING for s in STATES}
+
+
+@pytest.mark.parametrize(("action", "state"), sorted(EXPECTED))
+def test_dispatch_table(action: str, state: str):
+    docker = FakeDocker()
+    cid = _container(docker, state)
+    started_before = docker.inspect(cid)["State"]["StartedAt"] if state != "missing" else None
+    docker.calls.clear()
+
+    error = dispatch(docker, action, cid)
+
+    want_error, want_state, want_call = EXPECTED[(action, state)]
+    assert error == (want_error(cid) if want_error else None)
+    assert docker.state_of(cid) == want_state
+    assert (docker.calls_of(action) == [cid]) is want_call, docker.calls
+    # Pre-checks only ever inspect; nothing else is called.
+    assert {op for op, _ in docker.calls} <= {action, "inspect"}
+    if action == "restart" and state == "running":
+        assert docker.inspect(cid)["State"]["StartedAt"] > started_before
+
+
+def test_pause_on_exited_error_contains_is_not_running():
+    docker = FakeDocker()
+    cid = _container(docker, "exited")
+    assert "is not running" in (dispatch(docker, "pause", cid) or "")
+    assert "not running" in (dispatch(docker, "unpause", cid) or "")
+
+
+@pytest.mark.parametrize("action", MUTATING)
+def test_docker_unavailable_propagates(action: str):
+    docker = FakeDocker()
+    cid = docker.create("web")
+    docker.unavailable = True
+    with pytest.raises(DockerUnavailable):
+        dispatch(docker, action, cid)
+
+
+def test_is_valid_action_is_case_sensitive():
+    assert all(is_valid_action(a) for a in MUTATING)
+    for bad in ("", "Start", "kill", None, " stop"):
+        assert not is_valid_action(bad)
+
+
+def test_last_action_record():
+    ok = last_action("stop", None, "2025-01-01T00:00:00Z", "2025-01-01T00:00:01Z")
+    assert ok == {
+        "action": "stop",
+        "state": "Succeeded",
+        "observedAt": "2025-01-01T00:00:00Z",
+        "completedAt": "2025-01-01T00:00:01Z",
+        "error": None,  # nulls a previous error in the merge patch
+    }
+    failed = last_action("pause", "boom", "a", "b")
+    assert failed["state"] == "Failed" and failed["error"] == "boom"
+
+
+def _with_annotation_time(at: str) -> dict:
+    return {
+        "metadata": {
+            "managedFields": [
+                {"manager": "other", "time": "2030-01-01T00:00:00Z", "fieldsV1": {}},
+                {
+                    "manager": "kubectl-annotate",
+                    "time": at,
+                    "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{ACTION_ANNOTATION}": {}}}},
+                },
+            ]
+        }
+    }
+
+
+def test_annotation_write_time_reads_the_owning_manager_only():
+    assert annotation_write_time(_with_annotation_time("2025-05-05T05:05:05Z")) == (
+        "2025-05-05T05:05:05Z"
+    )
+    assert annotation_write_time({"metadata": {}}) == ""
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+DISPATCH_NS = 1_750_000_000 * 10**9 + 500_000_000  # 2025-06-15T15:06:40.5Z
+
+
+def _record(started: str = "S0") -> RestartRecord:
+    return RestartRecord(container_id="c", started_at_before=started, dispatch_ns=DISPATCH_NS)
+
+
+def test_judge_new_request_when_annotation_written_after_dispatch_second():
+    clock = _Clock()
+    obj = _with_annotation_time("2025-06-15T15:06:41Z")  # one second after dispatch
+    verdict = judge_restart_replay(
+        _record(), obj, lambda: pytest.fail("no inspect"), settle_s=5, clock=clock, wait=clock.wait
+    )
+    assert verdict is ReplayVerdict.NEW_REQUEST
+
+
+def test_judge_same_second_is_a_replay_and_waits_for_started_at():
+    clock = _Clock()
+    obj = _with_annotation_time("2025-06-15T15:06:40Z")  # the dispatch second itself
+    answers = iter(["S0", "S0", "S1"])
+    verdict = judge_restart_replay(
+        _record(),
+        obj,
+        lambda: {"State": {"StartedAt": next(answers)}},
+        settle_s=5,
+        clock=clock,
+        wait=clock.wait,
+    )
+    assert verdict is ReplayVerdict.ALREADY_DONE
+    assert len(clock.waits) == 2
+
+
+def test_judge_run_again_after_settle_time():
+    clock = _Clock()
+    verdict = judge_restart_replay(
+        _record(),
+        {},
+        lambda: {"State": {"StartedAt": "S0"}},
+        settle_s=1.0,
+        clock=clock,
+        wait=clock.wait,
+    )
+    assert verdict is ReplayVerdict.RUN_AGAIN
+    assert clock.now >= 1.0
