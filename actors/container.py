@@ -230,6 +230,10 @@ class ContainerActor(JournaledActor):
             except KubeNotFound:
                 self._obj = None
                 return
+            if not has_finalizer(obj) and not is_terminating(obj):
+                # Our cached view still had the finalizer a client has since stripped;
+                # the apply's answer is current, so re-assert it now (spec §2.6, §7-47).
+                obj = self._apply_metadata() or obj
         self._update_conditions(obj)
         if annotation_of(self._obj or obj) is not None:
             self._act(self._obj or obj)
