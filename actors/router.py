@@ -32,6 +32,7 @@ from typing import Any
 
 import pykka
 
+from actors import faults
 from actors._base import JournaledActor
 from actors.container import ContainerActor, ContainerDeps
 from actors.docker_port import DockerPort, DockerUnavailable
@@ -143,6 +144,11 @@ class RouterActor(JournaledActor):
             ActorFailed: self._on_actor_failed,
             Tick: self._on_tick,
         }
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, Tick):
+            faults.hit("router.on_receive")
+        return super().on_receive(message)
 
     # --- lifecycle (router thread) ---------------------------------------------------
     def on_start(self) -> None:
@@ -304,7 +310,7 @@ class RouterActor(JournaledActor):
                 del self.children[container_id]
                 self._schedule_restart(container_id, "found dead on delivery", [message])
                 return
-        if container_id in self.backlog or len(self.children) >= self.settings.max_active:
+        if container_id in self.backlog or self._threads() >= self.settings.max_active:
             self.backlog.setdefault(container_id, []).append(message)
             return
         self._start_child(container_id, [message])
@@ -355,6 +361,14 @@ class RouterActor(JournaledActor):
         self.failure_history[container_id] = (count, now)
         failure = self.failed.setdefault(container_id, _Failure())
         failure.buffered.extend(buffered)
+        if container_id in self.outstanding and not any(
+            isinstance(m, SyncContainer) and m.token == self.sync_token for m in failure.buffered
+        ):
+            # The full sync's SyncContainer died with the actor and Recover reports no
+            # SyncDone: resend it, or EngineReady would never be written for this sync.
+            failure.buffered.append(
+                SyncContainer(reason="full sync (after restart)", token=self.sync_token)
+            )
         delay = min(
             self.settings.restart_backoff_max_s,
             self.settings.restart_backoff_s * (2 ** (count - 1)),
@@ -373,7 +387,7 @@ class RouterActor(JournaledActor):
                 del self.children[container_id]
                 self._schedule_restart(container_id, "found dead by liveness sweep", [])
         for container_id, failure in list(self.failed.items()):
-            if failure.restart_at <= now and len(self.children) < self.settings.max_active:
+            if failure.restart_at <= now and self._threads() < self.settings.max_active:
                 del self.failed[container_id]
                 self._start_child(container_id, [Recover(reason="restart"), *failure.buffered])
         # Idle retirement.
@@ -391,8 +405,13 @@ class RouterActor(JournaledActor):
         if self.full_sync_due is not None and now >= self.full_sync_due:
             self._full_sync(message.msg_id, "scheduled")
 
+    def _threads(self) -> int:
+        """Container actor threads alive: running children plus retiring ones not yet
+        stopped (their ``ChildStopped`` is pending), so the cap bounds real threads."""
+        return len(self.children) + len(self.stopping)
+
     def _drain_backlog(self) -> None:
-        while self.backlog and len(self.children) < self.settings.max_active:
+        while self.backlog and self._threads() < self.settings.max_active:
             container_id, messages = self.backlog.popitem(last=False)
             if container_id in self.children or container_id in self.stopping:
                 for message in messages:

@@ -1,0 +1,236 @@
+"""Run the real service (``python supervisor.py``) as a child process for integration tests.
+
+Each :class:`Service` has its own namespace, state directory, trace file and log file.
+``start()`` returns once ``EngineReady`` is True *for this run* (the supervisor logs
+``dockmirror running`` only after writing False/Syncing, so a True seen after that line
+belongs to this run). ``kill()`` is a SIGKILL, for crash tests; ``restart()`` starts the
+same configuration again (same state dir, so the restart ledger survives).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from messages.journal import Entry, decode_entry
+from tests.support.devenv import REPO_ROOT, Devenv
+from tests.support.wait import wait_for
+
+GROUP = "containers.rancherdesktop.io"
+VERSION = "v1alpha1"
+ACTION = "containers.rancherdesktop.io/action"
+
+
+class Service:
+    """One ``python supervisor.py`` child process and its files."""
+
+    def __init__(
+        self,
+        devenv: Devenv,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        workdir: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.devenv = devenv
+        self.api = k8s.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.workdir = workdir
+        self.state_dir = workdir / "state"
+        self.trace_file = workdir / "trace.jsonl"
+        self.log_file = workdir / "service.log"
+        self.extra_args = extra_args
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # --- process control ----------------------------------------------------------
+    def start(self, *, env: dict[str, str] | None = None, wait_ready: bool = True) -> Service:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        child_env = {**os.environ, **self.devenv.env(), **self.env, **(env or {})}
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(REPO_ROOT / "supervisor.py"),
+                    "--namespace",
+                    self.namespace,
+                    "--kubeconfig",
+                    str(self.devenv.kubeconfig),
+                    "--docker-host",
+                    self.devenv.docker_host,
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--trace-file",
+                    str(self.trace_file),
+                    "--idle-timeout",
+                    "3",
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                cwd=REPO_ROOT,
+            )
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        wait_for(
+            lambda: self._check_alive() and "dockmirror running" in self.log_since_start(),
+            timeout=timeout,
+            message=f"service start (log {self.log_file})",
+        )
+        wait_for(
+            lambda: self._check_alive() and self.engine_ready() == ("True", "Connected"),
+            timeout=timeout,
+            message="EngineReady=True",
+        )
+
+    def _check_alive(self) -> bool:
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            raise AssertionError(
+                f"service exited with {code}; log tail:\n{self.log_since_start()[-4000:]}"
+            )
+        return True
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"service did not stop within {timeout}s after SIGTERM")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process (crash test)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # --- observations -----------------------------------------------------------------
+    def log_since_start(self) -> str:
+        if not self.log_file.exists():
+            return ""
+        with open(self.log_file, "rb") as handle:
+            handle.seek(self._log_offset)
+            return handle.read().decode("utf-8", "replace")
+
+    def log_text(self) -> str:
+        return self.log_file.read_text("utf-8", "replace") if self.log_file.exists() else ""
+
+    def journal(self) -> list[Entry]:
+        entries: list[Entry] = []
+        for path in sorted(self.workdir.glob("trace.jsonl*"), reverse=True):
+            for line in path.read_bytes().splitlines():
+                try:
+                    entries.append(decode_entry(line))
+                except Exception:
+                    continue
+        entries.sort(key=lambda e: (e.run, e.seq))
+        return entries
+
+    def engine_ready(self) -> tuple[str, str] | None:
+        try:
+            obj = self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "containernamespaces", "moby"
+            )
+        except ApiException:
+            return None
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "EngineReady":
+                return cond.get("status"), cond.get("reason")
+        return None
+
+    # --- Container objects ---------------------------------------------------------------
+    def mirror(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            return self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "containers", container_id
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def mirrors(self) -> list[dict[str, Any]]:
+        return self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "containers")[
+            "items"
+        ]
+
+    def wait_mirror(
+        self,
+        container_id: str,
+        predicate=lambda m: True,
+        timeout: float = 30.0,
+        message: str = "mirror",
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            obj = self.mirror(container_id)
+            return obj if obj is not None and predicate(obj) else None
+
+        return wait_for(check, timeout=timeout, message=f"{message} of {container_id[:12]}")
+
+    def wait_status(self, container_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
+        return self.wait_mirror(
+            container_id,
+            lambda m: (m.get("status") or {}).get("status") == status,
+            timeout=timeout,
+            message=f"status.status={status}",
+        )
+
+    def wait_gone(self, container_id: str, timeout: float = 30.0) -> None:
+        wait_for(
+            lambda: self.mirror(container_id) is None,
+            timeout=timeout,
+            message=f"mirror {container_id[:12]} deleted",
+        )
+
+    def annotate(self, container_id: str, value: str | None) -> dict[str, Any]:
+        """Write the action annotation like a GUI (JSON merge patch on metadata)."""
+        return self.api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.namespace,
+            "containers",
+            container_id,
+            {"metadata": {"annotations": {ACTION: value}}},
+        )
+
+    def request(self, container_id: str, action: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Request an action and wait until the annotation is gone; returns lastAction."""
+        self.annotate(container_id, action)
+        obj = self.wait_mirror(
+            container_id,
+            lambda m: ACTION not in ((m.get("metadata") or {}).get("annotations") or {}),
+            timeout=timeout,
+            message=f"annotation {action} consumed",
+        )
+        return (obj.get("status") or {}).get("lastAction") or {}
