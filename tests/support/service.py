@@ -119,7 +119,7 @@ class Service:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"service did not stop within {timeout}s after SIGTERM")
+            raise AssertionError(f"service did not stop within {timeout}s after SIGTERM") from None
 
     def kill(self) -> None:
         """SIGKILL the whole process (crash test)."""
