@@ -1,0 +1,226 @@
+"""RouterActor with FakeDocker + FakeMirrorStore: full sync, backlog, retirement, supervision.
+
+The router has no timer of its own; the test is its clock (``FakeClock``) and sends the
+``Tick`` messages the supervisor would send.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import pykka
+import pytest
+
+from actors import faults
+from actors.container import ContainerActor
+from actors.router import RouterActor, RouterSettings
+from messages.inbound import DockerEvent, DockerLost, EngineReachable, MirrorObserved, Tick
+from tests.unit._helpers import (
+    ACTION_ANNOTATION,
+    FINALIZER,
+    Env,
+    FakeClock,
+    FakeEngineStatus,
+    wait_for,
+)
+
+CONNECTED = (True, "Connected", "Container engine synced")
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors():
+    yield
+    pykka.ActorRegistry.stop_all()
+    faults.configure("")
+
+
+class Rig:
+    def __init__(self, env: Env, **settings) -> None:
+        self.env = env
+        self.clock = FakeClock()
+        self.status = FakeEngineStatus()
+        self.settings = RouterSettings(
+            **{"max_active": 2, "idle_timeout_s": 0.5, "restart_backoff_s": 0.2, **settings}
+        )
+        self.ref = RouterActor.start(
+            journal=env.journal,
+            docker=env.docker,
+            store=env.store,
+            ledger=env.ledger,
+            engine_status=self.status,
+            emit=env.events,
+            settings=self.settings,
+            clock=self.clock,
+        )
+
+    def tick(self, advance: float = 1.0) -> None:
+        self.clock.advance(advance)
+        self.ref.tell(Tick())
+
+    def ready(self) -> bool:
+        return CONNECTED in self.status.calls.items
+
+    def until(self, predicate, message: str, timeout: float = 5.0, tick: bool = True):
+        """Wait for ``predicate``; with ``tick``, let idle actors retire meanwhile."""
+
+        def step():
+            if predicate():
+                return True
+            if tick:
+                self.tick()
+            return False
+
+        return wait_for(step, timeout=timeout, message=message)
+
+
+def live_children() -> int:
+    return len(pykka.ActorRegistry.get_by_class(ContainerActor))
+
+
+class MaxSampler:
+    """Samples the live ContainerActor count in the background; ``peak`` is the max seen."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, live_children())
+            self._stop.wait(0.001)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(2)
+        return self.peak
+
+
+@pytest.fixture
+def env(tmp_path) -> Env:
+    return Env(tmp_path)
+
+
+def mirrors(env: Env) -> set[str]:
+    return set(env.store.objects())
+
+
+def test_full_sync_mirrors_all_prunes_stale_and_writes_ready(env: Env):
+    ids = {env.docker.create(f"c{i}", running=i % 2 == 0) for i in range(3)}
+    stale = secrets.token_hex(32)
+    env.store.client_create({"metadata": {"name": stale, "finalizers": [FINALIZER]}})
+    env.store.client_create({"metadata": {"name": "hand-made"}})
+    rig = Rig(env, max_active=16)
+    rig.ref.tell(EngineReachable())
+    rig.until(lambda: mirrors(env) == ids and rig.ready(), "mirrors match Docker, ready")
+    for cid in ids:
+        obj = env.store.get(cid)
+        assert obj["metadata"]["finalizers"] == [FINALIZER]
+        assert obj["status"]["status"] in ("running", "created")
+    assert env.docker.calls_of("remove") == []
+    assert rig.status.calls.items == [CONNECTED]
+
+
+def test_backlog_respects_max_active(env: Env):
+    ids = {env.docker.create(f"c{i}") for i in range(6)}
+    rig = Rig(env, max_active=2)
+    sampler = MaxSampler()
+    rig.ref.tell(EngineReachable())
+    rig.until(lambda: mirrors(env) == ids and rig.ready(), "all six mirrored", timeout=10)
+    assert sampler.stop() <= 2
+    assert rig.status.calls.items == [CONNECTED]
+
+
+def test_idle_actors_retire_and_a_later_message_starts_one(env: Env):
+    a = env.docker.create("a")
+    b = env.docker.create("b")
+    rig = Rig(env, max_active=4, idle_timeout_s=5)
+    rig.ref.tell(EngineReachable())
+    wait_for(rig.ready, timeout=5, message="ready")
+    assert live_children() == 2
+    rig.tick(10)
+    wait_for(lambda: live_children() == 0, timeout=5, message="idle actors retired")
+
+    env.docker.docker_stop_direct(a)
+    rig.ref.tell(DockerEvent(container_id=a, action="die"))
+    wait_for(
+        lambda: env.store.get(a)["status"]["status"] == "exited",
+        timeout=5,
+        message="event synced by a fresh actor",
+    )
+    assert live_children() == 1
+    assert env.store.get(b)["status"]["status"] == "running"
+
+
+def test_message_for_a_retiring_actor_waits_for_it_to_stop(env: Env):
+    cid = env.docker.create("a")
+    rig = Rig(env, max_active=4, idle_timeout_s=5)
+    rig.ref.tell(EngineReachable())
+    wait_for(rig.ready, timeout=5, message="ready")
+    sampler = MaxSampler()
+    env.docker.docker_pause_direct(cid)
+    rig.tick(10)  # retire ...
+    rig.ref.tell(DockerEvent(container_id=cid, action="pause"))  # ... and need it again
+    wait_for(
+        lambda: env.store.get(cid)["status"]["status"] == "paused",
+        timeout=5,
+        message="event handled after the retirement",
+    )
+    assert sampler.stop() <= 1  # never two actors for one container
+
+
+def test_annotation_seen_by_watch_runs_the_action(env: Env):
+    cid = env.docker.create("a")
+    rig = Rig(env, max_active=4, idle_timeout_s=5)
+    rig.ref.tell(EngineReachable())
+    wait_for(rig.ready, timeout=5, message="ready")
+    rig.tick(10)
+    wait_for(lambda: live_children() == 0, timeout=5, message="retired")
+    obj = env.store.client_annotate(cid, "pause")
+    rig.ref.tell(
+        MirrorObserved(name=cid, obj=obj, resource_version=obj["metadata"]["resourceVersion"])
+    )
+    wait_for(
+        lambda: ACTION_ANNOTATION not in (env.store.get(cid)["metadata"].get("annotations") or {}),
+        timeout=5,
+        message="annotation consumed",
+    )
+    assert env.store.get(cid)["status"]["lastAction"]["state"] == "Succeeded"
+    assert env.docker.state_of(cid) == "paused"
+
+
+def test_child_that_raises_is_restarted_and_finishes(env: Env):
+    cid = env.docker.create("a")
+    faults.configure("container.on_receive=raise")
+    rig = Rig(env, max_active=4, idle_timeout_s=60)
+    rig.ref.tell(EngineReachable())
+    wait_for(
+        lambda: env.notes("container actor died; restart scheduled"),
+        timeout=5,
+        message="router noticed the death",
+    )
+    assert env.store.objects() == {}
+    rig.until(lambda: cid in env.store.objects() and rig.ready(), "restarted child synced")
+    assert env.store.get(cid)["status"]["status"] == "running"
+    assert live_children() == 1
+
+
+def test_docker_lost_writes_connect_failed(env: Env):
+    rig = Rig(env)
+    rig.ref.tell(DockerLost(reason="failed to ping Docker: boom"))
+    wait_for(lambda: rig.status.calls.items, timeout=5, message="EngineReady written")
+    assert rig.status.calls.items == [(False, "ConnectFailed", "failed to ping Docker: boom")]
+
+
+def test_full_sync_with_engine_down_writes_connect_failed(env: Env):
+    env.docker.create("a")
+    env.docker.unavailable = True
+    rig = Rig(env)
+    rig.ref.tell(EngineReachable())
+    wait_for(lambda: rig.status.calls.items, timeout=5, message="EngineReady written")
+    ready, reason, text = rig.status.calls.items[0]
+    assert (ready, reason) == (False, "ConnectFailed")
+    assert text.startswith("failed to ping Docker: ")
+    assert env.store.objects() == {}
