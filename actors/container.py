@@ -91,6 +91,17 @@ class ContainerDeps:
     emit: Callable[[EmitEvent], None]  # tell the event writer; never raises
 
 
+# The CRD requires these status fields whenever ``status`` exists. A hand-made Container
+# (no Docker counterpart, never synced) has no status, so recording its lastAction must
+# supply them; ``status: unknown`` says what we know about such an object.
+_REQUIRED_STATUS = {"name": "", "namespace": "moby", "path": "", "image": "", "status": "unknown"}
+
+
+def _required_status_placeholders(obj: dict[str, Any]) -> dict[str, Any]:
+    status = obj.get("status") or {}
+    return {key: value for key, value in _REQUIRED_STATUS.items() if key not in status}
+
+
 def _rv_int(obj: dict[str, Any] | None) -> int:
     try:
         return int(resource_version_of(obj or {}) or 0)
@@ -424,7 +435,13 @@ class ContainerActor(JournaledActor):
     ) -> None:
         """Record the outcome, emit an Event, then remove the annotation (spec §4.3 order)."""
         record = last_action(action, error, observed_at, kube_now())
-        fresh = self._patch_last_action(record, obj)
+        try:
+            fresh = self._patch_last_action(record, obj)
+        except (KubeInvalid, KubeForbidden) as exc:
+            # The server refuses the record (e.g. a malformed hand-made object). Never
+            # leave the annotation stuck: note it and consume the request anyway.
+            self.note("lastAction rejected; consuming the request", detail={"error": str(exc)})
+            fresh = self._get()
         faults.hit("action.after_last_action")
         self.deps.emit(
             EmitEvent(
@@ -458,7 +475,7 @@ class ContainerActor(JournaledActor):
                         "patch_last_action",
                         self.store.patch_status,
                         self.container_id,
-                        {"lastAction": record},
+                        {**_required_status_placeholders(obj), "lastAction": record},
                         resource_version=resource_version_of(obj),
                         field_manager=ACTIONS_MANAGER,
                         detail={"attempt": attempt + 1},

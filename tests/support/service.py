@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from messages.journal import Entry, decode_entry
+from messages.journal import Effect, Entry, Received, decode_entry
 from tests.support.devenv import REPO_ROOT, Devenv
 from tests.support.wait import wait_for
 
@@ -156,6 +156,27 @@ class Service:
                     continue
         entries.sort(key=lambda e: (e.run, e.seq))
         return entries
+
+    def effects(self, container_id: str | None = None, op: str | None = None) -> list[Effect]:
+        """Effect entries of the journal, optionally for one container and one op."""
+        return [
+            e
+            for e in self.journal()
+            if isinstance(e, Effect)
+            and (container_id is None or e.container_id == container_id)
+            and (op is None or e.op == op)
+        ]
+
+    def docker_events_seen(self, container_id: str, action: str) -> int:
+        """How many Docker events of ``action`` the events reader forwarded for a container."""
+        return sum(
+            1
+            for e in self.journal()
+            if isinstance(e, Received)
+            and e.actor == "docker-events"
+            and e.container_id == container_id
+            and e.msg.get("action") == action
+        )
 
     def engine_ready(self) -> tuple[str, str] | None:
         try:
