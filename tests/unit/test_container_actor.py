@@ -541,3 +541,41 @@ def test_unexpected_error_in_tell_kills_actor(env: Env):
     wait_for(lambda: env.deaths.items, timeout=5, message="on_death called")
     assert "RuntimeError: bug" in env.deaths.items[0][1]
     wait_for(lambda: not ref.is_alive(), timeout=5, message="actor dead")
+
+
+def test_overwrite_while_disconnected_runs_only_the_last_value(env: Env):
+    """Spec §7-34: pause then unpause written while Docker is down: only unpause runs."""
+    cid, ref = _synced(env)
+    env.docker.unavailable = True
+    _request(env, ref, cid, "pause")
+    _request(env, ref, cid, "unpause")
+    barrier(ref)
+    env.docker.unavailable = False
+    env.docker.calls.clear()
+    env.observe(ref, cid)
+    la = _done(env, cid)
+    assert (la["action"], la["state"]) == ("unpause", "Succeeded")
+    assert env.docker.calls_of("pause") == [] and env.docker.calls_of("unpause") == []
+    assert "pause" not in env.docker.events_of(cid)
+
+
+def test_back_to_back_pause_unpause_never_fails(env: Env):
+    """Spec §7-43: duplicate deliveries of the same view never turn lastAction Failed."""
+    cid, ref = _synced(env)
+    for i in range(20):
+        value = "pause" if i % 2 == 0 else "unpause"
+        env.store.client_annotate(cid, value)
+        env.observe(ref, cid)
+        env.observe(ref, cid)  # the same (stale) view delivered twice
+        la = wait_for(
+            lambda value=value: (
+                env.annotation(cid) is None
+                and (env.last_action(cid) or {}).get("action") == value
+                and env.last_action(cid)
+            ),
+            timeout=5,
+            message=f"cycle {i}",
+        )
+        assert la["state"] == "Succeeded", la
+    barrier(ref)
+    assert env.docker.state_of(cid) == "running"

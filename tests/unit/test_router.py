@@ -224,3 +224,42 @@ def test_full_sync_with_engine_down_writes_connect_failed(env: Env):
     assert (ready, reason) == (False, "ConnectFailed")
     assert text.startswith("failed to ping Docker: ")
     assert env.store.objects() == {}
+
+
+def test_several_actions_at_once_one_fails(env: Env):
+    """Spec §7-57: five containers get actions together; one fails, four succeed."""
+    running = [env.docker.create(f"r{i}") for i in range(4)]
+    exited = env.docker.create("x", running=False)
+    rig = Rig(env, max_active=8, idle_timeout_s=60)
+    rig.ref.tell(EngineReachable())
+    wait_for(rig.ready, timeout=5, message="ready")
+    requests = {
+        running[0]: "stop",
+        running[1]: "pause",
+        running[2]: "restart",
+        running[3]: "unpause",
+        exited: "pause",
+    }
+    for cid, value in requests.items():
+        obj = env.store.client_annotate(cid, value)
+        rig.ref.tell(MirrorObserved(name=cid, obj=obj))
+
+    def results():
+        out = {}
+        for cid in requests:
+            obj = env.store.get(cid)
+            if ACTION_ANNOTATION in (obj["metadata"].get("annotations") or {}):
+                return None
+            out[cid] = (obj.get("status") or {}).get("lastAction")
+        return out if all(out.values()) else None
+
+    done = wait_for(results, timeout=5, message="all five processed")
+    states = {cid: (la["action"], la["state"]) for cid, la in done.items()}
+    assert states == {
+        running[0]: ("stop", "Succeeded"),
+        running[1]: ("pause", "Succeeded"),
+        running[2]: ("restart", "Succeeded"),
+        running[3]: ("unpause", "Succeeded"),
+        exited: ("pause", "Failed"),
+    }
+    assert "is not running" in done[exited]["error"]
