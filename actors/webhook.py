@@ -4,7 +4,9 @@
 (decisions in :mod:`actors.webhook_review`) and ``GET /healthz`` on 127.0.0.1 over TLS.
 No request -- oversized, truncated, not HTTP, not TLS -- can stop the serving thread:
 the TLS handshake and each connection run in their own daemon thread, and every failure
-is answered (or the connection dropped) and logged once at WARNING.
+is answered (or the connection dropped) and logged once at WARNING. Idle keep-alive
+connections that time out (or are closed by the client) between requests are normal
+and logged at DEBUG only.
 
 :class:`WebhookRegistration` creates or replaces the ValidatingWebhookConfiguration that
 points the API server at it, deletes it, and probes that the API server really calls it.
@@ -68,6 +70,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_error(self, format: str, *args: Any) -> None:
         logger.warning("%s - " + format, self.client_address[0], *args)
+
+    def handle_one_request(self) -> None:
+        # Wait for the first byte of the next request before the base class reads it.
+        # The API server keeps idle keep-alive connections open; when no new request
+        # starts within CONNECTION_TIMEOUT (or the client goes away meanwhile) that is
+        # normal, so close quietly at DEBUG. A request that stalls *after* its first
+        # byte still times out in the base class and is logged at WARNING.
+        try:
+            self.rfile.peek(1)
+        except TimeoutError:
+            logger.debug("%s - idle keep-alive connection timed out", self.client_address[0])
+            self.close_connection = True
+            return
+        except ConnectionError as exc:
+            logger.debug("%s - connection closed while idle: %s", self.client_address[0], exc)
+            self.close_connection = True
+            return
+        super().handle_one_request()
 
     def _send(self, status: int, body: bytes, *, close: bool = False, ctype: str = "") -> None:
         self.send_response(status)
