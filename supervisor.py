@@ -11,7 +11,9 @@ supervises them from the main thread (which must stay free to receive signals):
   the webhook server (pykka reports neither ``on_start`` failures nor dead threads), and
   restarts what died with backoff inside a restart budget: more than
   ``--restart-budget`` restarts within ``--restart-window`` seconds ends the process
-  with exit code 3 and a message naming the last failure;
+  with exit code 3 and a message naming the last failure; it also re-registers the
+  webhook configuration every ``--webhook-recheck`` seconds and, hourly, renews the
+  webhook certificates when due (reload + re-register with the new CA bundle);
 * SIGINT/SIGTERM stop everything within a few seconds; mirrors stay, ``EngineReady``
   becomes False/Stopped and the webhook configuration is deleted so that Container
   writes are not blocked while the service is stopped on purpose.
@@ -60,6 +62,9 @@ log = logging.getLogger("dockmirror")
 
 EXIT_BUDGET = 3
 EXIT_STARTUP = 2
+#: Seconds between checks that the webhook's TLS material is still valid (renewal is
+#: due 30 days before expiry, so hourly is plenty; the check is a few file reads).
+CERT_CHECK_INTERVAL = 3600.0
 
 
 @dataclass
@@ -232,6 +237,7 @@ class Supervisor:
         self.refs: dict[str, pykka.ActorRef] = {}
         self.budget = RestartBudget(config.restart_budget, config.restart_window)
         self.exit_code = 0
+        self.certs_checked = time.monotonic()
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
@@ -378,6 +384,26 @@ class Supervisor:
                 self.registration.register()
             except Exception as exc:
                 log.warning("webhook configuration check failed: %s", exc)
+        if time.monotonic() - self.certs_checked >= CERT_CHECK_INTERVAL:
+            self.certs_checked = time.monotonic()
+            self.check_certificates()
+
+    def check_certificates(self) -> None:
+        """Renew the webhook's TLS material when due (``ensure_certificates`` only reads
+        the files otherwise). On renewal the server loads the new files for new
+        connections and the configuration is re-registered with the new CA bundle; if
+        that write fails, the ``--webhook-recheck`` re-registration retries it with the
+        already updated ``ca_pem``."""
+        try:
+            bundle = ensure_certificates(self.config.state_dir)
+            if not bundle.renewed:
+                return
+            log.info("webhook certificates renewed; reloading them and re-registering")
+            self.webhook.reload_certificates()
+            self.registration.ca_pem = bundle.ca_pem
+            self.registration.register()
+        except Exception as exc:
+            log.warning("webhook certificate check failed: %s", exc)
 
     def restart(self, name: str, error: str) -> None:
         self.journal.record(
