@@ -113,10 +113,43 @@ class ContainerFactory:
         kwargs.setdefault("network_mode", "none")
         if isinstance(command, tuple):
             command = list(command)
+        stop_timeout = kwargs.pop("stop_timeout", None)
+        if stop_timeout is not None:
+            # The SDK's high-level run()/create() do not take StopTimeout; the low-level
+            # API does. busybox ``sleep`` as PID 1 ignores SIGTERM, so a stop then takes
+            # the whole grace period, like a real slow-stopping service.
+            return self._create_with_stop_timeout(
+                image, command, labels, stop_timeout, create_only=create_only, **kwargs
+            )
         if create_only:
             return self.client.containers.create(image, command, labels=labels, **kwargs)
         kwargs.setdefault("detach", True)
         return self.client.containers.run(image, command, labels=labels, **kwargs)
+
+    def _create_with_stop_timeout(
+        self,
+        image: str,
+        command: str | list[str] | None,
+        labels: dict[str, str],
+        stop_timeout: int,
+        *,
+        create_only: bool,
+        **kwargs: Any,
+    ) -> docker.models.containers.Container:
+        api = self.client.api
+        kwargs.pop("detach", None)
+        host_config = api.create_host_config(network_mode=kwargs.pop("network_mode", "none"))
+        created = api.create_container(
+            image,
+            command,
+            labels=labels,
+            stop_timeout=stop_timeout,
+            host_config=host_config,
+            **kwargs,
+        )
+        if not create_only:
+            api.start(created["Id"])
+        return self.client.containers.get(created["Id"])
 
     def cleanup(self) -> None:
         for c in self.client.containers.list(all=True, filters={"label": self.label}):

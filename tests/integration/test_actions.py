@@ -132,8 +132,8 @@ def test_35_action_on_terminating_mirror_never_runs(service, run_container, dock
         c.id,
         {"metadata": {"finalizers": [*obj["metadata"]["finalizers"], "test.dockmirror/block"]}},
     )
-    service.annotate(c.id, "pause")  # before the delete the webhook allows it...
     api.delete_namespaced_custom_object(GROUP, VERSION, service.namespace, "containers", c.id)
+    service.annotate(c.id, "stop")  # added after the delete: must never run
     # The finalizer pass force-removes the Docker container.
     wait_for(
         lambda: not docker_client.containers.list(all=True, filters={"id": c.id}),
