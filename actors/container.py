@@ -161,6 +161,10 @@ class ContainerActor(JournaledActor):
         faults.hit("container.on_receive")
         return super().on_receive(message)
 
+    def on_start(self) -> None:
+        # pykka reports an on_start failure to nobody; the router's liveness sweep does.
+        faults.hit("container.on_start")
+
     def on_stop(self) -> None:
         self.deps.report(ChildStopped(container_id=self.container_id, incarnation=self.incarnation))
 

@@ -28,7 +28,9 @@ POINTS = (
     "action.after_annotation_removed",
     "sync.before_status",
     "container.on_receive",
+    "container.on_start",
     "router.on_receive",
+    "router.on_start",
 )
 
 

@@ -152,6 +152,7 @@ class RouterActor(JournaledActor):
 
     # --- lifecycle (router thread) ---------------------------------------------------
     def on_start(self) -> None:
+        faults.hit("router.on_start")
         self._deps = ContainerDeps(
             docker=self.docker,
             store=self.store,
