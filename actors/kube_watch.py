@@ -50,6 +50,7 @@ class KubeWatchReader(ReaderActor):
         self.server_timeout_s = server_timeout_s
         self.inactivity_timeout_s = inactivity_timeout_s
         self.resource_version: str | None = None
+        self.failed_since_list = False
         self._stream: Any = None
         self.last_event_monotonic = 0.0
 
@@ -64,16 +65,25 @@ class KubeWatchReader(ReaderActor):
         except KubeUnavailable as exc:
             self.note("watch connection failed", detail={"error": str(exc)})
             self.resource_version = None
+            self.failed_since_list = True
             self.pause(self.backoff.next_delay())
         except KubeError as exc:
             self.note("watch failed", detail={"error": str(exc)})
             self.resource_version = None
+            self.failed_since_list = True
             self.pause(self.backoff.next_delay())
 
     def _relist(self) -> None:
         items, resource_version = self.store.list()
         names = tuple((obj.get("metadata") or {}).get("name") or "" for obj in items)
-        self.send(WatchRelisted(names=names, resource_version=resource_version))
+        self.send(
+            WatchRelisted(
+                names=names,
+                resource_version=resource_version,
+                after_failure=self.failed_since_list,
+            )
+        )
+        self.failed_since_list = False
         for obj in items:
             self._observed(obj, "LISTED")
         self.resource_version = resource_version

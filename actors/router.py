@@ -291,6 +291,10 @@ class RouterActor(JournaledActor):
         names = set(message.names)
         for name in [n for n in self.mirrors if n not in names]:
             del self.mirrors[name]
+        if message.after_failure and self.engine_up:
+            # Mirror writes may have failed while the apiserver was away; Docker changes
+            # of that time are repaired by a full sync (no Docker event will repeat them).
+            self._full_sync(message.msg_id, "apiserver reconnected")
 
     # --- children ------------------------------------------------------------------------
     def _deliver(self, container_id: str, message: Message) -> None:
@@ -334,8 +338,14 @@ class RouterActor(JournaledActor):
             on_death=on_death,
         )
         self.children[container_id] = _Child(ref, incarnation, self.clock())
-        for message in messages:
-            ref.tell(message)
+        for index, message in enumerate(messages):
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                # on_start failed (pykka tells nobody): restart it with what it missed.
+                del self.children[container_id]
+                self._schedule_restart(container_id, "died in on_start", messages[index:])
+                return
 
     def _on_child_stopped(self, message: ChildStopped) -> None:
         child = self.children.get(message.container_id)

@@ -78,6 +78,9 @@ class WatchRelisted(Message, frozen=True, tag="watch_relisted"):
 
     names: tuple[str, ...] = ()
     resource_version: str = ""
+    # True when this relist follows a broken connection: writes may have failed while
+    # the apiserver was away, so the router runs a full sync to repair them.
+    after_failure: bool = False
 
 
 class SyncContainer(Message, frozen=True, tag="sync_container"):
