@@ -1,0 +1,228 @@
+"""The baseline: the action protocol as one straight, single-threaded loop.
+
+Run: ``PYTHONPATH=scripts:. python -m benchmarks.baseline --namespace NS`` (the bench
+starts it). No actors, no journal, no restart ledger, no mirroring: it lists and
+watches the ``Container`` objects of one namespace and, for each object that carries
+the action annotation, does what upstream's reconciler does (spec §4.3-§4.5), one
+action at a time, in the watch thread:
+
+1. Docker call with the spec's pre-checks (``actors.actions.dispatch``);
+2. ``status.lastAction`` as a JSON merge patch to ``/status`` with the object's
+   resourceVersion (5 conflict attempts; later attempts GET the object again);
+3. annotation removal, a merge patch with resourceVersion built on the status patch's
+   response, only while the annotation still holds the value that ran.
+
+It uses the same thin ports as the service (``DockerPort``, ``MirrorStore``), so the
+comparison measures the architecture, not the HTTP clients. It does not create
+mirrors: the bench runs dockmirror first on the same namespace, stops it, then runs
+this (docs/performance.md). To pay the same admission cost as the service (the
+client's annotation write and the removal are UPDATEs that pass the webhook), it
+registers the service's validating webhook for its namespace (``--no-webhook`` to
+skip), served by a server thread, which is the only other thread.
+
+Stale watch events (the echo of its own lastAction write still shows the annotation)
+are skipped by resourceVersion: an event no newer than the last object it wrote for
+that name is ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import config as k8s_config
+
+from actors.actions import CONTAINER_ID, dispatch, is_valid_action, last_action
+from actors.actions import not_a_container_error as not_a_mirror
+from actors.docker_port import DockerPort, DockerUnavailable
+from actors.kube_port import (
+    ACTION_ANNOTATION,
+    ACTIONS_MANAGER,
+    KubeConflict,
+    KubeError,
+    KubeHttp,
+    KubeNotFound,
+    MirrorStore,
+    annotation_of,
+    is_terminating,
+    resource_version_of,
+)
+from actors.timefmt import kube_now
+
+log = logging.getLogger("bench.baseline")
+CONFLICT_ATTEMPTS = 5
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int(resource_version_of(obj) or 0)
+    except ValueError:
+        return 0
+
+
+class Baseline:
+    def __init__(self, store: MirrorStore, docker: DockerPort) -> None:
+        self.store = store
+        self.docker = docker
+        self.written: dict[str, int] = {}  # name -> resourceVersion of our newest write
+        self.actions = 0
+
+    # --- spec §4.5 ----------------------------------------------------------------
+    def patch_last_action(self, obj: dict[str, Any], record: dict[str, Any]) -> dict | None:
+        name = obj["metadata"]["name"]
+        base = obj
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                return self.store.patch_status(
+                    name,
+                    {"lastAction": record},
+                    resource_version=resource_version_of(base),
+                    field_manager=ACTIONS_MANAGER,
+                )
+            except KubeNotFound:
+                return None
+            except KubeConflict:
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01)
+                try:
+                    base = self.store.get(name)
+                except KubeNotFound:
+                    return None
+        return None
+
+    def remove_annotation_if_still(self, base: dict[str, Any], value: str) -> dict | None:
+        name = base["metadata"]["name"]
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if annotation_of(base) != value:
+                return None
+            try:
+                return self.store.patch_metadata(
+                    name,
+                    {"annotations": {ACTION_ANNOTATION: None}},
+                    resource_version=resource_version_of(base),
+                    field_manager=ACTIONS_MANAGER,
+                )
+            except KubeNotFound:
+                return None
+            except KubeConflict:
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01)
+                try:
+                    base = self.store.get(name)
+                except KubeNotFound:
+                    return None
+        return None
+
+    # --- spec §4.3 ------------------------------------------------------------------
+    def handle(self, obj: dict[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name") or ""
+        value = annotation_of(obj)
+        if value is None or is_terminating(obj):
+            return
+        if _rv(obj) <= self.written.get(name, 0):
+            return  # an echo of a state we already moved past
+        if not is_valid_action(value):
+            self._note(self.remove_annotation_if_still(obj, value))
+            return
+        observed_at = kube_now()
+        if CONTAINER_ID.match(name):
+            error = dispatch(self.docker, value, name)
+        else:
+            error = not_a_mirror(name)
+        record = last_action(value, error, observed_at, kube_now())
+        fresh = self.patch_last_action(obj, record)
+        self.actions += 1
+        if fresh is None:
+            return
+        self._note(fresh)
+        self._note(self.remove_annotation_if_still(fresh, value))
+
+    def _note(self, obj: dict[str, Any] | None) -> None:
+        if obj:
+            name = obj["metadata"]["name"]
+            self.written[name] = max(self.written.get(name, 0), _rv(obj))
+
+    def _safe_handle(self, obj: dict[str, Any]) -> None:
+        try:
+            self.handle(obj)
+        except DockerUnavailable as exc:  # the annotation stays; the relist retries it
+            log.warning("docker unavailable: %s", exc)
+            time.sleep(1.0)
+            raise
+        except KubeError as exc:
+            log.warning("action on %s not completed: %s", obj["metadata"]["name"][:12], exc)
+
+    # --- list + watch -----------------------------------------------------------------
+    def run_forever(self) -> None:
+        while True:
+            try:
+                items, rv = self.store.list()
+                for obj in items:
+                    self._safe_handle(obj)
+                stream = self.store.watch(rv, server_timeout_s=300, read_timeout_s=330)
+                for event in stream:
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind in ("ADDED", "MODIFIED"):
+                        self._safe_handle(obj)
+                    elif kind == "ERROR":
+                        break  # e.g. 410 Gone: relist
+            except (KubeError, DockerUnavailable) as exc:
+                log.warning("relisting after: %s", exc)
+                time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--docker-host", default=None)
+    parser.add_argument("--state-dir", default=None, help="webhook TLS files (default: tmp)")
+    parser.add_argument("--no-webhook", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # SIGTERM ends the loop through SystemExit, so the finally below unregisters.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    api_client = k8s_config.new_client_from_config(config_file=args.kubeconfig)
+    store = MirrorStore(KubeHttp(api_client), args.namespace)
+    docker = DockerPort(args.docker_host)
+    webhook = registration = None
+    try:
+        if not args.no_webhook:
+            from actors.certs import ensure_certificates
+            from actors.webhook import WebhookRegistration, WebhookServer
+
+            state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="bench-baseline-"))
+            bundle = ensure_certificates(state_dir)
+            webhook = WebhookServer(bundle.cert_path, bundle.key_path)
+            webhook.start()
+            registration = WebhookRegistration(
+                api_client, args.namespace, webhook.port, bundle.ca_pem, server=webhook
+            )
+            registration.register()
+            registration.wait_until_called(timeout=30.0)
+        log.info("baseline running: namespace %s", args.namespace)
+        Baseline(store, docker).run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if registration is not None:
+            try:
+                registration.delete()
+            except Exception as exc:
+                log.warning("webhook configuration not deleted: %s", exc)
+        if webhook is not None:
+            webhook.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
