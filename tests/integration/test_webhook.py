@@ -18,6 +18,7 @@ from tests.support.wait import wait_for
 
 WEBHOOK = "container-mutating.containers.rancherdesktop.io"
 CREATE_DENIED = f"{ACTION} annotation is not allowed on create"
+READ_ONLY_DOCKER_OPS = {"inspect", "list"}
 
 
 def config_name(namespace: str) -> str:
@@ -171,12 +172,17 @@ def test_32_webhook_offline_invalid_value_consumed_without_docker(
         timeout=10,
         message="engine dropped the invalid action",
     )
-    docker_effects = [
+    # Nothing was asked of Docker. A read may happen: a mirror sync (SyncContainer)
+    # that runs meanwhile inspects the container; it was seen in about 1 run in 3.
+    docker_calls = [
         (e.op, e.outcome)
         for e in service.effects(c.id)
-        if isinstance(e, Effect) and e.target == "docker" and (e.run, e.seq) > mark
+        if isinstance(e, Effect)
+        and e.target == "docker"
+        and (e.run, e.seq) > mark
+        and e.op not in READ_ONLY_DOCKER_OPS
     ]
-    assert docker_effects == []
+    assert docker_calls == []
     state = docker_client.api.inspect_container(c.id)["State"]
     assert state["Running"] and state["StartedAt"] == started_at
 
