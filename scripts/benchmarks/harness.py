@@ -287,8 +287,15 @@ class Kube:
 
             with cf.ThreadPoolExecutor(workers) as pool:
                 list(pool.map(strip, names))
+            # The devenv has no namespace controller (docs/dev-environment.md): delete the
+            # objects themselves, the namespace only goes to Terminating.
+            with contextlib.suppress(KubeError):
+                self.http.request("DELETE", custom_path(namespace, plural))
+        core = k8s.CoreV1Api(self.api_client)
         with contextlib.suppress(Exception):
-            k8s.CoreV1Api(self.api_client).delete_namespace(namespace)
+            core.delete_collection_namespaced_event(namespace)
+        with contextlib.suppress(Exception):
+            core.delete_namespace(namespace)
 
 
 # --- the watching client ------------------------------------------------------------------
