@@ -45,15 +45,15 @@ class Sizes:
 
 QUICK = {
     "sigkill": Sizes(containers=30, seconds=0, kills=8),
-    "actor-crash": Sizes(containers=15, seconds=0, epochs=3),
-    "engine": Sizes(containers=15, seconds=0),
-    "races": Sizes(containers=12, seconds=25),
-    "soak": Sizes(containers=20, seconds=0, budget=500),
+    "actor-crash": Sizes(containers=15, seconds=5, epochs=3),
+    "engine": Sizes(containers=15, seconds=3),
+    "races": Sizes(containers=12, seconds=20),
+    "soak": Sizes(containers=20, seconds=0, budget=400),
 }
 FULL = {
     "sigkill": Sizes(containers=30, seconds=0, kills=100),
-    "actor-crash": Sizes(containers=30, seconds=0, epochs=20),
-    "engine": Sizes(containers=30, seconds=0),
+    "actor-crash": Sizes(containers=30, seconds=8, epochs=20),
+    "engine": Sizes(containers=30, seconds=6),
     "races": Sizes(containers=20, seconds=180),
     "soak": Sizes(containers=50, seconds=0, budget=10_000),
 }
@@ -207,7 +207,7 @@ def actor_crash(env: Env, sizes: Sizes, rng: random.Random) -> Result:
                     driver.start()
                 if last:
                     break
-                end = time.monotonic() + rng.uniform(6, 10)
+                end = time.monotonic() + rng.uniform(sizes.seconds, sizes.seconds * 1.5)
                 while time.monotonic() < end:
                     time.sleep(rng.uniform(1, 3))
                     drops += _drop_apiserver_connections(env, svc)
@@ -351,17 +351,17 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
                 ("stop-docker", "start-docker"),
                 ("stop-apiserver", "start-apiserver"),
             ):
-                time.sleep(rng.uniform(3, 8))
+                time.sleep(rng.uniform(sizes.seconds, 2 * sizes.seconds))
                 t0 = time.monotonic()
                 _devenv(stop_cmd)
-                time.sleep(rng.uniform(3, 8))
+                time.sleep(rng.uniform(sizes.seconds, 2 * sizes.seconds))
                 _devenv(start_cmd)
                 _wait_ready_or_died(svc, timeout=180)
                 if not svc.running:
                     result.fail("service", [f"exited after {stop_cmd}: {svc.log_file}"])
                     break
                 outages.append(round(time.monotonic() - t0, 1))
-            time.sleep(5)
+            time.sleep(sizes.seconds)
         finally:
             driver.finish()
         settle_and_check(env, result, driver, restarts, strict=False)
