@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pykka
+from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from actors.certs import ensure_certificates
@@ -243,10 +244,16 @@ class Supervisor:
     def build(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.api_client = k8s_config.new_client_from_config(config_file=cfg.kubeconfig)
+        # Every container actor may hold a connection; the client's default pool (5 per
+        # CPU) made parallel actions drop and re-handshake connections.
+        pool_size = cfg.max_active_containers + 16
+        configuration = k8s_client.Configuration()
+        k8s_config.load_kube_config(config_file=cfg.kubeconfig, client_configuration=configuration)
+        configuration.connection_pool_maxsize = pool_size
+        self.api_client = k8s_client.ApiClient(configuration)
         self.http = KubeHttp(self.api_client)
         self.store = MirrorStore(self.http, cfg.namespace)
-        self.docker = DockerPort(cfg.docker_host)
+        self.docker = DockerPort(cfg.docker_host, pool_size=pool_size)
         self.journal = Journal(
             cfg.trace_file,
             max_bytes=cfg.trace_max_mb * 1024 * 1024,

