@@ -117,8 +117,9 @@ def judge_restart_replay(
 ) -> ReplayVerdict:
     """Decide what a pending ``restart`` with an open ledger record means.
 
-    1. If the client wrote the annotation again after the dispatch second, it is a new
-       request (the record outlived its request: crash after the annotation removal).
+    1. If the client wrote the annotation again after the dispatch second (or within it,
+       with a stamp other than the one recorded at dispatch), it is a new request: the
+       record outlived its request (crash after the annotation removal).
     2. Otherwise it is a replay. If Docker's ``State.StartedAt`` changed since the
        dispatch, the restart ran: report it without calling Docker again.
     3. If not, the daemon may still be stopping the container (its grace period) or
@@ -126,10 +127,15 @@ def judge_restart_replay(
        ``settle_s`` for ``StartedAt`` to change; if it does not, run it again.
     """
     written = annotation_write_time(obj)
-    dispatch_ns = record.dispatch_ns
     written_ns = parse_rfc3339_ns(written) if written else None
-    if written_ns is not None and written_ns // 1_000_000_000 > dispatch_ns // 1_000_000_000:
-        return ReplayVerdict.NEW_REQUEST
+    if written_ns is not None:
+        written_s = written_ns // 1_000_000_000
+        dispatch_s = record.dispatch_ns // 1_000_000_000
+        rewritten = bool(record.annotation_time) and written != record.annotation_time
+        # A later second is certainly a new write; the dispatch second itself counts when
+        # the stamp differs from the one recorded at dispatch.
+        if written_s > dispatch_s or (rewritten and written_s == dispatch_s):
+            return ReplayVerdict.NEW_REQUEST
     deadline = clock() + settle_s
     while True:
         state = inspect().get("State") or {}
