@@ -17,25 +17,18 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-GROUP = "containers.rancherdesktop.io"
-VERSION = "v1alpha1"
+from actors.actions import ACTIONS
+from actors.kube_port import GROUP, VERSION
+from actors.mirror_status import CONTAINER_STATUSES
 
 CONTAINER_CRD_NAME = f"containers.{GROUP}"
 CONTAINER_CREATE_REQUEST_CRD_NAME = f"containercreaterequests.{GROUP}"
 CONTAINER_NAMESPACE_CRD_NAME = f"containernamespaces.{GROUP}"
 
-CONTAINER_STATUS_ENUM = [
-    "created",
-    "running",
-    "pausing",
-    "paused",
-    "restarting",
-    "removing",
-    "exited",
-    "dead",
-    "unknown",
-]
-ACTION_ENUM = ["start", "stop", "pause", "unpause", "restart"]
+# One source of truth for the enums: the mapping that produces the values and the
+# action table that consumes them.
+CONTAINER_STATUS_ENUM = list(CONTAINER_STATUSES)
+ACTION_ENUM = list(ACTIONS)
 ACTION_STATE_ENUM = ["Succeeded", "Failed"]
 
 

@@ -305,15 +305,12 @@ class MirrorStore:
         field_manager: str,
     ) -> dict[str, Any]:
         """JSON merge patch of ``/status``; ``resource_version`` makes it conditional."""
-        body: dict[str, Any] = {"status": status_patch}
-        if resource_version is not None:
-            body["metadata"] = {"resourceVersion": resource_version}
-        return self.http.request(
-            "PATCH",
+        return self._merge_patch(
             self._path(name, "status"),
-            query={"fieldManager": field_manager},
-            body=body,
-            content_type=_MERGE,
+            {"status": status_patch},
+            {},
+            resource_version,
+            field_manager,
         )
 
     def patch_metadata(
@@ -325,15 +322,26 @@ class MirrorStore:
         field_manager: str,
     ) -> dict[str, Any]:
         """JSON merge patch of ``metadata`` on the main resource (passes admission)."""
-        metadata = dict(metadata_patch)
+        return self._merge_patch(
+            self._path(name), {}, metadata_patch, resource_version, field_manager
+        )
+
+    def _merge_patch(
+        self,
+        path: str,
+        body: dict[str, Any],
+        metadata: dict[str, Any],
+        resource_version: str | None,
+        field_manager: str,
+    ) -> dict[str, Any]:
+        """A ``metadata.resourceVersion`` inside a merge patch is a precondition (409)."""
+        metadata = dict(metadata)
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
+        if metadata:
+            body = {**body, "metadata": metadata}
         return self.http.request(
-            "PATCH",
-            self._path(name),
-            query={"fieldManager": field_manager},
-            body={"metadata": metadata},
-            content_type=_MERGE,
+            "PATCH", path, query={"fieldManager": field_manager}, body=body, content_type=_MERGE
         )
 
     def delete(self, name: str) -> None:
