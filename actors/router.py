@@ -84,6 +84,8 @@ class _Child:
 
 
 FAILURE_MEMORY_S = 60.0
+# A failed router waits this long for its container actors to finish in-flight work.
+CHILD_STOP_WAIT_S = 120.0
 
 
 @dataclass
@@ -120,6 +122,7 @@ class RouterActor(JournaledActor):
         self.clock = clock
         self.children: dict[str, _Child] = {}
         self.stopping: dict[str, list[Message]] = {}
+        self.retiring: dict[str, pykka.ActorRef] = {}  # asked to stop, ChildStopped pending
         self.failed: dict[str, _Failure] = {}
         self.backlog: OrderedDict[str, list[Message]] = OrderedDict()
         self.mirrors: dict[str, dict[str, Any]] = {}
@@ -173,15 +176,33 @@ class RouterActor(JournaledActor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         # A restarted router must not find our children alive: it would start a second
-        # actor for the same container.
-        self._stop_children()
+        # actor for the same container. A stop is queued behind the child's current
+        # message (a 10 s docker stop, a restart replay), so asking is not enough: wait
+        # until every container actor has really stopped, retiring ones included, before
+        # on_death lets the supervisor start the replacement (found by scripts/chaos
+        # actor-crash: two actors dispatched the same stop and the stale one's lastAction
+        # overwrote the newer request's outcome).
+        self._stop_children(wait_s=CHILD_STOP_WAIT_S)
         super().on_failure(exception_type, exception_value, traceback)
 
-    def _stop_children(self) -> None:
-        for child in list(self.children.values()):
+    def _stop_children(self, wait_s: float | None = None) -> None:
+        children = list(self.children.values())
+        for child in children:
             with contextlib.suppress(pykka.ActorDeadError):
                 child.ref.stop(block=False)
         self.children.clear()
+        if wait_s is None:
+            return
+        refs, self.retiring = [*self.retiring.values()], {}
+        deadline = time.monotonic() + wait_s
+        for ref in [*(child.ref for child in children), *refs]:
+            try:
+                ref.stop(block=True, timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.ActorDeadError:
+                pass
+            except pykka.Timeout:
+                self.log.warning("container actors still busy %.0f s after router failure", wait_s)
+                return
 
     def _tell_self(self, message: Message) -> None:
         try:
@@ -354,6 +375,7 @@ class RouterActor(JournaledActor):
         child = self.children.get(message.container_id)
         if child is not None and child.incarnation == message.incarnation:
             del self.children[message.container_id]
+        self.retiring.pop(message.container_id, None)
         buffered = self.stopping.pop(message.container_id, None)
         if buffered:
             for item in buffered:
@@ -363,6 +385,7 @@ class RouterActor(JournaledActor):
     def _on_actor_failed(self, message: ActorFailed) -> None:
         container_id = message.actor
         self.children.pop(container_id, None)
+        self.retiring.pop(container_id, None)
         buffered = self.stopping.pop(container_id, [])
         self._schedule_restart(container_id, message.error, buffered)
 
@@ -419,10 +442,12 @@ class RouterActor(JournaledActor):
         """Stop a child; its stop is queued behind what it was sent (never lost)."""
         child = self.children.pop(container_id)
         self.stopping[container_id] = []
+        self.retiring[container_id] = child.ref
         try:
             child.ref.stop(block=False)
         except pykka.ActorDeadError:
             self.stopping.pop(container_id, None)
+            self.retiring.pop(container_id, None)
 
     def _make_room(self) -> None:
         """At the cap with work waiting, retire the least recently used quiet actors now.
