@@ -44,6 +44,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from actors.certs import ensure_certificates
+from actors.container import ContainerActor
 from actors.crds import install_crds
 from actors.docker_events import DockerEventsReader
 from actors.docker_port import DockerPort
@@ -53,7 +54,7 @@ from actors.journal import Journal
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
 from actors.ledger import RestartLedger
-from actors.router import RouterActor, RouterSettings
+from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
 from actors.webhook import WebhookRegistration, WebhookServer
 from messages.base import Message
 from messages.inbound import EmitEvent, Tick
@@ -376,7 +377,9 @@ class Supervisor:
                 name, error = self.deaths.get_nowait()
             except queue.Empty:
                 break
-            if name in self.refs:
+            # A late report from an earlier incarnation (a failed router reports only after
+            # its children stopped) must not restart the live replacement.
+            if name in self.refs and not self.refs[name].is_alive():
                 dead[name] = error
         for name, ref in self.refs.items():
             if name not in dead and not ref.is_alive():
@@ -439,7 +442,31 @@ class Supervisor:
         if old is not None and old.is_alive():
             with contextlib.suppress(Exception):
                 old.stop(block=True, timeout=5)
+        if name == "router":
+            self.wait_container_actors_stopped()
         self.start_actor(name)
+
+    def wait_container_actors_stopped(self, timeout: float = CHILD_STOP_WAIT_S) -> None:
+        """Before a new router starts, every container actor of the old one must be gone.
+
+        pykka marks a failed actor dead *before* its ``on_failure`` runs, so this sweep
+        can see the router dead while it is still stopping its children; a container
+        actor busy in a 10 s ``docker stop`` would otherwise meet a second actor for the
+        same container started by the new router's full sync.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = pykka.ActorRegistry.get_by_class(ContainerActor)
+            if not alive:
+                return
+            for ref in alive:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.stop(block=False)
+            if time.monotonic() >= deadline or self.stop_event.wait(0.05):
+                log.warning(
+                    "%d container actors still busy; starting the router anyway", len(alive)
+                )
+                return
 
     def shutdown(self) -> None:
         log.info("dockmirror stopping")
