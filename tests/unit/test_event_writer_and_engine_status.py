@@ -1,0 +1,100 @@
+"""EventWriterActor and EngineStatus against a fake HTTP layer that fails like the apiserver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.engine_status import EngineStatus
+from actors.event_writer import EventWriterActor
+from actors.journal import Journal
+from actors.kube_port import KubeNotFound, KubeUnavailable
+from messages.inbound import EmitEvent
+from messages.journal import Effect
+from tests.unit._helpers import barrier, journal_entries
+
+
+class FakeHttp:
+    """Records requests; answers from a small in-memory store; can fail the next call."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, Any]] = []
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.fail: list[Exception] = []
+
+    def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> dict[str, Any]:
+        self.requests.append((method, path, body))
+        if self.fail:
+            raise self.fail.pop(0)
+        if method == "GET":
+            if path not in self.objects:
+                raise KubeNotFound(404, f"{path} not found")
+            return self.objects[path]
+        if method == "PATCH" and path.endswith("/status"):
+            base = path.removesuffix("/status")
+            self.objects.setdefault(base, {}).update(body)
+            return self.objects[base]
+        if method == "PATCH":
+            self.objects[path] = {**self.objects.get(path, {}), **body}
+            return self.objects[path]
+        return body or {}
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors():
+    yield
+    pykka.ActorRegistry.stop_all()
+
+
+def test_event_writer_creates_events_and_survives_failures(tmp_path):
+    http = FakeHttp()
+    journal = Journal(tmp_path / "trace.jsonl")
+    ref = EventWriterActor.start(journal=journal, http=http, namespace="ns")
+    http.fail.append(KubeUnavailable(None, "apiserver away"))
+    for reason in ("ActionFailed", "ActionSucceeded"):
+        ref.tell(
+            EmitEvent(container_id="a" * 64, type="Normal", reason=reason, action="pause", note="x")
+        )
+    barrier(ref)
+    posts = [body for method, path, body in http.requests if method == "POST"]
+    assert len(posts) == 2
+    event = posts[1]
+    assert event["regarding"]["name"] == "a" * 64
+    assert event["reason"] == "ActionSucceeded"
+    assert event["action"] == "pause"
+    assert event["reportingController"] == "dockmirror"
+    assert ref.is_alive()
+    outcomes = [
+        e.outcome for e in journal_entries(tmp_path / "trace.jsonl") if isinstance(e, Effect)
+    ]
+    assert outcomes == ["unavailable", "ok"]
+
+
+def test_engine_status_writes_condition_once_and_keeps_transition_time():
+    http = FakeHttp()
+    status = EngineStatus(http, "ns")
+    status.set_ready(False, "Syncing", "Initial sync in progress")
+    status.set_ready(True, "Connected", "Container engine synced")
+    writes = [r for r in http.requests if r[0] == "PATCH" and r[1].endswith("/status")]
+    status.set_ready(True, "Connected", "Container engine synced")  # same: no write
+    assert len([r for r in http.requests if r[0] == "PATCH" and r[1].endswith("/status")]) == len(
+        writes
+    )
+    condition = writes[-1][2]["status"]["conditions"][-1]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "EngineReady",
+        "True",
+        "Connected",
+    )
+
+
+def test_engine_status_failure_is_retried_on_next_call():
+    http = FakeHttp()
+    status = EngineStatus(http, "ns")
+    http.fail.append(KubeUnavailable(None, "down"))
+    with pytest.raises(KubeUnavailable):
+        status.set_ready(True, "Connected", "Container engine synced")
+    status.set_ready(True, "Connected", "Container engine synced")
+    assert any(r[0] == "PATCH" and r[1].endswith("/status") for r in http.requests)
