@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                 result.fail("campaign crashed", [f"{type(exc).__name__}: {exc}"])
                 traceback.print_exc()
                 env.remove_containers(name)
+            finally:
+                # A campaign that crashed half-way must not leave its service running:
+                # two services in one namespace would both run every request.
+                env.stop_services()
             result.seconds = time.monotonic() - t0
             limit = result.figures.pop("_rss_limit_pct", None)
             growth = result.figures.get("rss_growth_pct")

@@ -384,7 +384,9 @@ class Catalogue:
 def bad_input(env: Env, quick: bool, rng: random.Random) -> Result:
     result = Result("bad-input")
     svc = env.service("bad-input", webhook_recheck=2)
-    svc.start()
+    from scripts.chaoslib.campaigns import _start, _teardown
+
+    _start(svc)
     cat = Catalogue(env, svc, quick)
     cases = [
         cat.webhook_denies_invalid_values,
@@ -414,7 +416,5 @@ def bad_input(env: Env, quick: bool, rng: random.Random) -> Result:
         driver.finish()
         settle_and_check(env, result, driver, restarts, strict=True)
     result.figures.update(cases=len(cases), outcomes=outcomes, trace=str(svc.workdir))
-    from scripts.chaoslib.campaigns import _teardown
-
     _teardown(env, "bad-input", svc)
     return result

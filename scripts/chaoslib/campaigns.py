@@ -100,7 +100,7 @@ def sigkill(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     result = Result("sigkill")
     ids = _containers(env, "sigkill", sizes.containers)
     svc = env.service("sigkill")
-    svc.start()
+    _start(svc)
     kills = fault_kills = startup_kills = 0
     faults = ""
     with Observer(env) as obs, RestartCounter(env) as restarts:
@@ -130,7 +130,7 @@ def sigkill(env: Env, sizes: Sizes, rng: random.Random) -> Result:
                 svc.kill()
                 kills += 1
             if not svc.running:
-                svc.start(env={"DOCKMIRROR_FAULTS": ""})
+                _start(svc, "")
         finally:
             driver.finish()
         settle_and_check(env, result, driver, restarts, strict=True)
@@ -139,6 +139,15 @@ def sigkill(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     )
     _teardown(env, "sigkill", svc)
     return result
+
+
+def _start(svc: Service, faults: str = "") -> None:
+    """Start the service and wait until it is ready; tolerates a briefly unreachable
+    apiserver (``Service.start`` would propagate the first connection error)."""
+    svc.start(env={"DOCKMIRROR_FAULTS": faults}, wait_ready=False)
+    _wait_ready_or_died(svc)
+    if not svc.running:
+        raise AssertionError(f"service exited during start-up: {svc.log_file}")
 
 
 def _wait_ready_or_died(svc: Service, timeout: float = 90) -> None:
@@ -202,7 +211,7 @@ def actor_crash(env: Env, sizes: Sizes, rng: random.Random) -> Result:
                     else f"container.on_receive=raise@{rng.randint(1, 60)},"
                     f"router.on_receive=raise@{rng.randint(1, 150)}"
                 )
-                svc.start(env={"DOCKMIRROR_FAULTS": faults})
+                _start(svc, faults)
                 if epoch == 0:
                     driver.start()
                 if last:
@@ -243,7 +252,7 @@ def races(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     ]
     ids = plain + always
     svc = env.service("races")
-    svc.start()
+    _start(svc)
     stop = threading.Event()
     cli_ops = policy_kills = 0
 
@@ -294,7 +303,7 @@ def soak(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     result = Result("soak")
     ids = _containers(env, "soak", sizes.containers)
     svc = env.service("soak")
-    svc.start()
+    _start(svc)
     rss_ready = rss_mb(svc)
     assert sizes.budget is not None
     with Observer(env) as obs, RestartCounter(env) as restarts:
@@ -342,7 +351,7 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     always = [env.container("engine", restart_always=True) for _ in range(3)]
     ids += always
     svc = env.service("engine")
-    svc.start()
+    _start(svc)
     outages = []
     with Observer(env) as obs, RestartCounter(env) as restarts:
         driver = Driver(env, obs, ids, seed=rng.random()).start()

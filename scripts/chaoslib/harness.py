@@ -113,13 +113,18 @@ class Env:
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 self.docker.api.remove_container(c["Id"], force=True)
 
-    def cleanup(self) -> None:
-        """Stop every service, remove our containers, webhook config and namespace."""
+    def stop_services(self) -> None:
         for svc in self.services:
+            if not svc.running:
+                continue
             try:
                 svc.stop()
             except Exception:
                 svc.kill()
+
+    def cleanup(self) -> None:
+        """Stop every service, remove our containers, webhook config and namespace."""
+        self.stop_services()
         with contextlib.suppress(Exception):
             self.remove_containers()
         with contextlib.suppress(Exception):
@@ -244,14 +249,16 @@ class RestartCounter:
     def _run(self) -> None:
         since = self.since
         while not self._stop.is_set():
+            client = docker.APIClient(base_url=self.env.devenv.docker_host, timeout=None)
             try:
-                client = docker.APIClient(base_url=self.env.devenv.docker_host, timeout=None)
                 self._stream = client.events(since=since, filters=self._filters, decode=True)
                 for ev in self._stream:
                     self._add(ev)
                     since = max(since, ev.get("time", since))
             except Exception:
-                pass
+                pass  # engine restarting (engine campaign): reconnect from the last event
+            finally:
+                client.close()
             self._stop.wait(0.5)
 
     def counts(self, container_ids: set[str]) -> Counter:
@@ -452,8 +459,14 @@ def settle_and_check(
     deadline = time.monotonic() + 45
     mismatches: dict[str, str] = {}
     while True:
-        docker_states = env.docker_states()
-        mirrors = env.mirrors()
+        try:
+            docker_states = env.docker_states()
+            mirrors = env.mirrors()
+        except Exception:  # a side briefly unreachable: try again until the deadline
+            if time.monotonic() > deadline + 60:
+                raise
+            time.sleep(1.0)
+            continue
         mirror_states = {n: (o.get("status") or {}).get("status") for n, o in mirrors.items()}
         snapshots = [*snapshots[-2:], (docker_states, mirror_states)]
         if not status_mismatches(docker_states, mirror_states):
