@@ -365,7 +365,11 @@ class Supervisor:
             self.webhook.url,
         )
         while not self.stop_event.wait(1.0):
-            self.router.send(Tick(now_ns=time.time_ns()))
+            tick = Tick(now_ns=time.time_ns())
+            self.router.send(tick)
+            if self.events_ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self.events_ref.tell(tick)
             self.sweep()
         self.shutdown()
         return self.exit_code

@@ -45,7 +45,6 @@ from actors.journal import Journal
 from actors.kube_port import (
     ACTION_ANNOTATION,
     ACTIONS_MANAGER,
-    CONDITIONS_MANAGER,
     ENGINE_MANAGER,
     FINALIZER,
     KubeConflict,
@@ -234,22 +233,33 @@ class ContainerActor(JournaledActor):
                 return
         status = mirror_status(inspect)
         stored = obj.get("status") or {}
-        if comparable_status(stored) != status:
+        # Conditions travel in the same apply as the fields they derive from: one write
+        # per change instead of two, and never a state where they disagree. They are
+        # computed from the stored ones (transition times kept), so nothing is clobbered;
+        # lastAction belongs to another manager and is never sent here.
+        conditions, changed = compute_conditions(
+            status["status"], stored.get("conditions"), kube_now()
+        )
+        if comparable_status(stored) != status or changed:
             faults.hit("sync.before_status")
             try:
                 obj = self._remember(
                     self.effect(
-                        "kube", "apply_status", self.store.apply_status, self.container_id, status
+                        "kube",
+                        "apply_status",
+                        self.store.apply_status,
+                        self.container_id,
+                        {**status, "conditions": conditions},
                     )
                 )
             except KubeNotFound:
                 self._obj = None
                 return
+            self._emit_condition_changes(changed)
             if not has_finalizer(obj) and not is_terminating(obj):
                 # Our cached view still had the finalizer a client has since stripped;
                 # the apply's answer is current, so re-assert it now (spec §2.6, §7-47).
                 obj = self._apply_metadata() or obj
-        self._update_conditions(obj)
         if annotation_of(self._obj or obj) is not None:
             self._act(self._obj or obj)
         else:
@@ -266,47 +276,20 @@ class ContainerActor(JournaledActor):
             self.note("metadata apply rejected", detail={"error": str(exc)})
             return None
 
-    def _update_conditions(self, obj: dict[str, Any]) -> None:
-        for _ in range(CONFLICT_ATTEMPTS):
-            status = obj.get("status") or {}
-            conditions, changed = compute_conditions(
-                status.get("status") or "unknown", status.get("conditions"), kube_now()
+    def _emit_condition_changes(self, changed: list[dict[str, Any]]) -> None:
+        """One ``ConditionChanged`` Event per changed condition (spec §1.6)."""
+        for condition in changed:
+            self.deps.emit(
+                EmitEvent(
+                    container_id=self.container_id,
+                    type="Normal",
+                    reason="ConditionChanged",
+                    action=condition["type"],
+                    note=condition["message"],
+                    reporting_controller="container-controller",
+                    cause=self._current_msg_id,
+                )
             )
-            if not changed:
-                return
-            try:
-                obj = self._remember(
-                    self.effect(
-                        "kube",
-                        "patch_conditions",
-                        self.store.patch_status,
-                        self.container_id,
-                        {"conditions": conditions},
-                        resource_version=resource_version_of(obj),
-                        field_manager=CONDITIONS_MANAGER,
-                    )
-                )
-            except KubeConflict:
-                obj = self._get()
-                if obj is None:
-                    return
-                continue
-            except KubeNotFound:
-                return
-            for condition in changed:
-                self.deps.emit(
-                    EmitEvent(
-                        container_id=self.container_id,
-                        type="Normal",
-                        reason="ConditionChanged",
-                        action=condition["type"],
-                        note=condition["message"],
-                        reporting_controller="container-controller",
-                        cause=self._current_msg_id,
-                    )
-                )
-            return
-        self.note("conditions not written: conflicts persisted")
 
     # --- deletion (spec §3.4, §3.6) ------------------------------------------------------
     def _remove_mirror(self) -> None:

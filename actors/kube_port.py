@@ -39,11 +39,11 @@ CONTAINER_NAMESPACES = "containernamespaces"
 FINALIZER = "engine.rancherdesktop.io/mirror"
 ACTION_ANNOTATION = "containers.rancherdesktop.io/action"
 
-# Field managers. The engine's SSA writes own mirror fields (spec §2.6); lastAction and
-# conditions are written by other managers so the engine's apply never removes them.
+# Field managers. The engine's SSA writes own the mirrored fields and the conditions
+# derived from them (spec §2.6); lastAction is written by another manager so the
+# engine's apply never removes it.
 ENGINE_MANAGER = "engine-controller"
 ACTIONS_MANAGER = "dockmirror-actions"
-CONDITIONS_MANAGER = "container-controller"
 
 DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)
 

@@ -98,3 +98,41 @@ def test_engine_status_failure_is_retried_on_next_call():
         status.set_ready(True, "Connected", "Container engine synced")
     status.set_ready(True, "Connected", "Container engine synced")
     assert any(r[0] == "PATCH" and r[1].endswith("/status") for r in http.requests)
+
+
+def test_repeated_events_join_a_series_like_client_go(tmp_path):
+    """Repeats within the window only count; the count is written at most every 30 s."""
+    from messages.inbound import Tick
+
+    http = FakeHttp()
+    now = [1_000 * 10**9]
+    ref = EventWriterActor.start(
+        journal=Journal(None), http=http, namespace="ns", clock_ns=lambda: now[0]
+    )
+
+    def emit():
+        ref.tell(
+            EmitEvent(
+                container_id="b" * 64,
+                type="Normal",
+                reason="ActionSucceeded",
+                action="pause",
+                note="pause succeeded",
+            )
+        )
+
+    for _ in range(5):
+        emit()
+    barrier(ref)
+    assert [m for m, _, _ in http.requests] == ["POST"]
+    now[0] += 31 * 10**9
+    ref.tell(Tick())
+    barrier(ref)
+    patches = [body for m, _, body in http.requests if m == "PATCH"]
+    assert patches == [
+        {"series": {"count": 5, "lastObservedTime": patches[0]["series"]["lastObservedTime"]}}
+    ]
+    now[0] += 400 * 10**9  # outside the 6-minute window: a new Event
+    emit()
+    barrier(ref)
+    assert [m for m, _, _ in http.requests].count("POST") == 2
