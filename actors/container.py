@@ -420,7 +420,7 @@ class ContainerActor(JournaledActor):
     def _finish(
         self, action: str, error: str | None, observed_at: str, obj: dict[str, Any]
     ) -> None:
-        """Record the outcome, emit an Event, then remove the annotation (spec §4.3 order)."""
+        """Record the outcome, remove the annotation (spec §4.3 order), then emit an Event."""
         record = last_action(action, error, observed_at, kube_now())
         try:
             fresh = self._patch_last_action(record, obj)
@@ -430,6 +430,12 @@ class ContainerActor(JournaledActor):
             self.note("lastAction rejected; consuming the request", detail={"error": str(exc)})
             fresh = self._get()
         faults.hit("action.after_last_action")
+        if fresh is not None:
+            self._remove_annotation_if_still(fresh, action)
+            faults.hit("action.after_annotation_removed")
+        self.deps.ledger.close(self.container_id)
+        # After the removal: the client waits for the annotation to disappear, so the
+        # Event's write must not compete with that one for the apiserver.
         self.deps.emit(
             EmitEvent(
                 container_id=self.container_id,
@@ -440,12 +446,6 @@ class ContainerActor(JournaledActor):
                 cause=self._current_msg_id,
             )
         )
-        if fresh is None:
-            self.deps.ledger.close(self.container_id)
-            return
-        self._remove_annotation_if_still(fresh, action)
-        faults.hit("action.after_annotation_removed")
-        self.deps.ledger.close(self.container_id)
 
     def _patch_last_action(
         self, record: dict[str, Any], base: dict[str, Any]
