@@ -313,6 +313,7 @@ class Supervisor:
     def start_actor(self, name: str) -> None:
         factories: dict[str, Callable[[], pykka.ActorRef]] = {
             "events": lambda: EventWriterActor.start(
+                shutting_down=self.stop_event,
                 journal=self.journal,
                 http=self.http,
                 namespace=self.config.namespace,
@@ -478,8 +479,12 @@ class Supervisor:
             ref = self.refs.get(name)
             if ref is None:
                 continue
+            started = time.monotonic()
             with contextlib.suppress(Exception):
                 ref.stop(block=True, timeout=5)
+            took = time.monotonic() - started
+            if took > 1.0:
+                log.info("stopping %s took %.1f s", name, took)
         try:
             self.engine_status.set_ready(False, "Stopped", "Container engine stopped")
         except KubeError as exc:

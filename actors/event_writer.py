@@ -16,6 +16,7 @@ three thousand (the apiserver is the shared bottleneck on a desktop).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -56,8 +57,12 @@ class EventWriterActor(JournaledActor):
         namespace: str,
         on_death: Callable[[str, str], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        shutting_down: threading.Event | None = None,
     ) -> None:
         super().__init__(journal=journal, name="events", on_death=on_death)
+        # Set by the supervisor at shutdown: queued Events are dropped (best effort)
+        # so the stop message behind them is reached at once.
+        self.shutting_down = shutting_down or threading.Event()
         self.http = http
         self.namespace = namespace
         self.instance = f"dockmirror-{socket.gethostname()}"[:128]
@@ -78,6 +83,8 @@ class EventWriterActor(JournaledActor):
                 self._write_series(series, key)
 
     def _on_emit(self, message: EmitEvent) -> None:
+        if self.shutting_down.is_set():
+            return
         now_ns = self.clock_ns()
         key = (
             message.container_id,
