@@ -31,6 +31,7 @@ POINTS = (
     "container.on_start",
     "router.on_receive",
     "router.on_start",
+    "reader.run_once",
 )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pykka
 
+from actors import faults
 from actors._base import JournaledActor
 from actors.journal import Journal
 from messages.base import Message
@@ -73,6 +74,7 @@ class ReaderActor(JournaledActor):
     def _loop(self) -> None:
         try:
             while not self.stopping.is_set():
+                faults.hit("reader.run_once")
                 self.run_once()
         except Exception as exc:  # unexpected: make the actor visibly dead
             self.log.exception("%s reader crashed", self.name)
