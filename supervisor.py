@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import os
 import queue
@@ -193,6 +194,30 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
 
 
+MALLOC_TRIM_INTERVAL_S = 60.0
+
+
+def release_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``); no-op elsewhere.
+
+    Why: a long-running process whose threads come and go (container actors, webhook
+    connections) keeps freed glibc heap pages resident; the soak campaign measured RSS
+    creeping up by ~10 % over 10,000 actions without any growth in live Python objects.
+    Trimming once a minute costs a few milliseconds.
+    """
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc: ctypes.CDLL | bool | None = None
+
+
 class RouterHandle:
     """Always points at the live router; readers and actors send through it.
 
@@ -239,6 +264,7 @@ class Supervisor:
         self.refs: dict[str, pykka.ActorRef] = {}
         self.budget = RestartBudget(config.restart_budget, config.restart_window)
         self.exit_code = 0
+        self.trimmed = time.monotonic()
         self.certs_checked = time.monotonic()
 
     # --- composition ---------------------------------------------------------------
@@ -366,6 +392,9 @@ class Supervisor:
             self.webhook.url,
         )
         while not self.stop_event.wait(1.0):
+            if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
+                self.trimmed = time.monotonic()
+                release_freed_memory()
             tick = Tick(now_ns=time.time_ns())
             self.router.send(tick)
             if self.events_ref is not None:
