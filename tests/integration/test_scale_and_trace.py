@@ -43,7 +43,7 @@ def test_mirrors_200_existing_containers_then_follows(service_factory, run_conta
             target.id[:12],
             "--follow",
             "--limit",
-            "0",
+            "1",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
