@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import msgspec
 import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
@@ -50,6 +51,11 @@ DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)
 _MERGE = "application/merge-patch+json"
 _APPLY = "application/apply-patch+yaml"
 _JSON = "application/json"
+
+
+# msgspec decodes the apiserver's JSON several times faster than the json module; every
+# write answer and every watch event of every mirror passes through here.
+_decode = msgspec.json.decode
 
 
 class KubeError(Exception):
@@ -142,7 +148,10 @@ class KubeHttp:
             response.release_conn()
         if not data:
             return {}
-        decoded = json.loads(data)
+        try:
+            decoded = _decode(data)
+        except msgspec.DecodeError as exc:
+            raise KubeUnavailable(None, f"answer is not JSON: {data[:200]!r}") from exc
         return decoded if isinstance(decoded, dict) else {}
 
     def open(
@@ -196,10 +205,10 @@ class WatchStream:
             for line in iter_resp_lines(self._response):
                 if not line:
                     continue
-                event = json.loads(line)
+                event = _decode(line)
                 if isinstance(event, dict):
                     yield event
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:  # DecodeError too
             raise KubeUnavailable(None, f"watch stream broke: {exc}") from exc
         finally:
             self._response.release_conn()
