@@ -249,8 +249,12 @@ class RestartCounter:
     def _run(self) -> None:
         since = self.since
         while not self._stop.is_set():
-            client = docker.APIClient(base_url=self.env.devenv.docker_host, timeout=None)
+            client = None
             try:
+                # Inside the try: creating the client negotiates the API version, which
+                # fails while the engine is stopped (engine campaign); the thread must
+                # survive that and reconnect, or every later restart goes uncounted.
+                client = docker.APIClient(base_url=self.env.devenv.docker_host, timeout=None)
                 self._stream = client.events(since=since, filters=self._filters, decode=True)
                 for ev in self._stream:
                     self._add(ev)
@@ -258,7 +262,8 @@ class RestartCounter:
             except Exception:
                 pass  # engine restarting (engine campaign): reconnect from the last event
             finally:
-                client.close()
+                if client is not None:
+                    client.close()
             self._stop.wait(0.5)
 
     def counts(self, container_ids: set[str]) -> Counter:
