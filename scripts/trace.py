@@ -523,6 +523,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise _Stop
 
     signal.signal(signal.SIGTERM, on_term)
+    # Explicitly, because a process started in the background by a non-interactive shell
+    # inherits SIGINT as ignored, and Python then leaves it ignored: Ctrl-C (or a
+    # supervisor's SIGINT) would not stop --follow.
+    signal.signal(signal.SIGINT, on_term)
     try:
         return run(argv)
     except (KeyboardInterrupt, _Stop):
