@@ -33,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,40 +76,42 @@ class Baseline:
 
     # --- spec §4.5 ----------------------------------------------------------------
     def patch_last_action(self, obj: dict[str, Any], record: dict[str, Any]) -> dict | None:
-        name = obj["metadata"]["name"]
-        base = obj
-        for attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                return self.store.patch_status(
-                    name,
-                    {"lastAction": record},
-                    resource_version=resource_version_of(base),
-                    field_manager=ACTIONS_MANAGER,
-                )
-            except KubeNotFound:
-                return None
-            except KubeConflict:
-                if attempt == CONFLICT_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.01)
-                try:
-                    base = self.store.get(name)
-                except KubeNotFound:
-                    return None
-        return None
+        return self._conditional(
+            obj,
+            lambda base: self.store.patch_status(
+                base["metadata"]["name"],
+                {"lastAction": record},
+                resource_version=resource_version_of(base),
+                field_manager=ACTIONS_MANAGER,
+            ),
+        )
 
     def remove_annotation_if_still(self, base: dict[str, Any], value: str) -> dict | None:
+        return self._conditional(
+            base,
+            lambda obj: self.store.patch_metadata(
+                obj["metadata"]["name"],
+                {"annotations": {ACTION_ANNOTATION: None}},
+                resource_version=resource_version_of(obj),
+                field_manager=ACTIONS_MANAGER,
+            ),
+            still=lambda obj: annotation_of(obj) == value,
+        )
+
+    def _conditional(
+        self,
+        base: dict[str, Any],
+        write: Callable[[dict[str, Any]], dict],
+        still: Callable[[dict[str, Any]], bool] = lambda obj: True,
+    ) -> dict | None:
+        """client-go's conflict retry: write on ``base``; on 409 re-read and retry (5x,
+        10 ms apart); NotFound or a precondition that no longer holds ends it."""
         name = base["metadata"]["name"]
         for attempt in range(CONFLICT_ATTEMPTS):
-            if annotation_of(base) != value:
+            if not still(base):
                 return None
             try:
-                return self.store.patch_metadata(
-                    name,
-                    {"annotations": {ACTION_ANNOTATION: None}},
-                    resource_version=resource_version_of(base),
-                    field_manager=ACTIONS_MANAGER,
-                )
+                return write(base)
             except KubeNotFound:
                 return None
             except KubeConflict:
