@@ -40,7 +40,13 @@ from actors.actions import (
     last_action,
     not_a_container_error,
 )
-from actors.docker_port import DockerError, DockerNotFound, DockerPort, DockerUnavailable
+from actors.docker_port import (
+    DockerError,
+    DockerNotFound,
+    DockerPort,
+    DockerUnavailable,
+    removal_in_progress,
+)
 from actors.journal import Journal
 from actors.kube_port import (
     ACTION_ANNOTATION,
@@ -314,6 +320,11 @@ class ContainerActor(JournaledActor):
             except DockerNotFound:
                 pass
             except DockerError as exc:
+                if removal_in_progress(exc):
+                    # Someone else (``docker rm``) is already removing it: not an error.
+                    # Its destroy event arrives as ContainerGone, which strips the finalizer.
+                    self.note("docker removal already in progress; destroy event finishes it")
+                    return
                 # The finalizer stays; the destroy event or the next sync retries.
                 self.note("docker remove failed; finalizer kept", detail={"error": str(exc)})
                 return

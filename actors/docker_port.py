@@ -53,6 +53,15 @@ class DockerNotFound(DockerError):
     """404: no such container (or the engine does not know the ID)."""
 
 
+def removal_in_progress(exc: DockerError) -> bool:
+    """True for Docker's 409 when another client's removal of the container is under way.
+
+    The engine answers ``removal of container <id> is already in progress``; the
+    container will be gone (and a ``destroy`` event sent) when that removal ends.
+    """
+    return exc.status_code == 409 and "already in progress" in exc.daemon_message
+
+
 def _translate(exc: BaseException) -> Exception:
     """Map an SDK/transport exception to this port's exception types."""
     if isinstance(exc, docker.errors.NotFound):

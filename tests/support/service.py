@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from messages.journal import Effect, Entry, Received, decode_entry
+from messages.journal import Effect, Entry, Note, Received, decode_entry
 from tests.support.devenv import REPO_ROOT, Devenv
 from tests.support.wait import wait_for
 
@@ -165,6 +165,14 @@ class Service:
             if isinstance(e, Effect)
             and (container_id is None or e.container_id == container_id)
             and (op is None or e.op == op)
+        ]
+
+    def notes(self, container_id: str, text: str) -> list[Note]:
+        """Note entries of the journal for one container with exactly ``text``."""
+        return [
+            e
+            for e in self.journal()
+            if isinstance(e, Note) and e.container_id == container_id and e.text == text
         ]
 
     def docker_events_seen(self, container_id: str, action: str) -> int:

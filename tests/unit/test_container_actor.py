@@ -13,6 +13,7 @@ import pytest
 
 from actors import faults
 from actors.actions import not_a_container_error
+from actors.docker_port import DockerError
 from actors.kube_port import KubeNotFound
 from actors.ledger import RestartRecord
 from actors.timefmt import kube_time_from_ns
@@ -155,6 +156,29 @@ def test_user_delete_of_already_gone_container_still_strips_finalizer(env: Env):
     env.docker.docker_remove_direct(cid)
     env.store.client_delete(cid)
     env.observe(ref, cid)
+    wait_for(lambda: env.mirror(cid) is None, timeout=5, message="mirror gone")
+
+
+def test_user_delete_racing_docker_rm_waits_for_the_destroy_event(env: Env):
+    """Docker's 409 "removal ... already in progress" is not a failure (spec §7.37)."""
+    cid, ref = _synced(env)
+    env.docker.fail_next(
+        "remove",
+        DockerError(f"removal of container {cid} is already in progress", status_code=409),
+        cid,
+    )
+    env.store.client_delete(cid)
+    env.observe(ref, cid)
+    wait_for(
+        lambda: env.notes("docker removal already in progress; destroy event finishes it"),
+        timeout=5,
+        message="in-progress removal noted",
+    )
+    assert not env.notes("docker remove failed; finalizer kept")
+    assert env.mirror(cid)["metadata"]["finalizers"] == [FINALIZER]
+    # The other client's removal ends: Docker's destroy event strips the finalizer.
+    env.docker.docker_remove_direct(cid)
+    ref.tell(ContainerGone())
     wait_for(lambda: env.mirror(cid) is None, timeout=5, message="mirror gone")
 
 
