@@ -365,13 +365,64 @@ def install_crds(api_client: kubernetes.client.ApiClient, *, timeout: float = 60
 
     Existing CRDs are replaced in place (read, carry ``resourceVersion``, replace; a 409
     is retried). Afterwards each CRD is polled until ``Established=True`` and
-    ``NamesAccepted=True``. ``timeout`` bounds the whole call; on expiry
-    :class:`CRDInstallError` names the CRD and its conditions.
+    ``NamesAccepted=True``, then its resource is listed until the list is served.
+    ``timeout`` bounds the whole call; on expiry :class:`CRDInstallError` names the CRD
+    and its conditions (or the last list answer).
+
+    Why the list: ``Established`` stays True across an upgrade, but the apiserver
+    rebuilds the resource's storage after a spec change and answers 429 "storage is
+    (re)initializing" until its watch cache is ready. Callers such as the Python
+    client do not retry 429 on their own, so "installed" means "served".
     """
     api = kubernetes.client.ApiextensionsV1Api(api_client)
+    custom = kubernetes.client.CustomObjectsApi(api_client)
     deadline = time.monotonic() + timeout
     manifests = all_crds()
     for manifest in manifests:
         _upsert(api, manifest, deadline)
     for manifest in manifests:
         _wait_established(api, manifest["metadata"]["name"], deadline)
+    for manifest in manifests:
+        _wait_served(custom, manifest, deadline)
+
+
+SERVED_PROBE_SELECTOR = f"{GROUP}/install-probe=none"
+
+
+def _wait_served(
+    custom: kubernetes.client.CustomObjectsApi, manifest: dict[str, Any], deadline: float
+) -> None:
+    """Poll a list of the CRD's resource, served by the watch cache, until it answers 200.
+
+    The list carries a label selector that matches nothing: the answer stays empty
+    however many objects exist, and the selector keeps the request on the watch cache.
+    (A list with ``limit`` or ``resourceVersion=0`` may be delegated to etcd and
+    succeed while the cache is still initializing, which would prove nothing.)
+    404 (handler not registered yet), 429 (storage re-initializing) and 503 are waited
+    out; any other status is an error.
+    """
+    spec = manifest["spec"]
+    name = manifest["metadata"]["name"]
+    version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+    while True:
+        try:
+            custom.list_cluster_custom_object(
+                spec["group"],
+                version,
+                spec["names"]["plural"],
+                label_selector=SERVED_PROBE_SELECTOR,
+                _request_timeout=max(1.0, min(10.0, deadline - time.monotonic())),
+                _preload_content=False,
+            )
+            return
+        except ApiException as exc:
+            if exc.status not in (404, 429, 503):
+                raise CRDInstallError(
+                    f"listing {name} failed: {exc.status} {exc.reason} {exc.body}"
+                ) from exc
+            if time.monotonic() > deadline:
+                raise CRDInstallError(
+                    f"CRD {name} is established but its resource is not served in time: "
+                    f"last answer {exc.status} {exc.reason} {exc.body}"
+                ) from exc
+        time.sleep(0.1)

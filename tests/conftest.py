@@ -6,7 +6,6 @@ Integration fixtures start the real devenv (Docker engine + kube-apiserver) once
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from tests.support.devenv import TEST_LABEL, Devenv, DevenvUnavailable, start_devenv, unique_name
+from tests.support.docker_cleanup import force_remove
 
 BUSYBOX = "busybox:local"
 
@@ -153,8 +153,7 @@ class ContainerFactory:
 
     def cleanup(self) -> None:
         for c in self.client.containers.list(all=True, filters={"label": self.label}):
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True)
+            force_remove(c)
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
-import docker
 from kubernetes import client as k8s
 
+from tests.support.docker_cleanup import force_remove
 from tests.support.service import ACTION, GROUP, VERSION
 from tests.support.wait import wait_for
 
@@ -186,14 +186,9 @@ def test_37_destroy_racing_kubectl_delete(service, run_container):
     thread = threading.Thread(target=kube_delete)
     thread.start()
     try:
-        c.remove(force=True)
-    except docker.errors.NotFound:
-        pass  # the service's forward-delete removed it first
-    except docker.errors.APIError as exc:
-        # The service's forward-delete is removing it right now: Docker answers 409.
-        if exc.status_code != 409 or "already in progress" not in str(exc):
-            raise
-    thread.join()
+        force_remove(c)  # races the service's forward-delete: 404 or 409 are fine
+    finally:
+        thread.join()
     service.wait_gone(c.id)
     assert not [e for e in errors if getattr(e, "status", None) != 404], errors
     assert not service.notes(c.id, "docker remove failed; finalizer kept")

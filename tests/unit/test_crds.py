@@ -267,14 +267,31 @@ class FakeApi:
         return self._resp(self.store[name])
 
 
+class FakeCustomObjects:
+    """Lists answer 429 "storage is (re)initializing" ``reinitializing`` times, then 200."""
+
+    def __init__(self, reinitializing=0, status=429):
+        self.reinitializing = reinitializing
+        self.status = status
+        self.lists = []
+
+    def list_cluster_custom_object(self, group, version, plural, **_):
+        self.lists.append(plural)
+        if self.reinitializing:
+            self.reinitializing -= 1
+            raise ApiException(status=self.status, reason="storage is (re)initializing")
+        return SimpleNamespace(data=b'{"items": []}')
+
+
 @pytest.fixture
 def fake_api(monkeypatch):
-    holder = {}
+    holder = {"custom": FakeCustomObjects()}
 
     def factory(api_client):
         return holder["api"]
 
     monkeypatch.setattr(crds.kubernetes.client, "ApiextensionsV1Api", factory)
+    monkeypatch.setattr(crds.kubernetes.client, "CustomObjectsApi", lambda _: holder["custom"])
     return holder
 
 
@@ -297,3 +314,25 @@ def test_install_times_out_naming_crd(fake_api):
     fake_api["api"] = FakeApi(establish=False)
     with pytest.raises(crds.CRDInstallError, match=r"containers\.containers.*Established=False"):
         crds.install_crds(object(), timeout=0.3)
+
+
+def test_install_waits_until_the_resource_is_served(fake_api):
+    fake_api["api"] = FakeApi()
+    fake_api["custom"] = custom = FakeCustomObjects(reinitializing=3)
+    crds.install_crds(object(), timeout=5)
+    assert custom.lists[:4] == ["containers"] * 4
+    assert set(custom.lists) == {"containers", "containercreaterequests", "containernamespaces"}
+
+
+def test_install_times_out_when_the_resource_is_never_served(fake_api):
+    fake_api["api"] = FakeApi()
+    fake_api["custom"] = FakeCustomObjects(reinitializing=10**6)
+    with pytest.raises(crds.CRDInstallError, match=r"containers\..*not served in time.*429"):
+        crds.install_crds(object(), timeout=0.3)
+
+
+def test_install_reports_a_list_error_at_once(fake_api):
+    fake_api["api"] = FakeApi()
+    fake_api["custom"] = FakeCustomObjects(reinitializing=1, status=403)
+    with pytest.raises(crds.CRDInstallError, match=r"listing containers\..*403"):
+        crds.install_crds(object(), timeout=5)
