@@ -383,13 +383,13 @@ def install_crds(api_client: kubernetes.client.ApiClient, *, timeout: float = 60
     for manifest in manifests:
         _wait_established(api, manifest["metadata"]["name"], deadline)
     for manifest in manifests:
-        _wait_served(custom, manifest, deadline)
+        wait_served(custom, manifest, deadline)
 
 
 SERVED_PROBE_SELECTOR = f"{GROUP}/install-probe=none"
 
 
-def _wait_served(
+def wait_served(
     custom: kubernetes.client.CustomObjectsApi, manifest: dict[str, Any], deadline: float
 ) -> None:
     """Poll a list of the CRD's resource, served by the watch cache, until it answers 200.

@@ -152,7 +152,9 @@ class ContainerFactory:
         return self.client.containers.get(created["Id"])
 
     def cleanup(self) -> None:
-        for c in self.client.containers.list(all=True, filters={"label": self.label}):
+        for c in self.client.containers.list(
+            all=True, ignore_removed=True, filters={"label": self.label}
+        ):
             force_remove(c)
 
 

@@ -85,8 +85,11 @@ def _teardown(env: Env, campaign: str, svc: Service | None) -> None:
                 names = set(env.mirrors())
             except Exception:
                 break
-            states = env.docker_states()
-            if not (names - set(states)):
+            try:
+                states = env.docker_states()
+            except Exception:  # the engine may be briefly unreachable after a campaign
+                states = None
+            if states is not None and not (names - set(states)):
                 break
             time.sleep(0.5)
         with contextlib.suppress(Exception):
@@ -343,6 +346,22 @@ def _devenv(cmd: str) -> None:
     subprocess.run([str(DEVENV_SCRIPT), cmd], check=True, capture_output=True, timeout=300)
 
 
+def _mirrors_a_new_container(env: Env, timeout: float) -> bool:
+    """Create a probe container, wait for its mirror, remove it. False on timeout."""
+    probe = env.container("engine", start=False)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the apiserver may still be warming up
+                if probe in env.mirrors():
+                    return True
+            time.sleep(0.2)
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            env.docker.api.remove_container(probe, force=True)
+
+
 def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     """The Docker engine stopped and restarted mid-stream, then the apiserver (etcd data
     kept). Stops every container on the engine: run it on a devenv nobody else uses."""
@@ -369,6 +388,11 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
                 if not svc.running:
                     result.fail("service", [f"exited after {stop_cmd}: {svc.log_file}"])
                     break
+                # EngineReady may still say True from before an apiserver outage (the
+                # service could not write False): a new container mirrored end to end is
+                # the proof that the service has recovered.
+                if not _mirrors_a_new_container(env, timeout=180):
+                    result.fail("recovery", [f"no new container mirrored after {start_cmd}"])
                 outages.append(round(time.monotonic() - t0, 1))
             time.sleep(sizes.seconds)
         finally:

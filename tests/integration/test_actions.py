@@ -103,7 +103,7 @@ def test_33_overwrite_while_stop_in_flight_ends_running(service, run_container):
     # The stop is in flight once Docker sent SIGTERM (the kill event); overwrite meanwhile.
     wait_for(
         lambda: service.docker_events_seen(c.id, "kill") >= 1,
-        timeout=10,
+        timeout=30,
         message="stop in flight (kill event)",
     )
     service.annotate(c.id, "start")
@@ -136,7 +136,9 @@ def test_35_action_on_terminating_mirror_never_runs(service, run_container, dock
     service.annotate(c.id, "stop")  # added after the delete: must never run
     # The finalizer pass force-removes the Docker container.
     wait_for(
-        lambda: not docker_client.containers.list(all=True, filters={"id": c.id}),
+        lambda: (
+            not docker_client.containers.list(all=True, ignore_removed=True, filters={"id": c.id})
+        ),
         timeout=30,
         message="docker container removed",
     )
@@ -160,7 +162,7 @@ def test_36_mirror_vanishes_mid_restart(service, run_container, docker_client):
     service.annotate(c.id, "restart")
     wait_for(
         lambda: service.docker_events_seen(c.id, "kill") >= 1,
-        timeout=10,
+        timeout=30,
         message="restart in flight (kill event)",
     )
     c.remove(force=True)

@@ -6,6 +6,7 @@ Uses a throwaway CRD in its own group (smoke.dockmirror.test), never the project
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
+from actors.crds import wait_served
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -81,7 +83,10 @@ def widgets(api_client: k8s.ApiClient) -> Iterator[k8s.CustomObjectsApi]:
         return any(c.type == "Established" and c.status == "True" for c in conds)
 
     wait_for(established, timeout=30, message="smoke CRD Established")
-    yield k8s.CustomObjectsApi(api_client)
+    custom = k8s.CustomObjectsApi(api_client)
+    # Established does not mean served: the first lists can still answer 429.
+    wait_served(custom, CRD, deadline=time.monotonic() + 30)
+    yield custom
 
 
 def widget(name: str, color: str = "red") -> dict:

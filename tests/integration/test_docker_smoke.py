@@ -50,5 +50,7 @@ def test_lifecycle_events(docker_client: docker.DockerClient, run_container) -> 
 def test_containers_labelled_for_cleanup(docker_client: docker.DockerClient, run_container) -> None:
     c = run_container(create_only=True)
     assert c.labels["dockmirror.test"] == run_container.test_id
-    found = docker_client.containers.list(all=True, filters={"label": run_container.label})
+    found = docker_client.containers.list(
+        all=True, ignore_removed=True, filters={"label": run_container.label}
+    )
     assert [x.id for x in found] == [c.id]

@@ -141,6 +141,7 @@ def test_sigterm_stops_cleanly_and_keeps_mirrors(service, run_container):
     assert service.engine_ready() == ("False", "Stopped")
 
 
+@pytest.mark.timeout(300)  # an engine stop and start on top of the usual waits
 def test_docker_engine_restart_mid_run(service, run_container, docker_client, engine_outage):
     """Engine restart: ConnectFailed while down, mirrors kept; afterwards mirrors match
     Docker and EngineReady=True. Scenario 45: a stop written while the daemon is down runs
@@ -197,6 +198,7 @@ def test_docker_engine_restart_mid_run(service, run_container, docker_client, en
         service.wait_status(c.id, want, timeout=30)
 
 
+@pytest.mark.timeout(300)  # an apiserver stop and start on top of the usual waits
 def test_apiserver_restart_mid_run_loses_no_docker_change(
     service, run_container, docker_client, apiserver_outage
 ):

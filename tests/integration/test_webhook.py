@@ -203,16 +203,30 @@ def test_32_webhook_offline_invalid_value_consumed_without_docker(
 def test_deleted_configuration_is_re_registered_by_recheck(service_factory, api_client, kubectl):
     service = service_factory(extra_args=("--webhook-recheck", "2"))
     ns = service.namespace
+    first_uid = read_config(api_client, ns)["metadata"]["uid"]
     k8s.AdmissionregistrationV1Api(api_client).delete_validating_webhook_configuration(
         config_name(ns)
     )
-    assert read_config(api_client, ns) is None
-    wait_for(lambda: read_config(api_client, ns), timeout=20, message="configuration re-registered")
+    # The recheck may re-create it at any moment, so wait for a new uid, not for "absent".
+    wait_for(
+        lambda: (
+            (read_config(api_client, ns) or {}).get("metadata", {}).get("uid")
+            not in (None, first_uid)
+        ),
+        timeout=20,
+        message="configuration re-registered under a new uid",
+    )
+    # Server-side dry runs: an attempt made before the admission plugin picks up the new
+    # configuration must not store the object.
     wait_for(
         lambda: (
             CREATE_DENIED
             in kubectl(
-                "create", "-f", "-", input=new_container(ns, "after-recheck", "start")
+                "create",
+                "--dry-run=server",
+                "-f",
+                "-",
+                input=new_container(ns, "after-recheck", "start"),
             ).stderr
         ),
         timeout=30,

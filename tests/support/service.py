@@ -9,13 +9,16 @@ same configuration again (same state dir, so the restart ledger survives).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
@@ -26,6 +29,52 @@ from tests.support.wait import wait_for
 GROUP = "containers.rancherdesktop.io"
 VERSION = "v1alpha1"
 ACTION = "containers.rancherdesktop.io/action"
+T = TypeVar("T")
+
+
+TRANSIENT_RETRY_S = 30.0
+
+
+class TransientKubeError(Exception):
+    """The apiserver could not answer yet (see :func:`retry_transient`)."""
+
+
+def is_object_not_found(exc: ApiException, name: str) -> bool:
+    """True for a 404 about the object ``name``, not about an unregistered resource.
+
+    Until the CRD handler is registered (just after an apiserver start) a GET answers
+    404 "the server could not find the requested resource", which says nothing about
+    the object.
+    """
+    if exc.status != 404:
+        return False
+    try:
+        details = (json.loads(exc.body or "{}").get("details")) or {}
+    except ValueError:
+        return False
+    return details.get("name") == name
+
+
+def retry_transient(call: Callable[[], T], timeout: float = TRANSIENT_RETRY_S) -> T:
+    """Run ``call``, retrying 429/5xx, a resource-level 404 and dropped connections."""
+
+    def attempt() -> tuple[T]:
+        try:
+            return (call(),)
+        except ApiException as exc:
+            if exc.status in (0, 404, 429) or exc.status >= 500:
+                raise TransientKubeError(f"{exc.status} {exc.reason}: {exc.body}") from exc
+            raise
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientKubeError(repr(exc)) from exc
+
+    return wait_for(
+        attempt,
+        timeout=timeout,
+        interval=0.2,
+        message="an answer from the apiserver",
+        ignore=(TransientKubeError,),
+    )[0]
 
 
 class Service:
@@ -200,19 +249,31 @@ class Service:
 
     # --- Container objects ---------------------------------------------------------------
     def mirror(self, container_id: str) -> dict[str, Any] | None:
-        try:
-            return self.api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "containers", container_id
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        """The Container object, or None when the apiserver says it does not exist.
+
+        Transient answers (429 "storage is (re)initializing", 5xx, a 404 from a resource
+        handler not registered yet, a dropped connection), as seen right after an
+        apiserver restart, are retried for up to :data:`TRANSIENT_RETRY_S` seconds.
+        """
+
+        def get() -> dict[str, Any] | None:
+            try:
+                return self.api.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "containers", container_id
+                )
+            except ApiException as exc:
+                if is_object_not_found(exc, container_id):
+                    return None
+                raise
+
+        return retry_transient(get)
 
     def mirrors(self) -> list[dict[str, Any]]:
-        return self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "containers")[
-            "items"
-        ]
+        return retry_transient(
+            lambda: self.api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "containers"
+            )["items"]
+        )
 
     def wait_mirror(
         self,
