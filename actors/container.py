@@ -23,6 +23,7 @@ actor and the router restarts it with :class:`Recover`.
 from __future__ import annotations
 
 import contextlib
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,17 @@ from messages.inbound import (
 
 # client-go's default conflict retry: 5 attempts (spec §3.4, §4.5).
 CONFLICT_ATTEMPTS = 5
+
+
+class _Write(enum.Enum):
+    """How :meth:`ContainerActor._write_retrying_conflicts` ended."""
+
+    DONE = "done"
+    UNNEEDED = "unneeded"  # the current object no longer needs the write
+    GONE = "gone"  # the mirror does not exist (404)
+    CONFLICTED = "conflicted"  # every attempt met a 409
+
+
 DEFAULT_STOP_TIMEOUT_S = 10
 RESTART_SETTLE_MARGIN_S = 5.0
 
@@ -332,33 +344,25 @@ class ContainerActor(JournaledActor):
 
     def _strip_finalizer(self, obj: dict[str, Any]) -> bool:
         """Remove our finalizer with conflict retry. True when done (or object gone)."""
-        for _ in range(CONFLICT_ATTEMPTS):
-            finalizers = (obj.get("metadata") or {}).get("finalizers") or []
-            if FINALIZER not in finalizers:
-                return True
-            try:
-                result = self.effect(
-                    "kube",
-                    "strip_finalizer",
-                    self.store.patch_metadata,
-                    self.container_id,
-                    {"finalizers": [f for f in finalizers if f != FINALIZER]},
-                    resource_version=resource_version_of(obj),
-                    field_manager=ENGINE_MANAGER,
-                )
-                if result:
-                    self._remember(result)
-                return True
-            except KubeNotFound:
-                self._obj = None
-                return True
-            except KubeConflict:
-                fresh = self._get()
-                if fresh is None:
-                    return True
-                obj = fresh
-        self.note("finalizer not stripped: conflicts persisted")
-        return False
+
+        def strip(current: dict[str, Any], attempt: int) -> dict[str, Any]:
+            finalizers = (current.get("metadata") or {}).get("finalizers") or []
+            result = self.effect(
+                "kube",
+                "strip_finalizer",
+                self.store.patch_metadata,
+                self.container_id,
+                {"finalizers": [f for f in finalizers if f != FINALIZER]},
+                resource_version=resource_version_of(current),
+                field_manager=ENGINE_MANAGER,
+            )
+            return self._remember(result) if result else result
+
+        outcome, _ = self._write_retrying_conflicts(obj, needed=has_finalizer, write=strip)
+        if outcome is _Write.CONFLICTED:
+            self.note("finalizer not stripped: conflicts persisted")
+            return False
+        return True
 
     # --- actions (spec §4) -----------------------------------------------------------------
     def _act(self, obj: dict[str, Any]) -> None:
@@ -461,57 +465,84 @@ class ContainerActor(JournaledActor):
     def _patch_last_action(
         self, record: dict[str, Any], base: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """Merge-patch ``status.lastAction`` with an RV precondition; None if the mirror is gone."""
+        """Merge-patch ``status.lastAction`` with an RV precondition; None if the mirror is gone.
+
+        Raises KubeUnavailable when conflicts persist, so the request is replayed.
+        """
         obj: dict[str, Any] | None = self._obj if _rv_int(self._obj) >= _rv_int(base) else base
-        for attempt in range(CONFLICT_ATTEMPTS):
-            if obj is None:
-                return None
-            try:
-                return self._remember(
-                    self.effect(
-                        "kube",
-                        "patch_last_action",
-                        self.store.patch_status,
-                        self.container_id,
-                        {**_required_status_placeholders(obj), "lastAction": record},
-                        resource_version=resource_version_of(obj),
-                        field_manager=ACTIONS_MANAGER,
-                        detail={"attempt": attempt + 1},
-                    )
+
+        def patch(current: dict[str, Any], attempt: int) -> dict[str, Any]:
+            return self._remember(
+                self.effect(
+                    "kube",
+                    "patch_last_action",
+                    self.store.patch_status,
+                    self.container_id,
+                    {**_required_status_placeholders(current), "lastAction": record},
+                    resource_version=resource_version_of(current),
+                    field_manager=ACTIONS_MANAGER,
+                    detail={"attempt": attempt},
                 )
-            except KubeNotFound:
-                self._obj = None
-                return None
-            except KubeConflict:
-                obj = self._get()
-        raise KubeUnavailable(None, "lastAction not written: conflicts persisted; will replay")
+            )
+
+        outcome, result = self._write_retrying_conflicts(obj, needed=lambda _: True, write=patch)
+        if outcome is _Write.CONFLICTED:
+            raise KubeUnavailable(None, "lastAction not written: conflicts persisted; will replay")
+        return result if outcome is _Write.DONE else None
 
     def _remove_annotation_if_still(self, base: dict[str, Any], value: str) -> None:
-        """Remove the annotation only while it still holds ``value`` (spec §4.5)."""
-        obj: dict[str, Any] | None = base
-        for attempt in range(CONFLICT_ATTEMPTS):
-            if obj is None or annotation_of(obj) != value:
-                return
-            try:
-                self._remember(
-                    self.effect(
-                        "kube",
-                        "remove_annotation",
-                        self.store.patch_metadata,
-                        self.container_id,
-                        {"annotations": {ACTION_ANNOTATION: None}},
-                        resource_version=resource_version_of(obj),
-                        field_manager=ACTIONS_MANAGER,
-                        detail={"attempt": attempt + 1, "value": value},
-                    )
+        """Remove the annotation only while it still holds ``value`` (spec §4.5).
+
+        Raises KubeUnavailable when conflicts persist, so the request is replayed.
+        """
+
+        def remove(current: dict[str, Any], attempt: int) -> dict[str, Any]:
+            return self._remember(
+                self.effect(
+                    "kube",
+                    "remove_annotation",
+                    self.store.patch_metadata,
+                    self.container_id,
+                    {"annotations": {ACTION_ANNOTATION: None}},
+                    resource_version=resource_version_of(current),
+                    field_manager=ACTIONS_MANAGER,
+                    detail={"attempt": attempt, "value": value},
                 )
-                return
+            )
+
+        outcome, _ = self._write_retrying_conflicts(
+            base, needed=lambda current: annotation_of(current) == value, write=remove
+        )
+        if outcome is _Write.CONFLICTED:
+            raise KubeUnavailable(None, "annotation not removed: conflicts persisted; will replay")
+
+    def _write_retrying_conflicts(
+        self,
+        obj: dict[str, Any] | None,
+        *,
+        needed: Callable[[dict[str, Any]], bool],
+        write: Callable[[dict[str, Any], int], dict[str, Any]],
+    ) -> tuple[_Write, dict[str, Any] | None]:
+        """Run ``write(obj, attempt)`` under ``obj``'s resourceVersion; on 409 re-read and retry.
+
+        Runs on this actor's thread. Before each attempt ``needed(obj)`` is asked again,
+        because the fresh object may show the write is no longer wanted (a client
+        overwrote the annotation, stripped the finalizer). At most
+        :data:`CONFLICT_ATTEMPTS` writes; KubeUnavailable and other errors propagate.
+        """
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            if obj is None:
+                return _Write.GONE, None
+            if not needed(obj):
+                return _Write.UNNEEDED, obj
+            try:
+                return _Write.DONE, write(obj, attempt)
             except KubeNotFound:
                 self._obj = None
-                return
+                return _Write.GONE, None
             except KubeConflict:
                 obj = self._get()
-        raise KubeUnavailable(None, "annotation not removed: conflicts persisted; will replay")
+        return _Write.CONFLICTED, None
 
     # --- helpers -----------------------------------------------------------------------------
     def _get(self) -> dict[str, Any] | None:
