@@ -51,6 +51,7 @@ from actors.docker_events import DockerEventsReader
 from actors.docker_port import DockerPort
 from actors.engine_status import EngineStatus
 from actors.event_writer import EventWriterActor
+from actors.heap_report import HeapGrowthReporter
 from actors.journal import Journal
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
@@ -266,6 +267,8 @@ class Supervisor:
         self.exit_code = 0
         self.trimmed = time.monotonic()
         self.certs_checked = time.monotonic()
+        # Opt-in leak hunting (docs/reliability.md); None unless DOCKMIRROR_TRACEMALLOC is set.
+        self.heap_report = HeapGrowthReporter.from_env()
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
@@ -395,6 +398,8 @@ class Supervisor:
             if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
                 self.trimmed = time.monotonic()
                 release_freed_memory()
+            if self.heap_report is not None:
+                self.heap_report.maybe_report()
             tick = Tick(now_ns=time.time_ns())
             self.router.send(tick)
             if self.events_ref is not None:
