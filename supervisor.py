@@ -50,7 +50,7 @@ from actors.crds import install_crds
 from actors.docker_events import DockerEventsReader
 from actors.docker_port import DockerPort
 from actors.engine_status import EngineStatus
-from actors.event_writer import EventWriterActor
+from actors.event_writer import EmitGate, EventWriterActor
 from actors.heap_report import HeapGrowthReporter
 from actors.journal import Journal
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
@@ -267,6 +267,8 @@ class Supervisor:
         self.exit_code = 0
         self.trimmed = time.monotonic()
         self.certs_checked = time.monotonic()
+        self.emit_gate = EmitGate()
+        self.dropped_reported = 0
         # Opt-in leak hunting (docs/reliability.md); None unless DOCKMIRROR_TRACEMALLOC is set.
         self.heap_report = HeapGrowthReporter.from_env()
 
@@ -333,11 +335,34 @@ class Supervisor:
         self.deaths.put((name, error))
 
     def _emit(self, message: EmitEvent) -> None:
+        """Called from container-actor threads; drops the Event when the writer is
+        backlogged (EmitGate) or being restarted."""
         ref = self.events_ref
         if ref is None:
             return
         with contextlib.suppress(pykka.ActorDeadError):
-            ref.tell(message)
+            self.emit_gate.tell(ref, message)
+
+    def report_dropped_events(self) -> None:
+        """Main thread, once a minute: say how many Events the backlog limit dropped."""
+        dropped = self.emit_gate.dropped
+        if dropped == self.dropped_reported:
+            return
+        log.warning(
+            "event writer backlogged: dropped %d Events in the last minute (%d in total; "
+            "limit %d queued)",
+            dropped - self.dropped_reported,
+            dropped,
+            self.emit_gate.limit,
+        )
+        self.journal.record(
+            Note(
+                actor="supervisor",
+                text="events dropped: writer backlogged",
+                detail={"dropped": dropped - self.dropped_reported, "total": dropped},
+            )
+        )
+        self.dropped_reported = dropped
 
     def start_actor(self, name: str) -> None:
         factories: dict[str, Callable[[], pykka.ActorRef]] = {
@@ -398,6 +423,7 @@ class Supervisor:
             if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
                 self.trimmed = time.monotonic()
                 release_freed_memory()
+                self.report_dropped_events()
             if self.heap_report is not None:
                 self.heap_report.maybe_report()
             tick = Tick(now_ns=time.time_ns())

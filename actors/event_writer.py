@@ -10,7 +10,9 @@ the first occurrence of an event (same container, type, reason, action and note)
 creates an Event; repeats within :data:`SERIES_WINDOW_S` only count, and the count is
 written to ``series`` at most every :data:`SERIES_UPDATE_S` seconds. A container that
 is paused and unpaused a thousand times therefore costs a handful of writes instead of
-three thousand (the apiserver is the shared bottleneck on a desktop).
+three thousand (the apiserver is the shared bottleneck on a desktop). Series whose
+window has closed are forgotten, and :class:`EmitGate` drops Events while the writer
+is more than :data:`MAX_QUEUED` behind, so memory stays bounded under any load.
 """
 
 from __future__ import annotations
@@ -32,6 +34,32 @@ from messages.inbound import EmitEvent, Tick
 SERIES_WINDOW_S = 360.0  # client-go: an isomorphic event within 6 minutes joins the series
 SERIES_UPDATE_S = 30.0  # how stale a series count may be in the apiserver
 MAX_TRACKED = 4096  # bound the aggregation cache (oldest entries are forgotten)
+MAX_QUEUED = 1000  # client-go's maxQueuedEvents: beyond this backlog, Events are dropped
+
+
+class EmitGate:
+    """Tells the event writer an Event unless its mailbox already holds :data:`MAX_QUEUED`.
+
+    Why: Events are best effort, but their writes compete with the action protocol's
+    for the apiserver. When the writer falls behind (a burst, a slow apiserver) an
+    unbounded mailbox would grow without limit and deliver Events minutes late;
+    client-go's recorder drops them in the same situation. Called from container-actor
+    threads; the counters are guarded by a lock. The supervisor reports drops.
+    """
+
+    def __init__(self, limit: int = MAX_QUEUED) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def tell(self, ref: Any, message: EmitEvent) -> bool:
+        """``ref.tell(message)`` unless backlogged; False (and counted) when dropped."""
+        if ref.actor_inbox.qsize() >= self.limit:
+            with self._lock:
+                self.dropped += 1
+            return False
+        ref.tell(message)
+        return True
 
 
 @dataclass
@@ -73,7 +101,9 @@ class EventWriterActor(JournaledActor):
         return {EmitEvent: self._on_emit, Tick: self._on_tick}
 
     def _on_tick(self, message: Tick) -> None:
-        """Write series counts that changed and have been quiet for a while."""
+        """Write series counts that changed and have been quiet for a while; forget
+        series whose window closed and whose count is written (client-go's
+        ``finishSeries``), so the cache holds only the last six minutes' events."""
         now_ns = self.clock_ns()
         for key, series in list(self.series.items()):
             if (
@@ -81,6 +111,11 @@ class EventWriterActor(JournaledActor):
                 and (now_ns - series.written_ns) / 1e9 >= SERIES_UPDATE_S
             ):
                 self._write_series(series, key)
+            elif (
+                series.count == series.written_count
+                and (now_ns - series.last_ns) / 1e9 > SERIES_WINDOW_S
+            ):
+                del self.series[key]
 
     def _on_emit(self, message: EmitEvent) -> None:
         if self.shutting_down.is_set():

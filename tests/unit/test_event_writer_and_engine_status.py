@@ -136,3 +136,59 @@ def test_repeated_events_join_a_series_like_client_go(tmp_path):
     emit()
     barrier(ref)
     assert [m for m, _, _ in http.requests].count("POST") == 2
+
+
+def test_finished_series_are_forgotten_after_the_window(tmp_path):
+    """client-go's finishSeries: a series quiet for 6 minutes, count written, is dropped."""
+    from messages.inbound import Tick
+
+    http = FakeHttp()
+    now = [1_000 * 10**9]
+    actor = EventWriterActor(
+        journal=Journal(None), http=http, namespace="ns", clock_ns=lambda: now[0]
+    )
+    for note in ("pause succeeded", "pause succeeded", "stop succeeded"):
+        actor.on_receive(
+            EmitEvent(container_id="c" * 64, type="Normal", reason="R", action="a", note=note)
+        )
+    assert len(actor.series) == 2
+    now[0] += 31 * 10**9
+    actor.on_receive(Tick())  # writes the pending count of the repeated one
+    assert len(actor.series) == 2
+    now[0] += 361 * 10**9
+    actor.on_receive(Tick())
+    assert actor.series == {}
+
+
+class _SlowRef:
+    """An ActorRef stand-in whose mailbox holds ``queued`` messages."""
+
+    def __init__(self, queued: int) -> None:
+        self.told: list[Any] = []
+        self.actor_inbox = type("Inbox", (), {"qsize": lambda _self: queued})()
+
+    def tell(self, message: Any) -> None:
+        self.told.append(message)
+
+
+def test_emit_gate_drops_while_the_writer_is_backlogged():
+    from actors.event_writer import EmitGate
+
+    gate = EmitGate(limit=3)
+    event = EmitEvent(container_id="d" * 64, type="Normal", reason="R", action="a", note="n")
+    free, full = _SlowRef(queued=2), _SlowRef(queued=3)
+    assert gate.tell(free, event) is True
+    assert gate.tell(full, event) is False
+    assert gate.tell(full, event) is False
+    assert (len(free.told), len(full.told), gate.dropped) == (1, 0, 2)
+
+
+def test_emit_gate_reads_a_real_pykka_mailbox(tmp_path):
+    from actors.event_writer import EmitGate
+
+    ref = EventWriterActor.start(journal=Journal(None), http=FakeHttp(), namespace="ns")
+    gate = EmitGate(limit=1000)
+    event = EmitEvent(container_id="e" * 64, type="Normal", reason="R", action="a", note="n")
+    assert gate.tell(ref, event) is True
+    barrier(ref)
+    assert gate.dropped == 0
