@@ -101,7 +101,7 @@ def test_engine_status_failure_is_retried_on_next_call():
 
 
 def test_repeated_events_join_a_series_like_client_go(tmp_path):
-    """Repeats within the window only count; the count is written at most every 30 s."""
+    """Repeats within the window only count; the count is written at most every 5 min."""
     from messages.inbound import Tick
 
     http = FakeHttp()
@@ -125,7 +125,7 @@ def test_repeated_events_join_a_series_like_client_go(tmp_path):
         emit()
     barrier(ref)
     assert [m for m, _, _ in http.requests] == ["POST"]
-    now[0] += 31 * 10**9
+    now[0] += 301 * 10**9
     ref.tell(Tick())
     barrier(ref)
     patches = [body for m, _, body in http.requests if m == "PATCH"]
@@ -152,7 +152,7 @@ def test_finished_series_are_forgotten_after_the_window(tmp_path):
             EmitEvent(container_id="c" * 64, type="Normal", reason="R", action="a", note=note)
         )
     assert len(actor.series) == 2
-    now[0] += 31 * 10**9
+    now[0] += 301 * 10**9
     actor.on_receive(Tick())  # writes the pending count of the repeated one
     assert len(actor.series) == 2
     now[0] += 361 * 10**9
