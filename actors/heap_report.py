@@ -9,6 +9,7 @@ never stops the service.
 
 from __future__ import annotations
 
+import linecache
 import logging
 import os
 import time
@@ -21,6 +22,8 @@ FRAMES = 12
 TOP = 12
 _IGNORED = (
     tracemalloc.Filter(False, tracemalloc.__file__),
+    # Formatting a report fills linecache: without this the report reports itself.
+    tracemalloc.Filter(False, linecache.__file__),
     tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
     tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
     tracemalloc.Filter(False, "<unknown>"),
