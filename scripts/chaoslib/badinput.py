@@ -10,6 +10,7 @@ import random
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -17,6 +18,7 @@ from urllib.parse import urlparse
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from messages.journal import Received
 from scripts.chaoslib.harness import (
     Driver,
     Env,
@@ -74,6 +76,31 @@ class Catalogue:
 
     def annotate(self, name: str, value: Any) -> dict[str, Any]:
         return self.patch(name, {"metadata": {"annotations": {ACTION: value}}})
+
+    def settled(self, name: str) -> None:
+        """Return once the service has fully handled every earlier change of this mirror.
+
+        Patches a marker label and waits until the container's actor *starts* handling
+        the watch echo of that patch: its mailbox is FIFO, so everything observed before
+        (the input under test) has been handled by then. A positive signal in place of a
+        fixed "nothing happened within N seconds" window.
+        """
+        marker = uuid.uuid4().hex[:12]
+        obj = self.patch(name, {"metadata": {"labels": {"dockmirror.chaos/marker": marker}}})
+        rv = int(obj["metadata"]["resourceVersion"])
+
+        def echo_received() -> bool:
+            for entry in self.svc.journal():
+                if (
+                    isinstance(entry, Received)
+                    and entry.container_id == name
+                    and entry.msg_kind == "mirror_observed"
+                    and int((entry.msg.get("obj") or {}).get("resourceVersion") or 0) >= rv
+                ):
+                    return True
+            return False
+
+        _until(echo_received, 30, "the service observed the marker patch")
 
     def denied(self, fn: Callable[[], Any], needle: str) -> str:
         try:
@@ -351,7 +378,7 @@ class Catalogue:
             "delete forwarded",
         )
         self.annotate(cid, "stop")
-        time.sleep(4)
+        self.settled(cid)
         obj = self.svc.mirror(cid) or {}
         try:
             _expect(
@@ -373,7 +400,7 @@ class Catalogue:
         self.patch(
             cid, {"metadata": {"annotations": {f"{ACTION}s": "stop", "random/junk": "\x00?"}}}
         )
-        time.sleep(2)
+        self.settled(cid)
         obj = self.svc.mirror(cid) or {}
         _expect("lastAction" not in obj.get("status", {}), "lastAction for an unknown key")
         state = self.env.docker.api.inspect_container(cid)["State"]["Status"]
