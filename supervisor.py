@@ -87,6 +87,7 @@ class Config:
     webhook_port: int
     webhook_recheck: float
     startup_timeout: float
+    resync_interval: float = 600.0
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -159,6 +160,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="seconds between checks that the webhook configuration exists",
     )
     parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=600.0,
+        help="seconds between safety-net checks of pending annotations and terminating "
+        "mirrors (0: off)",
+    )
+    parser.add_argument(
         "--startup-timeout",
         type=float,
         default=60.0,
@@ -192,6 +200,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         webhook_port=args.webhook_port,
         webhook_recheck=args.webhook_recheck,
         startup_timeout=args.startup_timeout,
+        resync_interval=max(0.0, args.resync_interval),
     )
 
 
@@ -383,6 +392,7 @@ class Supervisor:
                 settings=RouterSettings(
                     max_active=self.config.max_active_containers,
                     idle_timeout_s=self.config.idle_timeout,
+                    resync_interval_s=self.config.resync_interval,
                 ),
                 on_death=self._on_death,
             ),

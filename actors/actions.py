@@ -20,10 +20,9 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from actors.docker_port import DockerError, DockerPort
+from actors.docker_port import DockerError, DockerPort, DockerUnavailable
 from actors.kube_port import ACTION_ANNOTATION
 from actors.ledger import RestartRecord
-from actors.timefmt import parse_rfc3339_ns
 
 ACTIONS = ("start", "stop", "pause", "unpause", "restart")
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -41,25 +40,58 @@ def not_a_container_error(name: str) -> str:
     )
 
 
-def dispatch(docker: DockerPort, action: str, container_id: str) -> str | None:
+def no_such_container_error(container_id: str) -> str:
+    """Docker's own text for an unknown container (what ``docker stop <id>`` prints)."""
+    return f"Error response from daemon: No such container: {container_id}"
+
+
+def is_same_container(inspect: dict[str, Any], container_id: str) -> bool:
+    """True when Docker's answer is about ``container_id`` itself.
+
+    Docker resolves a reference as an exact ID first, then as an exact *name*: a
+    hand-made Container whose 64-hex name equals another container's name would
+    otherwise start, stop or remove that other container (issue 10, point 5).
+    """
+    return inspect.get("Id") == container_id
+
+
+def stop_timeout_of(inspect: dict[str, Any]) -> int | None:
+    """The container's own ``StopTimeout`` (None: Docker's default applies)."""
+    value = (inspect.get("Config") or {}).get("StopTimeout")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def dispatch(
+    docker: DockerPort,
+    action: str,
+    container_id: str,
+    *,
+    inspect: dict[str, Any] | None = None,
+) -> str | None:
     """Run ``action`` on ``container_id``; return None on success or the error text.
 
-    Raises DockerUnavailable when the engine cannot be reached (no outcome yet).
+    Every action starts from an inspect (``inspect`` when the caller has a fresh one):
+    it proves the ID names this very container (see :func:`is_same_container`), gives
+    pause/unpause their pre-checks and stop/restart the container's stop timeout, which
+    bounds the HTTP call. Raises DockerUnavailable when the engine cannot be reached
+    (no outcome yet: the caller retries).
     """
     try:
+        info = inspect if inspect is not None else docker.inspect(container_id)
+        if not is_same_container(info, container_id):
+            return no_such_container_error(container_id)
+        state = info.get("State") or {}
         if action == "start":
             docker.start(container_id)
         elif action == "stop":
-            docker.stop(container_id)
+            docker.stop(container_id, stop_timeout_s=stop_timeout_of(info))
         elif action == "restart":
-            docker.restart(container_id)
+            docker.restart(container_id, stop_timeout_s=stop_timeout_of(info))
         elif action == "pause":
-            state = docker.inspect(container_id).get("State") or {}
             if state.get("Paused"):
                 return None  # already paused: success without a Docker call (spec §4.4)
             docker.pause(container_id)
         elif action == "unpause":
-            state = docker.inspect(container_id).get("State") or {}
             if not state.get("Running"):
                 return f"cannot unpause container {container_id}: not running"
             if not state.get("Paused"):
@@ -67,6 +99,8 @@ def dispatch(docker: DockerPort, action: str, container_id: str) -> str | None:
             docker.unpause(container_id)
         else:  # callers validate first; keep the table total anyway
             return f"unknown action {action!r}"
+    except DockerUnavailable:
+        raise
     except DockerError as exc:
         return str(exc)
     return None
@@ -117,25 +151,23 @@ def judge_restart_replay(
 ) -> ReplayVerdict:
     """Decide what a pending ``restart`` with an open ledger record means.
 
-    1. If the client wrote the annotation again after the dispatch second (or within it,
-       with a stamp other than the one recorded at dispatch), it is a new request: the
-       record outlived its request (crash after the annotation removal).
+    1. If the annotation's write stamp (the apiserver's ``managedFields`` time) differs
+       from the stamp recorded at dispatch, a client wrote it again: a new request; the
+       record outlived its request (crash after the annotation removal). Only apiserver
+       stamps are compared with each other, never with this host's clock, so clock skew
+       between the two machines or a wall-clock jump cannot change the verdict.
     2. Otherwise it is a replay. If Docker's ``State.StartedAt`` changed since the
        dispatch, the restart ran: report it without calling Docker again.
     3. If not, the daemon may still be stopping the container (its grace period) or
        may have abandoned the restart when our connection died. Wait up to
        ``settle_s`` for ``StartedAt`` to change; if it does not, run it again.
+
+    A record without a stamp (the object had no ``managedFields`` entry for the
+    annotation) cannot tell a rewrite apart and is judged a replay: a lost duplicate
+    request is the lesser harm than a second restart.
     """
-    written = annotation_write_time(obj)
-    written_ns = parse_rfc3339_ns(written) if written else None
-    if written_ns is not None:
-        written_s = written_ns // 1_000_000_000
-        dispatch_s = record.dispatch_ns // 1_000_000_000
-        rewritten = bool(record.annotation_time) and written != record.annotation_time
-        # A later second is certainly a new write; the dispatch second itself counts when
-        # the stamp differs from the one recorded at dispatch.
-        if written_s > dispatch_s or (rewritten and written_s == dispatch_s):
-            return ReplayVerdict.NEW_REQUEST
+    if record.annotation_time and annotation_write_time(obj) != record.annotation_time:
+        return ReplayVerdict.NEW_REQUEST
     deadline = clock() + settle_s
     while True:
         state = inspect().get("State") or {}
@@ -144,3 +176,20 @@ def judge_restart_replay(
         if clock() >= deadline:
             return ReplayVerdict.RUN_AGAIN
         wait(0.2)
+
+
+def seconds_since_dispatch(
+    record: RestartRecord, *, boot_id: str, monotonic_ns: int, wall_ns: int
+) -> float:
+    """How long ago ``record`` was dispatched, immune to wall-clock jumps.
+
+    Same boot: the monotonic clock's difference. Another boot: the daemon restarted
+    with the host since, so the restart is long finished or abandoned (infinity). A
+    record from before the monotonic stamp existed falls back to the wall clock,
+    clamped at zero so a backward jump can only make us wait the full grace, never less.
+    """
+    if record.boot_id and record.dispatch_mono_ns:
+        if record.boot_id != boot_id:
+            return float("inf")
+        return max(0.0, (monotonic_ns - record.dispatch_mono_ns) / 1e9)
+    return max(0.0, (wall_ns - record.dispatch_ns) / 1e9)

@@ -14,10 +14,14 @@ Handled messages:
 * :class:`Recover` - after a restart of this actor: read both sides again and finish
   whatever was pending (annotation replay, §4.7).
 
-Failure semantics: expected failures (NotFound, conflicts, an unreachable engine or
-apiserver) are handled here and journaled; the annotation then stays and is replayed
-after the reconnect's full sync or relist. Anything unexpected propagates, kills this
-actor and the router restarts it with :class:`Recover`.
+Failure semantics: NotFound and conflicts are handled where they occur. Any other
+error answer of either port ends the message's handling with :class:`StepFailed` to
+the router, which retries this container with per-item exponential backoff (a
+:class:`Recover` that re-reads both sides and finishes whatever is pending) until a
+retry succeeds (:class:`StepSucceeded`) or the object is gone; the annotation stays
+meanwhile, so no request is consumed without an outcome. A non-retryable rejection
+also leaves a Warning Event when a failure streak begins. Anything unexpected
+propagates, kills this actor and the router restarts it with :class:`Recover`.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from actors.actions import (
     ReplayVerdict,
     annotation_write_time,
     dispatch,
+    is_same_container,
     is_valid_action,
     judge_restart_replay,
     last_action,
+    no_such_container_error,
     not_a_container_error,
+    seconds_since_dispatch,
+    stop_timeout_of,
 )
 from actors.docker_port import (
     DockerError,
@@ -55,6 +63,7 @@ from actors.kube_port import (
     ENGINE_MANAGER,
     FINALIZER,
     KubeConflict,
+    KubeError,
     KubeForbidden,
     KubeInvalid,
     KubeNotFound,
@@ -65,8 +74,9 @@ from actors.kube_port import (
     is_terminating,
     resource_version_of,
 )
-from actors.ledger import RestartLedger, RestartRecord
+from actors.ledger import LedgerWriteError, RestartLedger, RestartRecord, current_boot_id
 from actors.mirror_status import comparable_status, compute_conditions, mirror_status
+from actors.port_errors import is_retryable, retry_after_of
 from actors.timefmt import kube_now
 from messages.base import Message
 from messages.inbound import (
@@ -75,9 +85,22 @@ from messages.inbound import (
     EmitEvent,
     MirrorObserved,
     Recover,
+    StepFailed,
+    StepSucceeded,
     SyncContainer,
     SyncDone,
 )
+
+#: Why a retry was sent; a success of such a message resets the container's backoff.
+RETRY_REASON = "retry"
+
+
+class RetryLater(Exception):
+    """Not an error: the step waits for something under way elsewhere; retry soon."""
+
+    retryable = True
+    retry_after = 0.5
+
 
 # client-go's default conflict retry: 5 attempts (spec §3.4, §4.5).
 CONFLICT_ATTEMPTS = 5
@@ -94,6 +117,23 @@ class _Write(enum.Enum):
 
 DEFAULT_STOP_TIMEOUT_S = 10
 RESTART_SETTLE_MARGIN_S = 5.0
+#: A refused ``lastAction`` is tried once more with its error text cut to this length.
+SHORT_ERROR_CHARS = 256
+_BOOT_ID = current_boot_id()
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A dispatched request's result, kept until its annotation is removed."""
+
+    action: str
+    stamp: str  # the annotation's write stamp (``managedFields`` time) when dispatched
+    error: str | None
+    observed_at: str
+
+
+def _outcome_text(action: str, error: str | None) -> str:
+    return f"{action} failed: {error}" if error is not None else f"{action} succeeded"
 
 
 @dataclass
@@ -135,7 +175,7 @@ class _JournaledDocker:
 
     def __getattr__(self, op: str) -> Callable[..., Any]:
         fn = getattr(self._port, op)
-        return lambda *args: self._actor.effect("docker", op, fn, *args)
+        return lambda *args, **kwargs: self._actor.effect("docker", op, fn, *args, **kwargs)
 
 
 class ContainerActor(JournaledActor):
@@ -165,6 +205,9 @@ class ContainerActor(JournaledActor):
         # Our latest view of the mirror (from the watch or from our own writes).
         self._obj: dict[str, Any] | None = initial_obj or None
         self._rv = _rv_int(initial_obj)
+        # True after a reported StepFailed until a message is handled without error.
+        self._failing = False
+        self._outcome: _Outcome | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], None]]:
         return {
@@ -187,22 +230,16 @@ class ContainerActor(JournaledActor):
 
     # --- message handlers ----------------------------------------------------------
     def _on_sync(self, message: SyncContainer) -> None:
-        ok = True
-        try:
-            self._sync()
-        except (DockerUnavailable, KubeUnavailable) as exc:
-            ok = False
-            self.note("sync postponed: a side is unreachable", detail={"error": str(exc)})
-        finally:
-            if message.token:
-                self.deps.report(
-                    SyncDone(
-                        container_id=self.container_id,
-                        token=message.token,
-                        ok=ok,
-                        cause=message.msg_id,
-                    )
+        ok = self._step(message, self._sync)
+        if message.token:
+            self.deps.report(
+                SyncDone(
+                    container_id=self.container_id,
+                    token=message.token,
+                    ok=ok,
+                    cause=message.msg_id,
                 )
+            )
 
     def _on_mirror_observed(self, message: MirrorObserved) -> None:
         obj = message.obj
@@ -210,46 +247,100 @@ class ContainerActor(JournaledActor):
             self.note("stale mirror view ignored", detail={"rv": resource_version_of(obj)})
             return
         self._remember(obj)
-        try:
+
+        def handle() -> None:
             if is_terminating(obj):
                 self._forward_delete(obj)
             elif annotation_of(obj) is not None:
                 self._act(obj)
             else:
+                self._outcome = None
                 self.deps.ledger.close(self.container_id)
-        except (DockerUnavailable, KubeUnavailable) as exc:
-            self.note("postponed: a side is unreachable", detail={"error": str(exc)})
+
+        self._step(message, handle)
 
     def _on_container_gone(self, message: ContainerGone) -> None:
-        try:
-            self._remove_mirror()
-        except KubeUnavailable as exc:
-            self.note("mirror removal postponed", detail={"error": str(exc)})
+        self._step(message, self._remove_mirror)
 
     def _on_recover(self, message: Recover) -> None:
-        try:
+        def recover() -> None:
             self._obj = self._get()
             self._rv = max(self._rv, _rv_int(self._obj))
             self._sync()
-        except (DockerUnavailable, KubeUnavailable) as exc:
-            self.note("recovery postponed: a side is unreachable", detail={"error": str(exc)})
+
+        self._step(message, recover)
+
+    def _step(self, message: Message, body: Callable[[], None]) -> bool:
+        """Run one message's work; report a failure to the router for a retry.
+
+        Runs on this actor's thread. Every error answer of either port (and a ledger
+        that cannot persist) ends here as :class:`StepFailed`; the router schedules a
+        :class:`Recover` with this container's backoff. A success after failures (this
+        actor's, or the router's retry message) resets the backoff. Returns True on
+        success. Other exceptions propagate and kill the actor (the router restarts it).
+        """
+        try:
+            body()
+        except (DockerError, DockerUnavailable, KubeError, LedgerWriteError, RetryLater) as exc:
+            self._report_failure(exc)
+            return False
+        if self._failing or (isinstance(message, Recover) and message.reason == RETRY_REASON):
+            self._failing = False
+            self.deps.report(StepSucceeded(container_id=self.container_id))
+        return True
+
+    def _report_failure(self, exc: Exception) -> None:
+        retryable = is_retryable(exc)
+        error = f"{type(exc).__name__}: {exc}"
+        self.note("step failed; retry scheduled", detail={"error": error[:500]})
+        if not retryable and not self._failing:
+            # A rejection that will not pass unchanged: say so where users look, once
+            # per failure streak (the retries continue at the backoff's pace).
+            self.log.warning("container %s: %s", self.container_id[:12], error)
+            self._emit_warning("SyncFailed", "Sync", f"mirror update rejected: {exc}")
+        self._failing = True
+        self.deps.report(
+            StepFailed(
+                container_id=self.container_id,
+                error=error[:500],
+                retryable=retryable,
+                retry_after_s=retry_after_of(exc) or 0.0,
+                cause=self._current_msg_id,
+            )
+        )
+
+    def _emit_warning(self, reason: str, action: str, note: str) -> None:
+        self.deps.emit(
+            EmitEvent(
+                container_id=self.container_id,
+                type="Warning",
+                reason=reason,
+                action=action,
+                note=note[:1024],
+                cause=self._current_msg_id,
+            )
+        )
 
     # --- mirror sync (spec §2.6) ------------------------------------------------------
     def _sync(self) -> None:
-        try:
-            inspect = self.docker.inspect(self.container_id)
-        except DockerNotFound:
+        inspect = self._inspect_own()
+        if inspect is None:
             self._remove_mirror()
             return
         obj = self._obj if self._obj is not None else self._get()
         if obj is not None and is_terminating(obj):
             self._forward_delete(obj)
             return
-        if obj is None or not has_finalizer(obj):
+        if obj is None:
+            # Creating the mirror: a rejection fails the step and is retried.
+            obj = self._remember(
+                self.effect("kube", "apply_metadata", self.store.apply_metadata, self.container_id)
+            )
+        elif not has_finalizer(obj):
             obj = self._apply_metadata() or obj
-            if obj is None:
-                return
         status = mirror_status(inspect)
+        if faults.bug("wrong_status"):
+            status["exitCode"] = int(status.get("exitCode") or 0) + 1
         stored = obj.get("status") or {}
         # Conditions travel in the same apply as the fields they derive from: one write
         # per change instead of two, and never a state where they disagree. They are
@@ -283,6 +374,22 @@ class ContainerActor(JournaledActor):
         else:
             self.deps.ledger.close(self.container_id)
 
+    def _inspect_own(self) -> dict[str, Any] | None:
+        """Inspect this container; None when Docker has no container with this very ID.
+
+        An answer about another container (Docker matched our name against a
+        container's *name*) counts as "no such container": it must never be mirrored
+        into this object (issue 10, point 5).
+        """
+        try:
+            inspect = self.docker.inspect(self.container_id)
+        except DockerNotFound:
+            return None
+        if not is_same_container(inspect, self.container_id):
+            self.note("docker answered for another container", detail={"id": inspect.get("Id")})
+            return None
+        return inspect
+
     def _apply_metadata(self) -> dict[str, Any] | None:
         try:
             return self._remember(
@@ -311,39 +418,46 @@ class ContainerActor(JournaledActor):
 
     # --- deletion (spec §3.4, §3.6) ------------------------------------------------------
     def _remove_mirror(self) -> None:
-        """Docker already removed the container: strip the finalizer, delete; no Docker call."""
+        """Docker already removed the container: strip the finalizer, delete; no Docker call.
+
+        A write that fails raises (the step is retried); a mirror already gone is done.
+        """
+        self._outcome = None
         self.deps.ledger.close(self.container_id)
         obj = self._get()
         if obj is None:
             return
-        if has_finalizer(obj) and not self._strip_finalizer(obj):
-            return
+        if has_finalizer(obj):
+            self._strip_finalizer(obj)
         with contextlib.suppress(KubeNotFound):
             self.effect("kube", "delete", self.store.delete, self.container_id)
         self._obj = None
 
     def _forward_delete(self, obj: dict[str, Any]) -> None:
-        """A user deleted the mirror: force-remove the container, then strip the finalizer."""
+        """A user deleted the mirror: force-remove the container, then strip the finalizer.
+
+        Only a container whose inspect answers with this very ID is removed (never one
+        Docker matched by name). A failed removal raises, so the step is retried; the
+        finalizer stays until the container is really gone.
+        """
         if not has_finalizer(obj):
             return
-        if CONTAINER_ID.match(self.container_id):
+        if CONTAINER_ID.match(self.container_id) and self._inspect_own() is not None:
             try:
                 self.docker.remove(self.container_id)
             except DockerNotFound:
                 pass
             except DockerError as exc:
-                if removal_in_progress(exc):
-                    # Someone else (``docker rm``) is already removing it: not an error.
-                    # Its destroy event arrives as ContainerGone, which strips the finalizer.
-                    self.note("docker removal already in progress; destroy event finishes it")
-                    return
-                # The finalizer stays; the destroy event or the next sync retries.
-                self.note("docker remove failed; finalizer kept", detail={"error": str(exc)})
-                return
+                if not removal_in_progress(exc):
+                    raise
+                # Someone else (``docker rm``) is already removing it: not an error. Its
+                # destroy event usually finishes the job; the retry makes sure of it.
+                self.note("docker removal already in progress; checking again shortly")
+                raise RetryLater("docker removal in progress") from exc
         self._strip_finalizer(obj)
 
-    def _strip_finalizer(self, obj: dict[str, Any]) -> bool:
-        """Remove our finalizer with conflict retry. True when done (or object gone)."""
+    def _strip_finalizer(self, obj: dict[str, Any]) -> None:
+        """Remove our finalizer with conflict retry; raises when conflicts persist."""
 
         def strip(current: dict[str, Any], attempt: int) -> dict[str, Any]:
             finalizers = (current.get("metadata") or {}).get("finalizers") or []
@@ -360,14 +474,20 @@ class ContainerActor(JournaledActor):
 
         outcome, _ = self._write_retrying_conflicts(obj, needed=has_finalizer, write=strip)
         if outcome is _Write.CONFLICTED:
-            self.note("finalizer not stripped: conflicts persisted")
-            return False
-        return True
+            raise KubeConflict(409, "finalizer not stripped: conflicts persisted")
 
     # --- actions (spec §4) -----------------------------------------------------------------
     def _act(self, obj: dict[str, Any]) -> None:
+        """Carry out the pending request on ``obj`` and record its outcome.
+
+        The outcome of a dispatched request is kept until the annotation is removed, so
+        a retry after a failed ``lastAction`` write or annotation removal records the
+        same outcome instead of calling Docker again. A rewritten annotation (another
+        write stamp) is a new request.
+        """
         value = annotation_of(obj)
         if value is None:
+            self._outcome = None
             self.deps.ledger.close(self.container_id)
             return
         if is_terminating(obj):
@@ -377,18 +497,28 @@ class ContainerActor(JournaledActor):
             self.note("dropping invalid action", detail={"value": value})
             self._remove_annotation_if_still(obj, value)
             return
+        stamp = annotation_write_time(obj)
+        outcome = self._outcome
+        if outcome is None or (outcome.action, outcome.stamp) != (value, stamp):
+            outcome = self._outcome = self._run_action(value, stamp, obj)
+        else:
+            self.note("recording the outcome already known", detail={"action": value})
+        self._finish(outcome, obj)
+        self._outcome = None
+
+    def _run_action(self, action: str, stamp: str, obj: dict[str, Any]) -> _Outcome:
+        """Call Docker for ``action``; DockerUnavailable propagates (no outcome yet)."""
         observed_at = kube_now()
         if not CONTAINER_ID.match(self.container_id):
-            self._finish(value, not_a_container_error(self.container_id), observed_at, obj)
-            return
-        if value == "restart":
+            return _Outcome(action, stamp, not_a_container_error(self.container_id), observed_at)
+        if action == "restart":
             error = self._restart_exactly_once(obj)
         else:
             faults.hit("action.before_docker")
-            self.log.info("%s container %s", value, self.container_id[:12])
-            error = dispatch(self.docker, value, self.container_id)  # type: ignore[arg-type]
+            self.log.info("%s container %s", action, self.container_id[:12])
+            error = dispatch(self.docker, action, self.container_id)  # type: ignore[arg-type]
         faults.hit("action.after_docker")
-        self._finish(value, error, observed_at, obj)
+        return _Outcome(action, stamp, error, observed_at)
 
     def _restart_exactly_once(self, obj: dict[str, Any]) -> str | None:
         record = self.deps.ledger.open_record(self.container_id)
@@ -400,52 +530,66 @@ class ContainerActor(JournaledActor):
             if verdict is ReplayVerdict.NEW_REQUEST:
                 self.deps.ledger.close(self.container_id)
         try:
-            inspect = self.docker.inspect(self.container_id)
+            inspect = self._inspect_own()
         except DockerError as exc:
             return str(exc)
-        self.deps.ledger.dispatch(
-            RestartRecord(
-                container_id=self.container_id,
-                started_at_before=(inspect.get("State") or {}).get("StartedAt") or "",
-                dispatch_ns=time.time_ns(),
-                annotation_time=annotation_write_time(obj),
+        if inspect is None:
+            return no_such_container_error(self.container_id)
+        try:
+            self.deps.ledger.dispatch(
+                RestartRecord(
+                    container_id=self.container_id,
+                    started_at_before=(inspect.get("State") or {}).get("StartedAt") or "",
+                    dispatch_ns=time.time_ns(),
+                    annotation_time=annotation_write_time(obj),
+                    boot_id=_BOOT_ID,
+                    dispatch_mono_ns=time.monotonic_ns(),
+                )
             )
-        )
+        except LedgerWriteError as exc:
+            # Without the record a crash could run this restart twice: refuse it, with
+            # an outcome the client sees (lastAction Failed and the ActionFailed Event).
+            self.note("restart not run: ledger write failed", detail={"error": str(exc)})
+            self.log.error("restart of %s not run: %s", self.container_id[:12], exc)
+            return f"restart not run: the restart record could not be persisted: {exc}"
         faults.hit("action.before_docker")
         self.log.info("restart container %s", self.container_id[:12])
-        return dispatch(self.docker, "restart", self.container_id)  # type: ignore[arg-type]
+        error = dispatch(self.docker, "restart", self.container_id, inspect=inspect)  # type: ignore[arg-type]
+        if faults.bug("double_restart"):
+            dispatch(self.docker, "restart", self.container_id)  # type: ignore[arg-type]
+        return error
 
     def _judge_replay(self, record: RestartRecord, obj: dict[str, Any]) -> ReplayVerdict:
         def inspect() -> dict[str, Any]:
             return self.docker.inspect(self.container_id)
 
-        try:
-            config = inspect().get("Config") or {}
-        except DockerNotFound:
-            return ReplayVerdict.RUN_AGAIN  # dispatch reports the daemon's NotFound text
-        stop_timeout = config.get("StopTimeout")
-        grace = stop_timeout if isinstance(stop_timeout, int) else DEFAULT_STOP_TIMEOUT_S
-        elapsed = (time.time_ns() - record.dispatch_ns) / 1e9
+        info = self._inspect_own()
+        if info is None:
+            return ReplayVerdict.RUN_AGAIN  # dispatch reports Docker's NotFound text
+        stop_timeout = stop_timeout_of(info)
+        grace = DEFAULT_STOP_TIMEOUT_S if stop_timeout is None else max(0, stop_timeout)
+        elapsed = seconds_since_dispatch(
+            record, boot_id=_BOOT_ID, monotonic_ns=time.monotonic_ns(), wall_ns=time.time_ns()
+        )
         settle = max(0.0, grace + RESTART_SETTLE_MARGIN_S - elapsed)
         try:
             return judge_restart_replay(record, obj, inspect, settle_s=settle)
         except DockerNotFound:
             return ReplayVerdict.RUN_AGAIN
 
-    def _finish(
-        self, action: str, error: str | None, observed_at: str, obj: dict[str, Any]
-    ) -> None:
-        """Record the outcome, remove the annotation (spec §4.3 order), then emit an Event."""
-        record = last_action(action, error, observed_at, kube_now())
-        try:
-            fresh = self._patch_last_action(record, obj)
-        except (KubeInvalid, KubeForbidden) as exc:
-            # The server refuses the record (e.g. a malformed hand-made object). Never
-            # leave the annotation stuck: note it and consume the request anyway.
-            self.note("lastAction rejected; consuming the request", detail={"error": str(exc)})
-            fresh = self._get()
+    def _finish(self, outcome: _Outcome, obj: dict[str, Any]) -> None:
+        """Record the outcome, remove the annotation (spec §4.3 order), then emit an Event.
+
+        A failing write raises (the step is retried with the same outcome); see
+        :meth:`_record_outcome` for a record the server refuses for good.
+        """
+        action, error = outcome.action, outcome.error
+        record = last_action(action, error, outcome.observed_at, kube_now())
+        # The self-test's planted bug skips the record (scripts/chaos --self-test).
+        dropped = faults.bug("drop_last_action")
+        fresh = self._get() if dropped else self._record_outcome(record, obj)
         faults.hit("action.after_last_action")
-        if fresh is not None:
+        if fresh is not None and not faults.bug("leave_annotation"):
             self._remove_annotation_if_still(fresh, action)
             faults.hit("action.after_annotation_removed")
         self.deps.ledger.close(self.container_id)
@@ -457,10 +601,48 @@ class ContainerActor(JournaledActor):
                 type="Warning" if error is not None else "Normal",
                 reason="ActionFailed" if error is not None else "ActionSucceeded",
                 action=action,
-                note=f"{action} failed: {error}" if error is not None else f"{action} succeeded",
+                note=_outcome_text(action, error),
                 cause=self._current_msg_id,
             )
         )
+
+    def _record_outcome(self, record: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Write ``lastAction``; return the fresh object (None when the mirror is gone).
+
+        Transient failures and 403 raise, so the step is retried and the annotation
+        stays. When the server refuses the record itself (400/413/422, e.g. an error
+        text too long for it or a hand-made object whose status fails validation), the
+        record is tried once more with the error text shortened; if that is refused
+        too, the outcome can never be recorded: the request is consumed anyway (the
+        annotation removed, so it cannot block the object forever) and the outcome
+        goes into a Warning Event ``ActionNotRecorded`` and the journal instead.
+        """
+        try:
+            return self._patch_last_action(record, obj)
+        except KubeInvalid as exc:
+            refused: KubeError = exc
+        error = record.get("error")
+        if isinstance(error, str) and len(error) > SHORT_ERROR_CHARS:
+            shortened = {**record, "error": error[: SHORT_ERROR_CHARS - 3] + "..."}
+            try:
+                return self._patch_last_action(shortened, obj)
+            except KubeInvalid as exc:
+                refused = exc
+        action = str(record.get("action"))
+        text = _outcome_text(action, error if isinstance(error, str) else None)
+        self.note(
+            "lastAction refused; request consumed, outcome in a Warning Event",
+            detail={"error": str(refused)[:500], "outcome": text[:500]},
+        )
+        self.log.warning(
+            "container %s: %s; status.lastAction refused: %s", self.container_id[:12], text, refused
+        )
+        self._emit_warning(
+            "ActionNotRecorded",
+            action,
+            f"{text}; the outcome could not be written to status.lastAction: {refused}",
+        )
+        return self._get()
 
     def _patch_last_action(
         self, record: dict[str, Any], base: dict[str, Any]

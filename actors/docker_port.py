@@ -184,7 +184,7 @@ class DockerPort:
     def start(self, container_id: str) -> None:
         self._call("start", container_id)
 
-    def stop(self, container_id: str) -> None:
+    def stop(self, container_id: str, *, stop_timeout_s: float | None = None) -> None:
         # No ``t``: the container's own StopTimeout/StopSignal apply (spec §4.4).
         self._post_no_params("stop", container_id)
 
@@ -194,7 +194,7 @@ class DockerPort:
     def unpause(self, container_id: str) -> None:
         self._call("unpause", container_id)
 
-    def restart(self, container_id: str) -> None:
+    def restart(self, container_id: str, *, stop_timeout_s: float | None = None) -> None:
         self._post_no_params("restart", container_id)
 
     def remove(self, container_id: str) -> None:

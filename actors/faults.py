@@ -92,3 +92,11 @@ def hit(point: str) -> None:
     if rule.mode == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     raise InjectedFault(f"injected fault at {point}")
+
+
+def bug(name: str) -> bool:
+    """False normally. True when DOCKMIRROR_BUGS (comma-separated) names it."""
+    return name in _bugs
+
+
+_bugs = frozenset(b.strip() for b in os.environ.get("DOCKMIRROR_BUGS", "").split(",") if b.strip())

@@ -31,6 +31,20 @@ class RestartRecord(msgspec.Struct, kw_only=True):
     dispatch_ns: int = 0
     annotation_time: str = ""
     op: str = "dispatch"  # "dispatch" or "closed"
+    boot_id: str = ""
+    dispatch_mono_ns: int = 0
+
+
+class LedgerWriteError(Exception):
+    """The dispatch record could not be persisted; the restart must not be run."""
+
+
+def current_boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
 
 
 _encoder = msgspec.json.Encoder()

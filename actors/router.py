@@ -17,6 +17,15 @@ or is found dead by the tick's liveness sweep (an ``on_start`` failure) is resta
 with exponential backoff and a :class:`Recover` message, which rebuilds its state from
 Kubernetes and Docker.
 
+Retries: a container actor whose step failed reports :class:`StepFailed`; the router
+keeps a per-container :class:`~actors.retry_queue.RetryQueue` (exponential backoff,
+reset by :class:`StepSucceeded`) and sends that container a :class:`Recover` when it is
+due, until it succeeds or the object is gone. A failed full sync or ``EngineReady``
+write is retried the same way under its own key, never by resyncing in a loop. Every
+``resync_interval_s`` (0: off) the mirrors are listed and those with a pending
+annotation or a deletion in progress get a :class:`Recover`: a safety net for anything
+a lost message left behind.
+
 Runs in its own pykka thread; its blocking calls are the two list calls of a full sync
 and the ``EngineReady`` writes.
 """
@@ -24,6 +33,7 @@ and the ``EngineReady`` writes.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,12 +44,14 @@ import pykka
 
 from actors import faults
 from actors._base import JournaledActor
-from actors.container import ContainerActor, ContainerDeps
-from actors.docker_port import DockerPort, DockerUnavailable
+from actors.container import RETRY_REASON, ContainerActor, ContainerDeps
+from actors.docker_port import DockerError, DockerPort, DockerUnavailable
 from actors.engine_status import EngineStatus
 from actors.journal import Journal
 from actors.kube_port import KubeError, MirrorStore, annotation_of, is_terminating
 from actors.ledger import RestartLedger
+from actors.port_errors import retry_after_of
+from actors.retry_queue import RetryQueue
 from messages.base import Message
 from messages.inbound import (
     ActorFailed,
@@ -53,6 +65,9 @@ from messages.inbound import (
     MirrorDeleted,
     MirrorObserved,
     Recover,
+    RetryDue,
+    StepFailed,
+    StepSucceeded,
     SyncContainer,
     SyncDone,
     Tick,
@@ -73,7 +88,8 @@ class RouterSettings:
     evict_quiet_s: float = 0.5
     restart_backoff_s: float = 0.2
     restart_backoff_max_s: float = 30.0
-    full_sync_retry_s: float = 2.0
+    # Safety net: re-check pending annotations and terminating mirrors this often.
+    resync_interval_s: float = 600.0
 
 
 @dataclass
@@ -84,6 +100,11 @@ class _Child:
 
 
 FAILURE_MEMORY_S = 60.0
+# Retry-queue keys of the router's own steps (container IDs are 64-hex or user names,
+# never bracketed).
+FULL_SYNC = "<full-sync>"
+ENGINE_READY = "<engine-ready>"
+RESYNC = "<resync>"
 # A failed router waits this long for its container actors to finish in-flight work.
 CHILD_STOP_WAIT_S = 120.0
 
@@ -111,6 +132,7 @@ class RouterActor(JournaledActor):
         settings: RouterSettings | None = None,
         on_death: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wake_at: Callable[[float, Callable[[], None]], None] | None = None,
     ) -> None:
         super().__init__(journal=journal, name="router", on_death=on_death)
         self.docker = docker
@@ -132,7 +154,9 @@ class RouterActor(JournaledActor):
         self.outstanding: set[str] = set()
         self.engine_up = False
         self.ready = False
-        self.full_sync_due: float | None = None
+        self.retries = RetryQueue()
+        self.next_resync: float | None = None
+        self._wake_at = wake_at or _TimerWakeup(clock).wake_at
         self._deps: ContainerDeps | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], None]]:
@@ -147,6 +171,9 @@ class RouterActor(JournaledActor):
             WatchRelisted: self._on_watch_relisted,
             ChildStopped: self._on_child_stopped,
             ActorFailed: self._on_actor_failed,
+            StepFailed: self._on_step_failed,
+            StepSucceeded: self._on_step_succeeded,
+            RetryDue: self._on_retry_due,
             Tick: self._on_tick,
         }
 
@@ -169,9 +196,12 @@ class RouterActor(JournaledActor):
         # Recover open restart dispatches even for containers without an event soon.
         for container_id in self.ledger.open_ids():
             self._deliver(container_id, Recover(reason="open restart record"))
-        self.full_sync_due = self.clock()
+        self.retries.schedule(FULL_SYNC, self.clock())
+        if self.settings.resync_interval_s > 0:
+            self.next_resync = self.clock() + self.settings.resync_interval_s
 
     def on_stop(self) -> None:
+        self._wake_at(-1.0, _noop)  # cancel a pending wake-up
         self._stop_children()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
@@ -222,7 +252,7 @@ class RouterActor(JournaledActor):
     def _on_docker_lost(self, message: DockerLost) -> None:
         self.engine_up = False
         self.ready = False
-        self.full_sync_due = None
+        self.retries.succeeded(FULL_SYNC)  # the reconnect's EngineReachable resyncs
         self.outstanding.clear()
         self._write_ready(False, "ConnectFailed", message.reason)
 
@@ -235,17 +265,16 @@ class RouterActor(JournaledActor):
 
     def _full_sync(self, cause: str, reason: str) -> None:
         """List both sides, sync every container, remove stale mirrors (spec §3.2)."""
-        self.full_sync_due = None
         try:
             ids = self.effect("docker", "list", self.docker.list_ids)
             mirrors, _ = self.effect("kube", "list_mirrors", self.store.list)
         except DockerUnavailable as exc:
             self._on_docker_lost(DockerLost(reason=f"failed to ping Docker: {exc}"))
             return
-        except KubeError as exc:
-            self.note("full sync postponed", detail={"error": str(exc)})
-            self.full_sync_due = self.clock() + self.settings.full_sync_retry_s
+        except (KubeError, DockerError) as exc:
+            self._retry_later(FULL_SYNC, "full sync postponed", exc)
             return
+        self.retries.succeeded(FULL_SYNC)
         self.engine_up = True
         self.sync_token += 1
         live = set(ids)
@@ -271,9 +300,8 @@ class RouterActor(JournaledActor):
     def _on_sync_done(self, message: SyncDone) -> None:
         if message.token != self.sync_token:
             return
-        if not message.ok:
-            # The engine or apiserver dropped mid-sync; a later reconnect resyncs.
-            self.full_sync_due = self.clock() + self.settings.full_sync_retry_s
+        # A failed container sync counts as reported: that container retries on its own
+        # (StepFailed), and one failing object must not hold EngineReady back forever.
         self.outstanding.discard(message.container_id)
         if not self.outstanding and self.engine_up and not self.ready:
             self._mark_ready()
@@ -294,10 +322,14 @@ class RouterActor(JournaledActor):
                 detail={"ready": ready, "reason": reason},
             )
         except KubeError as exc:
-            self.note("EngineReady not written", detail={"error": str(exc)})
             if ready:
                 self.ready = False
-                self.full_sync_due = self.clock() + self.settings.full_sync_retry_s
+                self._retry_later(ENGINE_READY, "EngineReady not written", exc)
+            else:
+                self.note("EngineReady not written", detail={"error": str(exc)})
+            return
+        if ready:
+            self.retries.succeeded(ENGINE_READY)
 
     # --- Kubernetes side ---------------------------------------------------------------
     def _on_mirror_observed(self, message: MirrorObserved) -> None:
@@ -435,8 +467,10 @@ class RouterActor(JournaledActor):
                 self._retire(container_id)
         self._make_room()
         self._drain_backlog()
-        if self.full_sync_due is not None and now >= self.full_sync_due:
-            self._full_sync(message.msg_id, "scheduled")
+        self._run_due_retries(message.msg_id)
+        if self.next_resync is not None and now >= self.next_resync:
+            self.next_resync = now + self.settings.resync_interval_s
+            self._resync(message.msg_id)
 
     def _retire(self, container_id: str) -> None:
         """Stop a child; its stop is queued behind what it was sent (never lost)."""
@@ -482,3 +516,105 @@ class RouterActor(JournaledActor):
                     self._deliver(container_id, message)
             else:
                 self._start_child(container_id, messages)
+
+    # --- retries (router thread) -----------------------------------------------------
+    def _on_step_failed(self, message: StepFailed) -> None:
+        delay = self.retries.failed(
+            message.container_id, self.clock(), not_before_s=message.retry_after_s
+        )
+        self.note(
+            "retry scheduled",
+            detail={
+                "container": message.container_id,
+                "in_s": round(delay, 3),
+                "failures": self.retries.backoff.failures(message.container_id),
+                "error": message.error,
+            },
+        )
+        self._arm_wakeup()
+
+    def _on_step_succeeded(self, message: StepSucceeded) -> None:
+        self.retries.succeeded(message.container_id)
+
+    def _on_retry_due(self, message: RetryDue) -> None:
+        self._run_due_retries(message.msg_id)
+
+    def _retry_later(self, key: str, text: str, exc: Exception) -> None:
+        """One of the router's own steps failed: retry it with its backoff."""
+        delay = self.retries.failed(key, self.clock(), not_before_s=retry_after_of(exc) or 0.0)
+        self.note(text, detail={"error": str(exc)[:500], "retry_in_s": round(delay, 3)})
+        self._arm_wakeup()
+
+    def _run_due_retries(self, cause: str) -> None:
+        for key in self.retries.pop_due(self.clock()):
+            if key == FULL_SYNC:
+                self._full_sync(cause, "scheduled")
+            elif key == ENGINE_READY:
+                if self.engine_up and not self.outstanding and not self.ready:
+                    self._mark_ready()
+            elif key == RESYNC:
+                self._resync(cause)
+            else:
+                self._deliver(str(key), Recover(reason=RETRY_REASON, cause=cause))
+        self._arm_wakeup()
+
+    def _arm_wakeup(self) -> None:
+        due = self.retries.next_due()
+        if due is not None:
+            ref = self.actor_ref
+            self._wake_at(due, lambda: _tell(ref, RetryDue()))
+
+    def _resync(self, cause: str) -> None:
+        """Safety net: every mirror with a pending annotation or a deletion gets a Recover."""
+        try:
+            mirrors, _ = self.effect("kube", "list_mirrors", self.store.list)
+        except KubeError as exc:
+            self._retry_later(RESYNC, "resync postponed", exc)
+            return
+        self.retries.succeeded(RESYNC)
+        pending = 0
+        for obj in mirrors:
+            name = (obj.get("metadata") or {}).get("name") or ""
+            if name and (is_terminating(obj) or annotation_of(obj) is not None):
+                self.mirrors[name] = obj
+                pending += 1
+                self._deliver(name, Recover(reason="resync", cause=cause))
+        self.note("resync", detail={"mirrors": len(mirrors), "pending": pending})
+
+
+def _noop() -> None:
+    pass
+
+
+def _tell(ref: pykka.ActorRef, message: Message) -> None:
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)
+
+
+class _TimerWakeup:
+    """Calls ``fn`` once at the earliest requested time; one timer thread at most.
+
+    Why: the supervisor's 1 s Tick is too coarse for a retry due in 5 ms. Called from
+    the router thread; the timer thread only runs ``fn`` (a tell). ``due < 0`` cancels.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._timer: threading.Timer | None = None
+        self._due: float | None = None
+
+    def wake_at(self, due: float, fn: Callable[[], None]) -> None:
+        timer = self._timer
+        if due < 0:
+            if timer is not None:
+                timer.cancel()
+            self._timer, self._due = None, None
+            return
+        if timer is not None and timer.is_alive() and self._due is not None and self._due <= due:
+            return  # an earlier wake-up is armed; it re-arms for the rest
+        if timer is not None:
+            timer.cancel()
+        self._due = due
+        self._timer = threading.Timer(max(0.0, due - self._clock()), fn)
+        self._timer.daemon = True
+        self._timer.start()

@@ -8,10 +8,11 @@ Direction (see docs/architecture.md):
   :class:`WatchRelisted`
 * router -> container actor: :class:`SyncContainer`, :class:`ContainerGone`,
   :class:`MirrorObserved`, :class:`Recover`, :class:`Retire`
-* container actor -> router: :class:`SyncDone`, :class:`ChildStopped`
+* container actor -> router: :class:`SyncDone`, :class:`ChildStopped`,
+  :class:`StepFailed`, :class:`StepSucceeded`
 * container actor -> event writer: :class:`EmitEvent`
 * supervisor/router internal: :class:`FullSync`, :class:`DockerResynced`,
-  :class:`ActorFailed`, :class:`Tick`
+  :class:`ActorFailed`, :class:`Tick`, :class:`RetryDue`
 """
 
 from __future__ import annotations
@@ -99,6 +100,31 @@ class SyncDone(Message, frozen=True, tag="sync_done"):
     container_id: str
     token: int
     ok: bool = True
+
+
+class StepFailed(Message, frozen=True, tag="step_failed"):
+    """Container actor -> router: handling a message failed; retry this container later.
+
+    ``retryable`` is False when the same request cannot succeed unchanged (a 4xx other
+    than 409/429); it is still retried, at the backoff's pace, because a fix elsewhere
+    (RBAC, a removed webhook, a client's edit) can make it succeed. ``retry_after_s`` is
+    the server's ``Retry-After``, 0 when it gave none.
+    """
+
+    container_id: str
+    error: str = ""
+    retryable: bool = True
+    retry_after_s: float = 0.0
+
+
+class StepSucceeded(Message, frozen=True, tag="step_succeeded"):
+    """Container actor -> router: a message was handled after earlier failures."""
+
+    container_id: str
+
+
+class RetryDue(Message, frozen=True, tag="retry_due"):
+    """Router -> itself (from a timer): some retry of its queue is due."""
 
 
 class ChildStopped(Message, frozen=True, tag="child_stopped"):

@@ -394,7 +394,7 @@ class FakeDocker:
         with self._cond:
             self._start_checked(self._resolve(container_id))
 
-    def stop(self, container_id: str) -> None:
+    def stop(self, container_id: str, *, stop_timeout_s: float | None = None) -> None:
         self._enter("stop", container_id)
         with self._cond:
             c = self._resolve(container_id)
@@ -419,7 +419,7 @@ class FakeDocker:
         with self._cond:
             self._unpause_checked(self._resolve(container_id))
 
-    def restart(self, container_id: str) -> None:
+    def restart(self, container_id: str, *, stop_timeout_s: float | None = None) -> None:
         self._enter("restart", container_id)
         with self._cond:
             c = self._resolve(container_id)

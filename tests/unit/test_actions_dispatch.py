@@ -13,6 +13,7 @@ from actors.actions import (
     is_valid_action,
     judge_restart_replay,
     last_action,
+    seconds_since_dispatch,
 )
 from actors.docker_port import DockerUnavailable
 from actors.kube_port import ACTION_ANNOTATION
@@ -51,12 +52,12 @@ EXPECTED = {
     ),
     ("start", "exited"): (None, "running", True),
     ("start", "created"): (None, "running", True),
-    ("start", "missing"): (_no_such, None, True),
+    ("start", "missing"): (_no_such, None, False),  # the inspect first fails
     ("stop", "running"): (None, "exited", True),
     ("stop", "paused"): (None, "exited", True),
     ("stop", "exited"): (None, "exited", True),  # 304
     ("stop", "created"): (None, "created", True),  # 304
-    ("stop", "missing"): (_no_such, None, True),
+    ("stop", "missing"): (_no_such, None, False),  # the inspect first fails
     ("pause", "running"): (None, "paused", True),
     ("pause", "paused"): (None, "paused", False),  # pre-check: no Docker call
     ("pause", "exited"): (
@@ -87,8 +88,39 @@ EXPECTED = {
     ("restart", "paused"): (None, "running", True),
     ("restart", "exited"): (None, "running", True),
     ("restart", "created"): (None, "running", True),
-    ("restart", "missing"): (_no_such, None, True),
+    ("restart", "missing"): (_no_such, None, False),  # the inspect first fails
 }
+
+
+def test_a_container_named_like_the_id_is_never_acted_on():
+    """Docker resolves an exact name after an exact ID: the answer's Id must match."""
+    docker = FakeDocker()
+    ghost_id = secrets.token_hex(32)  # the hand-made Container's name; no such ID
+    victim = docker.create(ghost_id, running=True)  # a real container *named* like it
+    for action in MUTATING:
+        docker.calls.clear()
+        assert dispatch(docker, action, ghost_id) == _no_such(ghost_id)
+        assert {op for op, _ in docker.calls} == {"inspect"}, docker.calls
+    assert docker.state_of(victim) == "running"
+
+
+def test_stop_and_restart_pass_the_containers_stop_timeout():
+    calls = []
+
+    class Recording(FakeDocker):
+        def stop(self, container_id, *, stop_timeout_s=None):
+            calls.append(("stop", stop_timeout_s))
+            super().stop(container_id, stop_timeout_s=stop_timeout_s)
+
+        def restart(self, container_id, *, stop_timeout_s=None):
+            calls.append(("restart", stop_timeout_s))
+            super().restart(container_id, stop_timeout_s=stop_timeout_s)
+
+    docker = Recording()
+    cid = docker.create("c", running=True)
+    dispatch(docker, "stop", cid)
+    dispatch(docker, "restart", cid, inspect={**docker.inspect(cid), "Config": {"StopTimeout": 42}})
+    assert calls == [("stop", None), ("restart", 42)]
 
 
 def test_table_is_total():
@@ -184,29 +216,44 @@ class _Clock:
         self.now += seconds
 
 
-DISPATCH_NS = 1_750_000_000 * 10**9 + 500_000_000  # 2025-06-15T15:06:40.5Z
+DISPATCH_NS = 1_750_000_000 * 10**9 + 500_000_000  # 2025-06-15T15:06:40.5Z (host clock)
+STAMP = "2025-06-15T15:06:40Z"  # the apiserver's stamp of the annotation write
 
 
-def _record(started: str = "S0") -> RestartRecord:
-    return RestartRecord(container_id="c", started_at_before=started, dispatch_ns=DISPATCH_NS)
+def _record(started: str = "S0", *, dispatch_ns: int = DISPATCH_NS, stamp: str = STAMP):
+    return RestartRecord(
+        container_id="c", started_at_before=started, dispatch_ns=dispatch_ns, annotation_time=stamp
+    )
 
 
-def test_judge_new_request_when_annotation_written_after_dispatch_second():
+# The host clock at dispatch may disagree with the apiserver's by seconds (skew) or
+# jump by an hour: the verdict depends only on the apiserver's stamps.
+SKEWS_S = (-3600, -5, -1, 0, 1, 5, 3600)
+
+
+@pytest.mark.parametrize("skew_s", SKEWS_S)
+@pytest.mark.parametrize("later_s", (1, 5, 60))
+def test_judge_rewritten_annotation_is_a_new_request_whatever_the_clocks(skew_s, later_s):
     clock = _Clock()
-    obj = _with_annotation_time("2025-06-15T15:06:41Z")  # one second after dispatch
+    rewritten = f"2025-06-15T15:{6 + later_s // 60:02d}:{(40 + later_s) % 60:02d}Z"
     verdict = judge_restart_replay(
-        _record(), obj, lambda: pytest.fail("no inspect"), settle_s=5, clock=clock, wait=clock.wait
+        _record(dispatch_ns=DISPATCH_NS + skew_s * 10**9),
+        _with_annotation_time(rewritten),
+        lambda: pytest.fail("a new request needs no inspect"),
+        settle_s=5,
+        clock=clock,
+        wait=clock.wait,
     )
     assert verdict is ReplayVerdict.NEW_REQUEST
 
 
-def test_judge_same_second_is_a_replay_and_waits_for_started_at():
+@pytest.mark.parametrize("skew_s", SKEWS_S)
+def test_judge_same_stamp_is_a_replay_whatever_the_clocks(skew_s):
     clock = _Clock()
-    obj = _with_annotation_time("2025-06-15T15:06:40Z")  # the dispatch second itself
     answers = iter(["S0", "S0", "S1"])
     verdict = judge_restart_replay(
-        _record(),
-        obj,
+        _record(dispatch_ns=DISPATCH_NS + skew_s * 10**9),
+        _with_annotation_time(STAMP),
         lambda: {"State": {"StartedAt": next(answers)}},
         settle_s=5,
         clock=clock,
@@ -216,11 +263,24 @@ def test_judge_same_second_is_a_replay_and_waits_for_started_at():
     assert len(clock.waits) == 2
 
 
+def test_judge_record_without_stamp_is_a_replay():
+    clock = _Clock()
+    verdict = judge_restart_replay(
+        _record(stamp=""),
+        _with_annotation_time("2030-01-01T00:00:00Z"),
+        lambda: {"State": {"StartedAt": "S1"}},
+        settle_s=5,
+        clock=clock,
+        wait=clock.wait,
+    )
+    assert verdict is ReplayVerdict.ALREADY_DONE
+
+
 def test_judge_run_again_after_settle_time():
     clock = _Clock()
     verdict = judge_restart_replay(
         _record(),
-        {},
+        _with_annotation_time(STAMP),
         lambda: {"State": {"StartedAt": "S0"}},
         settle_s=1.0,
         clock=clock,
@@ -228,3 +288,40 @@ def test_judge_run_again_after_settle_time():
     )
     assert verdict is ReplayVerdict.RUN_AGAIN
     assert clock.now >= 1.0
+
+
+BOOT = "boot-a"
+
+
+def _mono_record(mono_ns: int, boot: str = BOOT) -> RestartRecord:
+    return RestartRecord(
+        container_id="c", dispatch_ns=DISPATCH_NS, boot_id=boot, dispatch_mono_ns=mono_ns
+    )
+
+
+@pytest.mark.parametrize("wall_jump_s", (-3600, -5, 0, 5, 86400))
+def test_seconds_since_dispatch_ignores_wall_clock_jumps(wall_jump_s):
+    elapsed = seconds_since_dispatch(
+        _mono_record(1_000 * 10**9),
+        boot_id=BOOT,
+        monotonic_ns=1_003 * 10**9,
+        wall_ns=DISPATCH_NS + wall_jump_s * 10**9,
+    )
+    assert elapsed == 3.0
+
+
+def test_seconds_since_dispatch_after_a_reboot_is_unbounded():
+    elapsed = seconds_since_dispatch(
+        _mono_record(1_000 * 10**9, boot="boot-old"),
+        boot_id=BOOT,
+        monotonic_ns=1 * 10**9,
+        wall_ns=DISPATCH_NS,
+    )
+    assert elapsed == float("inf")
+
+
+def test_seconds_since_dispatch_of_an_old_record_never_goes_negative():
+    old = RestartRecord(container_id="c", dispatch_ns=DISPATCH_NS)
+    kwargs = {"boot_id": BOOT, "monotonic_ns": 0}
+    assert seconds_since_dispatch(old, wall_ns=DISPATCH_NS + 2 * 10**9, **kwargs) == 2.0
+    assert seconds_since_dispatch(old, wall_ns=DISPATCH_NS - 3600 * 10**9, **kwargs) == 0.0

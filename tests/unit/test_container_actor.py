@@ -13,6 +13,7 @@ import pytest
 
 from actors import faults
 from actors.actions import not_a_container_error
+from actors.container import RETRY_REASON
 from actors.docker_port import DockerError
 from actors.kube_port import KubeNotFound
 from actors.ledger import RestartRecord
@@ -22,6 +23,7 @@ from messages.inbound import (
     EmitEvent,
     MirrorObserved,
     Recover,
+    StepFailed,
     SyncContainer,
     SyncDone,
 )
@@ -170,11 +172,14 @@ def test_user_delete_racing_docker_rm_waits_for_the_destroy_event(env: Env):
     env.store.client_delete(cid)
     env.observe(ref, cid)
     wait_for(
-        lambda: env.notes("docker removal already in progress; destroy event finishes it"),
+        lambda: env.notes("docker removal already in progress; checking again shortly"),
         timeout=5,
         message="in-progress removal noted",
     )
-    assert not env.notes("docker remove failed; finalizer kept")
+    # Not an error: a quick retry is scheduled (no Warning), the finalizer stays.
+    wait_for(lambda: env.reports.of(StepFailed), timeout=5, message="retry requested")
+    assert env.reports.of(StepFailed)[0].retry_after_s > 0
+    assert not [e for e in env.events.items if e.type == "Warning"]
     assert env.mirror(cid)["metadata"]["finalizers"] == [FINALIZER]
     # The other client's removal ends: Docker's destroy event strips the finalizer.
     env.docker.docker_remove_direct(cid)
@@ -410,10 +415,11 @@ def test_docker_unavailable_keeps_annotation_and_writes_nothing(env: Env):
     barrier(ref)
     assert env.annotation(cid) == "stop"
     assert env.last_action(cid) is None
-    assert env.notes("postponed: a side is unreachable")
+    assert env.notes("step failed; retry scheduled")
+    assert [m.retryable for m in env.reports.of(StepFailed)] == [True]
     assert ref.is_alive()
-    env.docker.unavailable = False  # reconnect: the relist replays the annotation
-    env.observe(ref, cid)
+    env.docker.unavailable = False  # the router's retry: a Recover
+    ref.tell(Recover(reason=RETRY_REASON))
     la = _done(env, cid)
     assert la["action"] == "stop" and la["state"] == "Succeeded"
 
@@ -496,7 +502,10 @@ def test_annotation_rewritten_after_dispatch_is_a_new_request(env: Env):
     before = env.docker.inspect(cid)["State"]["StartedAt"]
     env.ledger.dispatch(
         RestartRecord(
-            container_id=cid, started_at_before=before, dispatch_ns=time.time_ns() - 60 * 10**9
+            container_id=cid,
+            started_at_before=before,
+            dispatch_ns=time.time_ns() - 60 * 10**9,
+            annotation_time=_ago(60),  # the stamp of the request that was dispatched
         )
     )
     env.docker.docker_restart_direct(cid)  # StartedAt changed: would read as "already done"
