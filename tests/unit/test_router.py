@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 
 import pykka
 import pytest
 
 from actors import faults
 from actors.container import ContainerActor
+from actors.kube_port import KubeInvalid, KubeUnavailable
 from actors.router import RouterActor, RouterSettings
-from messages.inbound import DockerEvent, DockerLost, EngineReachable, MirrorObserved, Tick
+from messages.inbound import (
+    DockerEvent,
+    DockerLost,
+    EngineReachable,
+    MirrorObserved,
+    Tick,
+)
 from tests.unit._helpers import (
     ACTION_ANNOTATION,
     FINALIZER,
     Env,
     FakeClock,
     FakeEngineStatus,
+    barrier,
     wait_for,
 )
 
@@ -36,9 +45,9 @@ def _stop_actors():
 
 
 class Rig:
-    def __init__(self, env: Env, **settings) -> None:
+    def __init__(self, env: Env, *, timer: bool = False, clock=None, **settings) -> None:
         self.env = env
-        self.clock = FakeClock()
+        self.clock = clock or FakeClock()
         self.status = FakeEngineStatus()
         self.settings = RouterSettings(
             **{"max_active": 2, "idle_timeout_s": 0.5, "restart_backoff_s": 0.2, **settings}
@@ -52,6 +61,8 @@ class Rig:
             emit=env.events,
             settings=self.settings,
             clock=self.clock,
+            # Without the timer, only Ticks run due retries: the test controls time.
+            wake_at=None if timer else (lambda due, fn: None),
         )
 
     def tick(self, advance: float = 1.0) -> None:
@@ -263,3 +274,91 @@ def test_several_actions_at_once_one_fails(env: Env):
         exited: ("pause", "Failed"),
     }
     assert "is not running" in done[exited]["error"]
+
+
+# --- retries (issue 10) ---------------------------------------------------------------
+
+
+def _annotate(rig: Rig, env: Env, cid: str, value: str) -> None:
+    obj = env.store.client_annotate(cid, value)
+    rig.ref.tell(MirrorObserved(name=cid, obj=obj))
+
+
+def _consumed(env: Env, cid: str) -> bool:
+    return ACTION_ANNOTATION not in (env.store.get(cid)["metadata"].get("annotations") or {})
+
+
+def test_failed_step_is_retried_by_the_router_until_it_succeeds(env: Env):
+    cid = env.docker.create("a")
+    rig = Rig(env, max_active=4, idle_timeout_s=60)
+    rig.ref.tell(EngineReachable())
+    wait_for(rig.ready, timeout=5, message="ready")
+    for _ in range(3):  # three transient failures in a row
+        env.store.fail_next("patch_status", KubeUnavailable(503, "unavailable"))
+    _annotate(rig, env, cid, "stop")
+    rig.until(lambda: _consumed(env, cid), "annotation consumed after retries", timeout=10)
+    assert env.store.get(cid)["status"]["lastAction"]["state"] == "Succeeded"
+    assert env.docker.calls_of("stop") == [cid]
+    delays = [n.detail["in_s"] for n in env.notes("retry scheduled")]
+    assert len(delays) == 3 and delays == sorted(delays) and delays[0] < 0.1
+    assert env.docker.calls_of("list_ids") == [None]  # no full sync for one object
+
+
+def test_permanently_failing_object_never_loops_full_syncs(env: Env, monkeypatch):
+    cid = env.docker.create("a")
+    other = env.docker.create("b")
+    apply_metadata = env.store.apply_metadata
+
+    def refuse_one(name: str):
+        if name == cid:
+            raise KubeInvalid(422, "always refused")
+        return apply_metadata(name)
+
+    monkeypatch.setattr(env.store, "apply_metadata", refuse_one)
+    rig = Rig(env, max_active=4, idle_timeout_s=60)
+    rig.ref.tell(EngineReachable())
+    rig.until(lambda: other in env.store.objects(), "the healthy container is mirrored")
+    for count in range(1, 7):  # six failures, each retried when due
+        rig.until(lambda n=count: len(env.notes("retry scheduled")) >= n, f"failure {count}")
+    assert env.docker.calls_of("list_ids") == [None]
+    failures = env.notes("retry scheduled")
+    assert len(failures) >= 5 and {n.detail["container"] for n in failures} == {cid}
+    delays = [n.detail["in_s"] for n in failures]
+    assert delays == sorted(delays)  # backing off, not a loop
+    assert rig.ready()  # one failing object does not hold EngineReady back
+
+
+def test_full_sync_list_failure_is_retried_with_backoff(env: Env):
+    cid = env.docker.create("a")
+    env.store.fail_next("list", KubeUnavailable(503, "etcd"))
+    env.store.fail_next("list", KubeUnavailable(503, "etcd"))
+    rig = Rig(env, max_active=4)
+    rig.ref.tell(EngineReachable())
+    rig.until(lambda: rig.ready() and cid in env.store.objects(), "synced after retries")
+    assert [n.detail["error"][:3] for n in env.notes("full sync postponed")] == ["503"] * 2
+
+
+def test_resync_recovers_a_request_whose_watch_event_was_lost(env: Env):
+    cid = env.docker.create("a")
+    rig = Rig(env, max_active=4, idle_timeout_s=60, resync_interval_s=600)
+    rig.ref.tell(EngineReachable())
+    wait_for(rig.ready, timeout=5, message="ready")
+    env.store.client_annotate(cid, "pause")  # the router is never told
+    rig.tick(599)
+    barrier(rig.ref)
+    assert not _consumed(env, cid)
+    rig.until(lambda: _consumed(env, cid), "resync ran the action")
+    assert env.docker.state_of(cid) == "paused"
+    assert env.notes("resync")[0].detail == {"mirrors": 1, "pending": 1}
+
+
+def test_short_retry_runs_without_waiting_for_a_tick(env: Env):
+    """The real wake-up timer: a retry due in milliseconds needs no 1 s Tick."""
+    cid = env.docker.create("a")
+    rig = Rig(env, max_active=4, idle_timeout_s=60, timer=True, clock=time.monotonic)
+    rig.ref.tell(Tick())  # the initial full sync is due at once
+    wait_for(rig.ready, timeout=5, message="ready")
+    env.store.fail_next("patch_metadata", KubeUnavailable(503, "unavailable"))
+    _annotate(rig, env, cid, "pause")  # from here on, no Tick is ever sent
+    wait_for(lambda: _consumed(env, cid), timeout=5, message="retried by the wake-up")
+    assert env.notes("retry scheduled")
