@@ -7,9 +7,10 @@ them (docs/architecture.md, "Files"):
 * directories we own are mode **0700**, files **0600** (certificates may be 0644);
 * files are *created* with their final mode (``os.open`` with a mode, then ``fchmod``
   when the umask took bits away), never created first and tightened later;
-* at start, :func:`check_private` looks at what already exists: a directory or file
-  that we own but that is too open is tightened, and a log line says what changed; one
-  owned by someone else, or that is not a plain file/directory, is refused with
+* at start, :func:`check_private` (called for every file of ours by
+  :mod:`actors.state_dir`) looks at what already exists: a directory or file that we
+  own but that is too open is tightened, and a log line says what changed; one owned
+  by someone else, or that is not a plain file/directory, is refused with
   :class:`StateFileError`, a one-line message the supervisor prints instead of a
   traceback (we never chown: a file of another user in our state dir is a
   configuration mistake or an attack, and either way not ours to adopt);
@@ -35,6 +36,8 @@ log = logging.getLogger("dockmirror.files")
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+#: Certificates are public; anything else of ours is 0600.
+CERT_MODE = 0o644
 
 
 class StateFileError(Exception):
@@ -159,55 +162,3 @@ def check_private(path: Path, *, is_dir: bool, max_mode: int | None = None) -> s
             f"{wanted:04o}: {exc.strerror or exc}"
         ) from exc
     return f"{what} {path} had mode {_describe(mode)}; changed to {wanted:04o}"
-
-
-#: Certificates are public; anything else of ours in the state dir is 0600.
-CERT_MODE = 0o644
-
-
-def _is_journal_file(candidate: Path, journal: Path) -> bool:
-    if candidate.name == journal.name:
-        return True
-    prefix = journal.name + "."
-    return candidate.name.startswith(prefix) and candidate.name[len(prefix) :].isdigit()
-
-
-def secure_state_dir(state_dir: Path, *, journal: Path | None = None) -> list[str]:
-    """Create the state dir (0700) and check everything of ours that already exists.
-
-    Ours: the restart ledgers ``actions-*.jsonl`` (and a compaction's ``.tmp``), the
-    journal and its rotated files (also when ``--trace-file`` puts them elsewhere; a
-    missing directory for them is created 0700, an existing one is the user's), the
-    ``webhook-tls`` directory with its keys (0600) and certificates (at most 0644).
-    Other files in the state dir are left alone. Returns the fix-up sentences for the
-    caller to log; raises :class:`StateFileError` with one clear line otherwise.
-    Runs in the supervisor's main thread at start.
-    """
-    fixes: list[str] = []
-
-    def check(path: Path, *, is_dir: bool = False, max_mode: int | None = None) -> None:
-        fix = check_private(path, is_dir=is_dir, max_mode=max_mode)
-        if fix:
-            fixes.append(fix)
-
-    try:
-        make_private_dir(state_dir)
-        check(state_dir, is_dir=True)
-        for path in sorted(state_dir.iterdir()):
-            if path.name.startswith("actions-") and path.name.endswith((".jsonl", ".tmp")):
-                check(path)
-        tls = state_dir / "webhook-tls"
-        if tls.exists() or tls.is_symlink():
-            check(tls, is_dir=True)
-            for path in sorted(tls.iterdir()):
-                crt = path.suffix == ".crt"
-                check(path, max_mode=CERT_MODE if crt else FILE_MODE)
-        if journal is not None:
-            make_private_dir(journal.parent)
-            for path in sorted(journal.parent.iterdir()):
-                if _is_journal_file(path, journal):
-                    check(path)
-    except OSError as exc:
-        where = exc.filename or state_dir
-        raise StateFileError(f"cannot prepare {where}: {exc.strerror or exc}") from exc
-    return fixes
