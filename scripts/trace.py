@@ -19,12 +19,12 @@ Malformed lines are skipped with a single warning on stderr.
 
 Everything in the journal may come from an untrusted client (annotation values,
 container names, error texts), so nothing is printed raw: the human-readable output
-escapes every character that :meth:`str.isprintable` rejects except the space (C0 and
-C1 controls such as newline, carriage return and ESC, DEL, bidi overrides and other
-format characters, line/paragraph separators, surrogates) as ``\\n``, ``\\r``,
-``\\t``, ``\\xHH``, ``\\uHHHH`` or ``\\UHHHHHHHH``, so one entry is always one line
-and can never send a terminal escape. ``--json`` prints each entry re-encoded as
-ASCII-only JSON (the same object; every non-ASCII character as ``\\uHHHH``).
+escapes every character that :meth:`str.isprintable` rejects (C0 and C1 controls such
+as newline, carriage return and ESC, DEL, bidi overrides and other format characters,
+separators and spaces other than the ASCII space, surrogates) as ``\\n``, ``\\r``,
+``\\t``, ``\\xHH``, ``\\uHHHH`` or ``\\UHHHHHHHH``, so one entry is always one line and
+can never send a terminal escape. ``--json`` prints each entry re-encoded as ASCII-only
+JSON (the same object; every non-ASCII character as ``\\uHHHH``).
 """
 
 from __future__ import annotations
