@@ -26,6 +26,7 @@ decide what a failure means.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -54,7 +55,7 @@ def fsync_dir(directory: Path) -> None:
     try:
         os.fsync(fd)
     except OSError as exc:
-        if exc.errno != 22:  # EINVAL: directory fsync not supported here
+        if exc.errno != errno.EINVAL:  # directory fsync not supported here
             raise
     finally:
         os.close(fd)

@@ -73,6 +73,22 @@ class Opener:
         return handle
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_flaky_file_fails_like_a_full_disk(tmp_path):
+    """The fake's ENOSPC is what the kernel gives for a full device (/dev/full)."""
+    with open("/dev/full", "ab", buffering=0) as real, pytest.raises(OSError) as real_error:
+        real.write(b"x\n")
+    fake = FlakyFile(tmp_path / "f")
+    assert fake.write(b"ok\n") == 3
+    fake.partial = 1
+    assert fake.write(b"ab\n") == 1  # a short count first, as FileIO.write reports it
+    with pytest.raises(OSError) as fake_error:
+        fake.write(b"b\n")
+    fake.close()
+    assert fake_error.value.errno == real_error.value.errno == errno.ENOSPC
+    assert (tmp_path / "f").read_bytes() == b"ok\na"
+
+
 def entries(path: Path) -> list[Any]:
     out = []
     for line in path.read_bytes().splitlines():
