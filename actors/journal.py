@@ -178,7 +178,7 @@ class Journal:
             self._file = self._opener(self.path)
             self._size = os.fstat(self._file.fileno()).st_size
         except OSError as exc:
-            self._file = None
+            self._close_file()
             self._fail(exc)
             return False
         if self._size == 0:

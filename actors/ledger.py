@@ -138,6 +138,8 @@ class RestartLedger:
             data = b"\n" + data  # never glue a record to a torn line: both would be lost
         created = not self.path.exists()
         try:
+            if created:  # first record, or the state dir was removed under us
+                make_private_dir(self.path.parent)
             fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
             try:
                 view = memoryview(data)

@@ -153,6 +153,17 @@ def test_partial_write_does_not_swallow_the_next_record(tmp_path, monkeypatch):
     assert sorted(RestartLedger(path).open_ids()) == ["a", "c"]
 
 
+def test_removed_state_dir_is_recreated_private(tmp_path):
+    path = tmp_path / "state" / "actions-ns.jsonl"
+    ledger = RestartLedger(path)
+    ledger.dispatch(_record("a"))
+    path.unlink()
+    path.parent.rmdir()
+    ledger.dispatch(_record("b"))
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert RestartLedger(path).open_ids() == ["b"]  # "a" was lost with the directory
+
+
 def test_load_failure_is_one_clear_error(tmp_path):
     path = tmp_path / "actions-ns.jsonl"
     path.mkdir()
