@@ -52,11 +52,10 @@ from actors.docker_port import DockerPort
 from actors.engine_status import EngineStatus
 from actors.event_writer import EmitGate, EventWriterActor
 from actors.heap_report import HeapGrowthReporter
-from actors.journal import Journal
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
-from actors.ledger import RestartLedger
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
+from actors.state_dir import StateError, open_state
 from actors.webhook import WebhookRegistration, WebhookServer
 from messages.base import Message
 from messages.inbound import EmitEvent, Tick
@@ -283,8 +282,25 @@ class Supervisor:
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
+        """Open the state files, then the ports. Main thread, at start.
+
+        The state directory comes first: its checks are local and fast, and a problem
+        there (a file of another owner, an unreadable ledger, a journal that cannot be
+        opened) ends the start with one line on stderr and exit code 2 (``main``).
+        """
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            state = open_state(
+                cfg.state_dir,
+                namespace=cfg.namespace,
+                trace_file=cfg.trace_file,
+                trace_max_bytes=cfg.trace_max_mb * 1024 * 1024,
+                trace_backups=cfg.trace_backups,
+            )
+        except StateError as exc:
+            raise SystemExit(f"dockmirror: {exc}") from exc
+        self.journal = state.journal
+        self.ledger = state.ledger
         # Every container actor may hold a connection; the client's default pool (5 per
         # CPU) made parallel actions drop and re-handshake connections.
         pool_size = cfg.max_active_containers + 16
@@ -295,12 +311,6 @@ class Supervisor:
         self.http = KubeHttp(self.api_client)
         self.store = MirrorStore(self.http, cfg.namespace)
         self.docker = DockerPort(cfg.docker_host, pool_size=pool_size)
-        self.journal = Journal(
-            cfg.trace_file,
-            max_bytes=cfg.trace_max_mb * 1024 * 1024,
-            backups=cfg.trace_backups,
-        )
-        self.ledger = RestartLedger(cfg.state_dir / f"actions-{cfg.namespace}.jsonl")
         self.engine_status = EngineStatus(self.http, cfg.namespace)
 
     def prepare_kubernetes(self) -> None:

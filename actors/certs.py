@@ -12,13 +12,17 @@ does not match its key, is not signed by the CA, lacks the 127.0.0.1 SAN, is not
 valid, or expires within ``renew_before``. The CA is regenerated (and with it the serving
 certificate) when it is unreadable, does not match its key, or expires within
 ``renew_before`` plus one serving lifetime, so a serving certificate never outlives its
-CA. Every file is written atomically (temporary file + rename); key files are 0600.
+CA. Every file is written atomically (temporary file, fsync, rename, directory fsync);
+key files are 0600, certificates 0644 and the directory 0700 (:mod:`actors.durable`):
+existing ones that are too open are tightened (logged), and files or a directory of
+another owner raise :class:`actors.durable.StateFileError`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -30,6 +34,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from actors.durable import CERT_MODE, FILE_MODE, check_private, make_private_dir, replace_durably
+
+log = logging.getLogger("dockmirror.certs")
 
 TLS_DIR_NAME = "webhook-tls"
 CA_CERT_FILE = "ca.crt"
@@ -63,7 +71,7 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(Path(tmp), path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -192,9 +200,19 @@ def ensure_certificates(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     tls_dir = Path(state_dir) / TLS_DIR_NAME
-    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(tls_dir)
     ca_path, ca_key_path = tls_dir / CA_CERT_FILE, tls_dir / CA_KEY_FILE
     cert_path, key_path = tls_dir / CERT_FILE, tls_dir / KEY_FILE
+    for path, is_dir, mode in (
+        (tls_dir, True, None),
+        (ca_key_path, False, FILE_MODE),
+        (key_path, False, FILE_MODE),
+        (ca_path, False, CERT_MODE),
+        (cert_path, False, CERT_MODE),
+    ):
+        fix = check_private(path, is_dir=is_dir, max_mode=mode)
+        if fix:
+            log.warning("webhook TLS files: %s", fix)
 
     ca = _load_pair(ca_path, ca_key_path)
     if ca is not None:
@@ -209,8 +227,8 @@ def ensure_certificates(
     if ca is None:
         ca = _make_ca(now)
         # Key first: a crash in between leaves a mismatched pair, which is regenerated.
-        _atomic_write(ca_key_path, _key_pem(ca[1]), 0o600)
-        _atomic_write(ca_path, ca[0].public_bytes(serialization.Encoding.PEM), 0o644)
+        _atomic_write(ca_key_path, _key_pem(ca[1]), FILE_MODE)
+        _atomic_write(ca_path, ca[0].public_bytes(serialization.Encoding.PEM), CERT_MODE)
     ca_cert, ca_key = ca
 
     serving = None if new_ca else _load_pair(cert_path, key_path)
@@ -221,8 +239,8 @@ def ensure_certificates(
     renewed = serving is None
     if serving is None:
         cert, key = _make_serving(now, ca_cert, ca_key)
-        _atomic_write(key_path, _key_pem(key), 0o600)
-        _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _atomic_write(key_path, _key_pem(key), FILE_MODE)
+        _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_MODE)
 
     return CertBundle(
         ca_pem=ca_path.read_bytes(),

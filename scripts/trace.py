@@ -16,6 +16,15 @@ rotation (file replaced: the old file is drained, the new one opened from its st
 truncation and a file that does not exist yet.
 
 Malformed lines are skipped with a single warning on stderr.
+
+Everything in the journal may come from an untrusted client (annotation values,
+container names, error texts), so nothing is printed raw: the human-readable output
+escapes every character that :meth:`str.isprintable` rejects (C0 and C1 controls such
+as newline, carriage return and ESC, DEL, bidi overrides and other format characters,
+separators and spaces other than the ASCII space, surrogates) as ``\\n``, ``\\r``,
+``\\t``, ``\\xHH``, ``\\uHHHH`` or ``\\UHHHHHHHH``, so one entry is always one line and
+can never send a terminal escape. ``--json`` prints each entry re-encoded as ASCII-only
+JSON (the same object; every non-ASCII character as ``\\uHHHH``).
 """
 
 from __future__ import annotations
@@ -132,6 +141,44 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
     )
 
 
+# --- escaping ---------------------------------------------------------------------------
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(char: str) -> str:
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape_text(text: str) -> str:
+    """``text`` with every non-printable character escaped (see the module docstring).
+
+    A backslash is left as it is: the output cannot forge a line or a terminal escape,
+    but a literal ``\\n`` in a value looks like an escaped newline (``--json`` tells
+    them apart).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def json_line(entry: Entry) -> str:
+    """``entry`` as one line of ASCII-only JSON (for ``--json``)."""
+    return json.dumps(entry, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def _no_constant(name: str) -> None:
+    """NaN/Infinity are not JSON; msgspec writes null for them, so read them as null."""
+    return None
+
+
 # --- decoding ---------------------------------------------------------------------------
 class LineDecoder:
     """Turns raw lines into entries; warns once on stderr about malformed lines."""
@@ -146,16 +193,17 @@ class LineDecoder:
         if not text:
             return None
         try:
-            entry = json.loads(text)
-        except ValueError:
+            entry = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
             entry = None
         if not isinstance(entry, dict):
             self.malformed += 1
             if self.malformed == 1:
                 stream = self.warn if self.warn is not None else sys.stderr
-                location = f" ({where})" if where else ""
+                location = f" ({escape_text(where)})" if where else ""
                 print(
-                    f"trace: skipping malformed journal line(s){location}: {text[:80]!r}",
+                    f"trace: skipping malformed journal line(s){location}: "
+                    f"{escape_text(text[:80])}",
                     file=stream,
                     flush=True,
                 )
@@ -303,7 +351,11 @@ def _note_details(entry: Entry) -> str:
 
 
 def format_entry(entry: Entry) -> str:
-    """``HH:MM:SS.mmm  #seq  actor  cid[:12]  kind  details`` (time in UTC)."""
+    """``HH:MM:SS.mmm  #seq  actor  cid[:12]  kind  details`` (time in UTC).
+
+    Every printed string may be hostile; the whole line is escaped at the end, in this
+    one place, so that no field (present or added later) can be printed raw.
+    """
     kind = _text(entry.get("kind")) or "?"
     if kind == "received":
         details = _received_details(entry)
@@ -318,7 +370,7 @@ def format_entry(entry: Entry) -> str:
     actor = _text(entry.get("actor")) or "-"
     cid = _text(entry.get("container_id"))[:12] or "-"
     line = f"{format_clock(entry.get('ts_ns'))}  {seq:<6}  {actor:<22}  {cid:<12}  {kind:<8}  "
-    return (line + details).rstrip()
+    return escape_text((line + details).rstrip())
 
 
 # --- following --------------------------------------------------------------------------
@@ -469,7 +521,9 @@ def run(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     decoder = LineDecoder()
 
     def render(entry: Entry, raw: str) -> str:
-        return raw if args.json else format_entry(entry)
+        # Not the raw line: valid JSON may still carry C1 controls or bidi overrides
+        # unescaped, which would reach the terminal.
+        return json_line(entry) if args.json else format_entry(entry)
 
     if not args.follow:
         files = rotated_files(path)

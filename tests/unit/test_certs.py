@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import ssl
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from actors import durable
 from actors.certs import CA_LIFETIME, SERVING_LIFETIME, ensure_certificates
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -48,6 +52,60 @@ def test_key_files_are_0600_and_no_temp_files_left(tmp_path: Path) -> None:
     assert stat.S_IMODE((b.ca_path.parent / "ca.key").stat().st_mode) == 0o600
     names = sorted(p.name for p in b.ca_path.parent.iterdir())
     assert names == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+
+
+def test_modes_are_exact_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o277)  # would leave 0400 keys and a 0500 directory
+    try:
+        b = ensure_certificates(tmp_path, now=T0)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in b.ca_path.parent.iterdir()}
+    assert modes == {"ca.crt": 0o644, "ca.key": 0o600, "tls.crt": 0o644, "tls.key": 0o600}
+    assert stat.S_IMODE(b.ca_path.parent.stat().st_mode) == 0o700
+
+
+def test_too_open_existing_files_are_tightened_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = ensure_certificates(tmp_path, now=T0)
+    b.key_path.chmod(0o644)
+    b.cert_path.chmod(0o666)
+    b.ca_path.parent.chmod(0o755)
+    before = b.cert_path.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="dockmirror.certs"):
+        again = ensure_certificates(tmp_path, now=T0)
+    assert again.renewed is False and again.cert_path.read_bytes() == before
+    assert stat.S_IMODE(b.key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(b.cert_path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(b.ca_path.parent.stat().st_mode) == 0o700
+    messages = sorted(r.getMessage() for r in caplog.records)
+    assert len(messages) == 3
+    assert any("tls.key had mode 0644; changed to 0600" in m for m in messages)
+
+
+def test_every_rename_is_followed_by_a_directory_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_replace, real_fsync_dir = os.replace, durable.fsync_dir
+
+    def replace(src: object, dst: object) -> None:
+        events.append(f"replace {Path(str(dst)).name}")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    def fsync_dir(directory: Path) -> None:
+        events.append(f"fsync {Path(directory).name}")
+        real_fsync_dir(directory)
+
+    monkeypatch.setattr(durable.os, "replace", replace)
+    monkeypatch.setattr(durable, "fsync_dir", fsync_dir)
+    ensure_certificates(tmp_path, now=T0)
+    assert events == [
+        f"{step} {name}"
+        for file in ("ca.key", "ca.crt", "tls.key", "tls.crt")
+        for step, name in (("replace", file), ("fsync", "webhook-tls"))
+    ]
 
 
 def test_reuse_keeps_identical_bytes(tmp_path: Path) -> None:

@@ -465,3 +465,165 @@ def test_follower_returns_only_complete_lines(tmp_path: Path) -> None:
         assert follower.poll() == [b"4"]
     finally:
         follower.close()
+
+
+# --- hostile text ---------------------------------------------------------------------
+#: Each can forge a line, move the cursor, recolour or reorder what a terminal shows.
+HOSTILE = [
+    "a\nfake 00:00:00.000  #1  forged",
+    "cr\rover",
+    "\x1b[2J\x1b]0;title\x07",
+    "csi\x9b31m",  # a C1 control, a CSI in 8-bit terminals
+    "del\x7f",
+    "rtl\u202eevil\u202c\u2066iso\u2069\u200f",
+    "ls\u2028ps\u2029nel\x85",
+    "zw\u200b\ufeff",
+    "surrogate\ud800",
+    "tab\there",
+]
+
+
+def _hostile_entries(bad: str) -> list[dict[str, Any]]:
+    """``bad`` in every string field the human format prints, in every entry kind."""
+    return [
+        {
+            "kind": "received", "seq": 1, "ts_ns": NOW, "actor": bad, "container_id": bad,
+            "msg_id": bad, "causation_id": bad, "msg_kind": bad,
+            "msg": {"action": bad, "reason": bad, "event_type": bad, "name": bad,
+                    "annotation": bad, "resource_version": bad, "ok": bad, "error": bad},
+        },
+        {
+            "kind": "received", "seq": 2, "ts_ns": NOW, "msg_kind": "mirror_observed",
+            "msg": {"obj": {"annotations": {trace.ACTION_ANNOTATION: bad},
+                            "resourceVersion": bad}},
+        },
+        {
+            "kind": "effect", "seq": 3, "ts_ns": NOW, "actor": bad, "container_id": bad,
+            "target": bad, "op": bad, "outcome": bad, "error": bad, "duration_ms": 1.0,
+        },
+        {
+            "kind": "note", "seq": 4, "ts_ns": NOW, "actor": bad, "text": bad,
+            "detail": {bad: bad, "nested": {bad: [bad]}},
+        },
+        {"kind": bad, "seq": bad, "ts_ns": bad, bad: bad, "msg": {bad: bad}},
+    ]  # fmt: skip
+
+
+def _raw_json(entry: dict[str, Any]) -> bytes:
+    """A journal line with non-ASCII characters raw, as msgspec writes them (a lone
+    surrogate, which UTF-8 cannot carry, stays a JSON escape)."""
+    return json.dumps(entry, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+
+
+def _assert_safe(text: str) -> None:
+    assert "\n" not in text and "\r" not in text
+    unsafe = [c for c in text if not c.isprintable()]
+    assert unsafe == [], f"unescaped {unsafe!r} in {text!r}"
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_human_format_escapes_hostile_text_in_every_field(bad: str) -> None:
+    for entry in _hostile_entries(bad):
+        text = trace.format_entry(entry)
+        _assert_safe(text)
+        # The value is still there, escaped, for a human to read.
+        assert trace.escape_text(bad) in text or "\\u" in text
+
+
+def test_escapes_are_the_familiar_ones() -> None:
+    escape = trace.escape_text
+    assert escape("a\nb\rc\td") == "a\\nb\\rc\\td"
+    assert escape("\x1b[31m\x07\x00\x7f\x9b") == "\\x1b[31m\\x07\\x00\\x7f\\x9b"
+    assert escape("\u202eabc\u2028\ufeff") == "\\u202eabc\\u2028\\ufeff"
+    assert escape("\U000e0041 \ud800") == "\\U000e0041 \\ud800"
+    assert escape("plain text, é ü 漢字 and spaces") == "plain text, é ü 漢字 and spaces"
+
+
+def test_human_output_of_a_hostile_journal_is_one_line_per_entry(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    entries = [e for bad in HOSTILE for e in _hostile_entries(bad)]
+    write_lines(path, *(json.dumps(e) for e in entries))
+    rc, out = run_cli("--file", str(path))
+    assert rc == 0 and len(out) == len(entries)
+    for text in out:
+        _assert_safe(text)
+
+
+def test_json_output_is_valid_ascii_json_of_the_same_entries(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    entries = [e for bad in HOSTILE for e in _hostile_entries(bad)]
+    path.write_bytes(b"".join(_raw_json(e) for e in entries))
+    rc, out = run_cli("--file", str(path), "--json")
+    assert rc == 0 and len(out) == len(entries)
+    for text, entry in zip(out, entries, strict=True):
+        assert text.isascii()
+        _assert_safe(text)
+        assert json.loads(text) == entry
+
+
+def test_json_output_never_prints_nan(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    write_lines(path, '{"kind":"effect","seq":1,"duration_ms":NaN,"error":Infinity}')
+    _, out = run_cli("--file", str(path), "--json")
+    assert [json.loads(text) for text in out] == [
+        {"kind": "effect", "seq": 1, "duration_ms": None, "error": None}
+    ]
+
+
+def test_real_journal_writer_with_hostile_values_reads_back_safely(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    journal = Journal(path)
+    for bad in HOSTILE:
+        if "\ud800" in bad:
+            continue  # msgspec refuses to encode a lone surrogate
+        journal.record(Note(actor=bad, container_id=bad, text=bad, detail={bad: bad}))
+        journal.record(Effect(actor=bad, target=bad, op=bad, outcome=bad, error=bad))
+        journal.record(Received(actor=bad, msg_kind=bad, msg={"annotation": bad}))
+    journal.close()
+    _, human = run_cli("--file", str(path))
+    _, raw = run_cli("--file", str(path), "--json")
+    assert len(human) == len(raw) == 3 * (len(HOSTILE) - 1)
+    for text in human + raw:
+        _assert_safe(text)
+
+
+def test_malformed_line_warning_is_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "trace.jsonl"
+    write_lines(path, "\x1b]0;pwned\x07 not json\u202e", line(kind="note", seq=1))
+    run_cli("--file", str(path))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    _assert_safe(err.rstrip("\n"))
+    assert "\\x1b]0;pwned\\x07" in err
+
+
+@pytest.mark.parametrize("mode", ["human", "json"])
+def test_follow_escapes_hostile_text(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "trace.jsonl"
+    entries = [e for bad in HOSTILE for e in _hostile_entries(bad)]
+    path.write_bytes(b"".join(_raw_json(e) for e in entries[:3]))
+    extra = ["--json"] if mode == "json" else []
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "trace.py"), "--follow", "--poll", "0.02",
+         "--limit", "100", "--file", str(path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        encoding="utf-8", errors="strict",
+    )  # fmt: skip
+    try:
+        reader = LineReader(proc)
+        got = reader.expect(3)  # the history, printed by the first poll
+        with open(path, "ab") as handle:
+            handle.write(b"".join(_raw_json(e) for e in entries[3:]))
+        got += reader.expect(len(entries) - 3)  # appended lines, printed as they come
+        assert stop(proc) == ""
+        reader.assert_quiet()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    for text in got:
+        _assert_safe(text)
+    if mode == "json":
+        assert [json.loads(text) for text in got] == entries
