@@ -305,3 +305,28 @@ def test_watch_bookmark_advances_resource_version(journal: Journal, store: FakeM
         timeout=5,
         message="bookmark RV remembered",
     )
+
+
+def test_watch_answered_410_relists_at_once(journal: Journal, store: FakeMirrorStore):
+    """A 410 can come as an answer to the watch request too, not only as an ERROR event."""
+    store.apply_metadata("a")
+    sent = Collector()
+    KubeWatchReader.start(journal=journal, store=store, send=sent)
+    wait_for(lambda: store.calls_of("watch"), timeout=5, message="watching")
+    store.fail_status("watch", 410, "too old resource version: 1 (1000)")
+    store.drop_watches()
+    wait_for(lambda: len(sent.of(WatchRelisted)) == 2, timeout=5, message="relisted after 410")
+    assert sent.of(WatchRelisted)[1].after_failure is False  # expiry is not a failure
+    store.apply_metadata("b")
+    wait_for(lambda: "b" in _observed(sent, "ADDED"), timeout=5, message="watching again")
+
+
+@pytest.mark.parametrize("status", [401, 410, 429, 500])
+def test_list_failures_back_off_and_recover(journal: Journal, store: FakeMirrorStore, status):
+    store.apply_metadata("a")
+    store.fail_status("list", status, "injected", times=2)
+    sent = Collector()
+    KubeWatchReader.start(journal=journal, store=store, send=sent)
+    wait_for(lambda: sent.of(WatchRelisted), timeout=10, message="listed after failures")
+    assert len(store.calls_of("list")) == 3
+    assert sent.of(WatchRelisted)[0].after_failure is True
