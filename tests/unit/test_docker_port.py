@@ -464,11 +464,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests.append(f"GET {self.path}")
-        if self.path == "/version":
-            self._send(200, b'{"ApiVersion": "1.41", "Version": "20.10.24"}')
-        elif self.server.hang.is_set():
+        if self.server.hang.is_set():
             self.server.released.wait(10)  # a SIGSTOPped dockerd: the socket stays open
             self._send(200, b"OK")
+        elif self.path == "/version":
+            self._send(200, b'{"ApiVersion": "1.41", "Version": "20.10.24"}')
         elif self.path.endswith("/_ping"):
             self._send(200, b"OK")
         elif "/containers/cut/json" in self.path:
@@ -568,6 +568,21 @@ def test_ping_of_a_hung_engine_times_out_within_its_bound(engine: _Engine):
     assert time.monotonic() - started < 5  # 0.3 s bound, generous for a slow machine
     with pytest.raises(DockerTimeout):
         port.inspect("c1")  # the ordinary bound applies: call_timeout_s
+    started = time.monotonic()
+    with pytest.raises(DockerTimeout):
+        port.events(since="0.000000000")  # opening the stream is bounded too
+    assert time.monotonic() - started < 5
+    engine.hang.clear()
+
+
+def test_first_contact_with_a_hung_engine_is_bounded(engine: _Engine):
+    """The API version negotiation happens on first use; it gets the ping bound."""
+    engine.hang.set()
+    port = _port(engine, ping_timeout_s=0.3, call_timeout_s=60)
+    started = time.monotonic()
+    with pytest.raises(DockerTimeout):
+        port.ping()
+    assert time.monotonic() - started < 5
     engine.hang.clear()
 
 
