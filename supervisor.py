@@ -451,6 +451,10 @@ class Supervisor:
             if self.events_ref is not None:
                 with contextlib.suppress(pykka.ActorDeadError):
                     self.events_ref.tell(tick)
+            # Drives the Docker events reader's heartbeat (a hung engine: actors/heartbeat.py).
+            if (reader := self.refs.get("docker-events")) is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    reader.tell(tick)
             self.sweep()
         self.shutdown()
         return self.exit_code

@@ -76,7 +76,7 @@ from actors.kube_port import (
 )
 from actors.ledger import LedgerWriteError, RestartLedger, RestartRecord, current_boot_id
 from actors.mirror_status import comparable_status, compute_conditions, mirror_status
-from actors.port_errors import is_retryable, retry_after_of
+from actors.port_errors import PortError, is_retryable, retry_after_of
 from actors.timefmt import kube_now
 from messages.base import Message
 from messages.inbound import (
@@ -95,7 +95,7 @@ from messages.inbound import (
 RETRY_REASON = "retry"
 
 
-class RetryLater(Exception):
+class RetryLater(PortError):
     """Not an error: the step waits for something under way elsewhere; retry soon."""
 
     retryable = True

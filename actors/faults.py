@@ -100,3 +100,20 @@ def bug(name: str) -> bool:
 
 
 _bugs = frozenset(b.strip() for b in os.environ.get("DOCKMIRROR_BUGS", "").split(",") if b.strip())
+
+# --- flaky answers at the port boundary ---------------------------------------------------
+# Stub with the interface of the chaos harness's implementation (which replaces it when
+# the branches merge): the ports call it on every request, so with DOCKMIRROR_FAULTS
+# unset it must cost no more than one dict lookup.
+FLAKY_POINTS = ("kube.request", "docker.call")
+FLAKY_FAULTS = ("5xx", "429", "timeout", "reset", "timeout_after")
+_flaky: dict[str, float] = {}
+
+
+def flaky(point: str) -> str | None:
+    """None normally. When DOCKMIRROR_FAULTS configures POINT=flaky:P, returns with
+    probability P one of "5xx", "429", "timeout", "reset", "timeout_after" (the
+    call is made, then reported as timed out)."""
+    if _flaky.get(point) is None:
+        return None
+    return None  # stub: the chaos branch's implementation picks a fault here

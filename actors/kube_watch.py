@@ -23,7 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.journal import Journal
-from actors.kube_port import KubeError, KubeUnavailable, MirrorStore
+from actors.kube_port import (
+    KubeError,
+    KubeGone,
+    KubeUnavailable,
+    MirrorStore,
+    error_from_status,
+)
 from actors.reader import ReaderActor
 from messages.base import Message
 from messages.inbound import MirrorDeleted, MirrorObserved, WatchRelisted
@@ -59,19 +65,26 @@ class KubeWatchReader(ReaderActor):
             if self.resource_version is None:
                 self._relist()
             self._watch()
-        except _Gone:
+        except KubeGone as exc:  # an ERROR event with code 410, or a 410 answer
+            if self.resource_version is None:  # the list itself: not a stale watch
+                self._failed("list failed", exc)
+                return
             self.note("watch expired (410); relisting")
             self.resource_version = None
         except KubeUnavailable as exc:
-            self.note("watch connection failed", detail={"error": str(exc)})
-            self.resource_version = None
-            self.failed_since_list = True
-            self.pause(self.backoff.next_delay())
+            self._failed("watch connection failed", exc)
         except KubeError as exc:
-            self.note("watch failed", detail={"error": str(exc)})
-            self.resource_version = None
-            self.failed_since_list = True
-            self.pause(self.backoff.next_delay())
+            self._failed("watch failed", exc)
+
+    def _failed(self, text: str, exc: KubeError) -> None:
+        """Journal, relist next time, and wait: the server's Retry-After or our backoff."""
+        self.note(text, detail={"error": str(exc)})
+        self.resource_version = None
+        self.failed_since_list = True
+        delay = self.backoff.next_delay()
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        self.pause(delay)
 
     def _relist(self) -> None:
         items, resource_version = self.store.list()
@@ -110,9 +123,9 @@ class KubeWatchReader(ReaderActor):
         obj = event.get("object") or {}
         if kind == "ERROR":
             code = obj.get("code") if isinstance(obj, dict) else None
-            if code == 410:
-                raise _Gone()
-            raise KubeError(code, str(obj.get("message") if isinstance(obj, dict) else obj))
+            message = str(obj.get("message") if isinstance(obj, dict) else obj)
+            reason = str(obj.get("reason") or "") if isinstance(obj, dict) else ""
+            raise error_from_status(code if isinstance(code, int) else None, message, reason=reason)
         metadata = obj.get("metadata") or {} if isinstance(obj, dict) else {}
         resource_version = metadata.get("resourceVersion")
         if resource_version:
@@ -150,7 +163,3 @@ class KubeWatchReader(ReaderActor):
                     close()
                 except Exception:  # a generator mid-read refuses close from another thread
                     pass
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is too old: list again."""

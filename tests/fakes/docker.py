@@ -21,22 +21,34 @@ Choices (documented, from reading moby 20.10 ``daemon/{stop,kill,restart}.go``):
 * The exit code after a stop is 143 (process honoured SIGTERM) unless the container was
   created with ``ignores_sigterm=True``: then 137 (SIGKILL after the grace period).
 
-Test controls: :attr:`unavailable`, :meth:`fail_next`, :meth:`block` (a :class:`Gate`
-that holds one call in flight), :attr:`calls`, :meth:`events_of`, and ``docker_*_direct``
-helpers for out-of-band CLI changes (no call log, no faults, no gates).
+Test controls: :attr:`unavailable`, :attr:`hung` (a ``SIGSTOP``ped dockerd: every call
+raises :class:`DockerTimeout` as when its bound ran out, open event streams stay open
+but silent), :meth:`fail_next` (also ``times=N`` and ``after=True``: the call takes
+effect, then its answer is lost), :meth:`fail_status` (the port's own mapping of an
+error status, with ``Retry-After``), :meth:`time_out_next`, :meth:`block` (a
+:class:`Gate` that holds one call in flight, ``ping`` included), :attr:`calls`,
+:attr:`stop_timeouts`, :meth:`events_of`, and ``docker_*_direct`` helpers for
+out-of-band CLI changes (no call log, no faults, no gates).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-from actors.docker_port import DockerError, DockerNotFound, DockerUnavailable
+from actors.docker_port import (
+    DockerError,
+    DockerNotFound,
+    DockerTimeout,
+    DockerUnavailable,
+    error_from_status,
+)
 
 try:  # a teammate's realistic inspect payload; fall back to a minimal shape
     from tests.support.samples import INSPECT_RUNNING as _TEMPLATE
@@ -46,11 +58,14 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "DockerError",
     "DockerNotFound",
+    "DockerTimeout",
     "DockerUnavailable",
     "FakeDocker",
     "FakeEventStream",
     "Gate",
 ]
+
+T = TypeVar("T")
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 IMAGE_ID = "sha256:beae173ccac6ad749f76713cf4440fe3d21d1043fe616dfbe30775815d1d0f6a"
@@ -87,6 +102,23 @@ def _parse_since(value: str | int | float | None) -> int | None:
         return int(value * 1_000_000_000)
     secs, _, frac = str(value).partition(".")
     return int(secs) * 1_000_000_000 + int((frac or "0")[:9].ljust(9, "0"))
+
+
+def _answer_may_be_lost(method: Callable[..., T]) -> Callable[..., T]:
+    """Raise a fault queued with ``after=True`` once the call took effect (or failed)."""
+
+    @functools.wraps(method)
+    def wrapper(self: FakeDocker, *args: Any, **kwargs: Any) -> T:
+        self._after_exc.value = None
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception:
+            self._after()  # the error answer was lost as well
+            raise
+        self._after()
+        return result
+
+    return wrapper
 
 
 class Gate:
@@ -172,7 +204,7 @@ class FakeEventStream:
                     while True:
                         if self._closed or d._unavailable or d._stream_epoch != self._epoch:
                             return
-                        if self._cursor < len(d._events):
+                        if self._cursor < len(d._events) and not d._hung:
                             event = d._events[self._cursor]
                             if self._until is not None and event["timeNano"] > self._until:
                                 return
@@ -209,11 +241,16 @@ class FakeDocker:
         self._last_ns = 0
         self._pids = itertools.count(4000)
         self._unavailable = False
-        self._faults: dict[str, list[tuple[str | None, BaseException]]] = {}
+        self._hung = False
+        # op -> queued (container_id or None, exception, after): one entry per call
+        self._faults: dict[str, list[tuple[str | None, BaseException, bool]]] = {}
         self._gates: list[Gate] = []
         self.calls: list[tuple[str, str | None]] = []
+        #: ``stop_timeout_s`` of every stop/restart call: (op, container_id, value)
+        self.stop_timeouts: list[tuple[str, str, float | None]] = []
         self.reset_count = 0
         self.gate_timeout_s = 30.0
+        self._after_exc = threading.local()
 
     # --- test controls -----------------------------------------------------------
     @property
@@ -229,11 +266,63 @@ class FakeDocker:
                 self._stream_epoch += 1
             self._cond.notify_all()
 
-    def fail_next(self, op: str, exc: BaseException, container_id: str | None = None) -> None:
-        """The next call of ``op`` (for ``container_id``, if given) raises ``exc``."""
+    @property
+    def hung(self) -> bool:
+        return self._hung
+
+    @hung.setter
+    def hung(self, value: bool) -> None:
+        """Engine alive but not answering (``kill -STOP`` of dockerd): every call raises
+        DockerTimeout at once (the fake skips the wait for the call's bound); open event
+        streams neither end nor deliver until it answers again."""
+        with self._cond:
+            self._hung = bool(value)
+            self._cond.notify_all()
+
+    def fail_next(
+        self,
+        op: str,
+        exc: BaseException,
+        container_id: str | None = None,
+        *,
+        times: int = 1,
+        after: bool = False,
+    ) -> None:
+        """The next ``times`` calls of ``op`` (for ``container_id``, if given) raise ``exc``.
+
+        ``after=True``: each call takes effect first and then raises, like an answer
+        lost on the way back (``DockerTimeout`` after the engine carried the call out).
+        """
         assert op in OPS, op
         with self._lock:
-            self._faults.setdefault(op, []).append((container_id, exc))
+            self._faults.setdefault(op, []).extend([(container_id, exc, after)] * times)
+
+    def fail_status(
+        self,
+        op: str,
+        status: int,
+        message: str = "injected error",
+        *,
+        retry_after: float | None = None,
+        container_id: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls of ``op`` get an error answer with ``status``, built
+        by the port's own mapping (404 → DockerNotFound, else DockerError)."""
+        exc = error_from_status(status, message, retry_after=retry_after)
+        self.fail_next(op, exc, container_id, times=times)
+
+    def time_out_next(
+        self,
+        op: str,
+        container_id: str | None = None,
+        *,
+        times: int = 1,
+        applied: bool = False,
+    ) -> None:
+        """The next ``times`` calls of ``op`` time out; ``applied``: after taking effect."""
+        exc = DockerTimeout("UnixHTTPConnectionPool(host='localhost', port=None): Read timed out.")
+        self.fail_next(op, exc, container_id, times=times, after=applied)
 
     def block(self, op: str, container_id: str | None = None) -> Gate:
         """Hold the next call of ``op`` in flight until the returned gate is released.
@@ -358,9 +447,12 @@ class FakeDocker:
         with self._lock:
             self.reset_count += 1
 
+    @_answer_may_be_lost
     def ping(self) -> None:
         self._enter("ping", None)
+        self._gate("ping", None)
 
+    @_answer_may_be_lost
     def version(self) -> dict[str, Any]:
         self._enter("version", None)
         return {
@@ -372,30 +464,37 @@ class FakeDocker:
             "KernelVersion": "6.1.0",
         }
 
+    @_answer_may_be_lost
     def system_time_ns(self) -> int:
         self._enter("system_time_ns", None)
         with self._lock:
             return max(time.time_ns(), self._last_ns)
 
     # --- DockerPort API: containers ------------------------------------------------
+    @_answer_may_be_lost
     def list_ids(self) -> list[str]:
         self._enter("list_ids", None)
         with self._lock:
             return list(self._containers)
 
+    @_answer_may_be_lost
     def inspect(self, container_id: str) -> dict[str, Any]:
         self._enter("inspect", container_id)
         with self._lock:
             return self._inspect(self._resolve(container_id))
 
+    @_answer_may_be_lost
     def start(self, container_id: str) -> None:
         self._enter("start", container_id)
         self._gate("start", container_id)
         with self._cond:
             self._start_checked(self._resolve(container_id))
 
+    @_answer_may_be_lost
     def stop(self, container_id: str, *, stop_timeout_s: float | None = None) -> None:
         self._enter("stop", container_id)
+        with self._lock:
+            self.stop_timeouts.append(("stop", container_id, stop_timeout_s))
         with self._cond:
             c = self._resolve(container_id)
             if not c.running:
@@ -407,20 +506,25 @@ class FakeDocker:
             if c.running:
                 self._finish_stop(c)
 
+    @_answer_may_be_lost
     def pause(self, container_id: str) -> None:
         self._enter("pause", container_id)
         self._gate("pause", container_id)
         with self._cond:
             self._pause_checked(self._resolve(container_id))
 
+    @_answer_may_be_lost
     def unpause(self, container_id: str) -> None:
         self._enter("unpause", container_id)
         self._gate("unpause", container_id)
         with self._cond:
             self._unpause_checked(self._resolve(container_id))
 
+    @_answer_may_be_lost
     def restart(self, container_id: str, *, stop_timeout_s: float | None = None) -> None:
         self._enter("restart", container_id)
+        with self._lock:
+            self.stop_timeouts.append(("restart", container_id, stop_timeout_s))
         with self._cond:
             c = self._resolve(container_id)
             was_running = c.running
@@ -434,6 +538,7 @@ class FakeDocker:
             self._start_checked(c)
             self._emit(c, "restart")
 
+    @_answer_may_be_lost
     def remove(self, container_id: str) -> None:
         self._enter("remove", container_id)
         self._gate("remove", container_id)
@@ -446,7 +551,11 @@ class FakeDocker:
 
     # --- internals -------------------------------------------------------------------
     def _enter(self, op: str, ref: str | None) -> None:
-        """Log the call, then apply the engine switch and injected faults."""
+        """Log the call, then apply the engine switches and injected faults.
+
+        A fault queued with ``after=True`` is moved to :attr:`_pending_after` of this
+        thread and raised by :meth:`_after` once the call took effect.
+        """
         with self._lock:
             self.calls.append((op, ref))
             if self._unavailable:
@@ -454,11 +563,25 @@ class FakeDocker:
                     "Error while fetching server API version: ('Connection aborted.', "
                     "FileNotFoundError(2, 'No such file or directory'))"
                 )
+            if self._hung:
+                raise DockerTimeout(
+                    "UnixHTTPConnectionPool(host='localhost', port=None): Read timed out."
+                )
             faults = self._faults.get(op) or []
-            for i, (cid, exc) in enumerate(faults):
+            for i, (cid, exc, after) in enumerate(faults):
                 if cid is None or cid == ref:
                     del faults[i]
+                    if after:
+                        self._after_exc.value = exc
+                        break
                     raise exc
+
+    def _after(self) -> None:
+        """Raise the ``after=True`` fault the current call picked up in :meth:`_enter`."""
+        exc = getattr(self._after_exc, "value", None)
+        if exc is not None:
+            self._after_exc.value = None
+            raise exc
 
     def _gate(self, op: str, ref: str) -> None:
         with self._lock:

@@ -26,17 +26,24 @@ Watches replay a history from the requested RV; :meth:`expire_history` makes old
 answer ``ERROR`` 410, :meth:`drop_watches` ends open streams, :meth:`send_bookmark` sends a
 ``BOOKMARK``. Test helpers (``client_*``) act as another API client: they skip injected
 faults but pass admission.
+
+Failures: :attr:`unavailable`, :meth:`fail_next` (``times=N``; ``after=True``: the write
+is applied, then its answer is lost), :meth:`fail_status` (any HTTP status through the
+port's own mapping, with ``Retry-After``), :meth:`time_out_next` and
+:meth:`conflict_next`.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from typing import Any, TypeVar
 
 from actors.kube_port import (
     ACTION_ANNOTATION,
@@ -48,7 +55,9 @@ from actors.kube_port import (
     KubeForbidden,
     KubeInvalid,
     KubeNotFound,
+    KubeTimeout,
     KubeUnavailable,
+    error_from_status,
 )
 from actors.timefmt import kube_now
 from actors.webhook_review import _decide
@@ -60,9 +69,12 @@ __all__ = [
     "KubeForbidden",
     "KubeInvalid",
     "KubeNotFound",
+    "KubeTimeout",
     "KubeUnavailable",
     "merge_patch",
 ]
+
+T = TypeVar("T")
 
 OPS = (
     "get",
@@ -80,6 +92,26 @@ PATCHABLE_METADATA = ("annotations", "labels", "finalizers", "ownerReferences")
 ACTIONS = ("start", "stop", "pause", "unpause", "restart")
 STATES = ("Succeeded", "Failed")
 ANNOTATION_FIELD = {"f:metadata": {"f:annotations": {f"f:{ACTION_ANNOTATION}": {}}}}
+
+
+_STATUSES = {int(s) for s in HTTPStatus}
+
+
+def _answer_may_be_lost(method: Callable[..., T]) -> Callable[..., T]:
+    """Raise a fault queued with ``after=True`` once the call took effect (or failed)."""
+
+    @functools.wraps(method)
+    def wrapper(self: FakeMirrorStore, *args: Any, **kwargs: Any) -> T:
+        self._after_exc.value = None
+        try:
+            result = method(self, *args, **kwargs)
+        except Exception:
+            self._after()  # the error answer was lost as well
+            raise
+        self._after()
+        return result
+
+    return wrapper
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -118,7 +150,9 @@ class FakeMirrorStore:
         self._drop_error = False
         self._bookmark_seq = 0
         self._unavailable = False
-        self._faults: dict[str, list[BaseException]] = {}
+        # op -> queued (exception, after): one entry per call
+        self._faults: dict[str, list[tuple[BaseException, bool]]] = {}
+        self._after_exc = threading.local()
         self.calls: list[tuple[str, str | None]] = []
         self.write_log: list[tuple[str, str, str]] = []
 
@@ -134,11 +168,38 @@ class FakeMirrorStore:
             self._unavailable = bool(value)
             self._cond.notify_all()
 
-    def fail_next(self, op: str, exc: BaseException) -> None:
-        """The next call of ``op`` raises ``exc`` (queued: one per call)."""
+    def fail_next(
+        self, op: str, exc: BaseException, *, times: int = 1, after: bool = False
+    ) -> None:
+        """The next ``times`` calls of ``op`` raise ``exc`` (queued: one per call).
+
+        ``after=True``: the call is applied first, then raises, like an answer lost on
+        the way back (a write the server stored, reported as a timeout).
+        """
         assert op in OPS, op
+        assert not (after and op == "watch"), "a watch has no answer to lose"
         with self._lock:
-            self._faults.setdefault(op, []).append(exc)
+            self._faults.setdefault(op, []).extend([(exc, after)] * times)
+
+    def fail_status(
+        self,
+        op: str,
+        status: int,
+        message: str = "injected error",
+        *,
+        retry_after: float | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls of ``op`` get an error answer with ``status``, mapped
+        by the real port (e.g. 401 → KubeUnauthorized, 429 → KubeUnavailable)."""
+        reason = HTTPStatus(status).phrase.replace(" ", "") if status in _STATUSES else ""
+        exc = error_from_status(status, message, reason=reason, retry_after=retry_after)
+        self.fail_next(op, exc, times=times)
+
+    def time_out_next(self, op: str, *, times: int = 1, applied: bool = False) -> None:
+        """The next ``times`` calls of ``op`` time out; ``applied``: after taking effect."""
+        exc = KubeTimeout(None, "ReadTimeoutError: Read timed out. (read timeout=30.0)")
+        self.fail_next(op, exc, times=times, after=applied)
 
     def conflict_next(self, op: str, n: int = 1) -> None:
         """The next ``n`` calls of ``op`` answer 409 Conflict."""
@@ -248,11 +309,13 @@ class FakeMirrorStore:
             )
 
     # --- MirrorStore API: reads ---------------------------------------------------------
+    @_answer_may_be_lost
     def get(self, name: str) -> dict[str, Any]:
         with self._cond:
             self._enter("get", name)
             return copy.deepcopy(self._get(name))
 
+    @_answer_may_be_lost
     def list(self) -> tuple[list[dict[str, Any]], str]:
         with self._cond:
             self._enter("list", None)
@@ -330,6 +393,7 @@ class FakeMirrorStore:
                 return
 
     # --- MirrorStore API: writes --------------------------------------------------------
+    @_answer_may_be_lost
     def apply_metadata(self, name: str) -> dict[str, Any]:
         with self._cond:
             self._enter("apply_metadata", name)
@@ -356,6 +420,7 @@ class FakeMirrorStore:
             self._admit("UPDATE", old, new)
             return self._commit("apply_metadata", name, old, new)
 
+    @_answer_may_be_lost
     def apply_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
         with self._cond:
             self._enter("apply_status", name)
@@ -374,6 +439,7 @@ class FakeMirrorStore:
             self._validate_status(name, current)
             return self._commit("apply_status", name, old, new)
 
+    @_answer_may_be_lost
     def patch_status(
         self,
         name: str,
@@ -388,6 +454,7 @@ class FakeMirrorStore:
                 "patch_status", name, status_patch, resource_version, field_manager
             )
 
+    @_answer_may_be_lost
     def patch_metadata(
         self,
         name: str,
@@ -406,6 +473,7 @@ class FakeMirrorStore:
                 "patch_metadata", name, patch, rv, field_manager, kube_now()
             )
 
+    @_answer_may_be_lost
     def delete(self, name: str) -> None:
         with self._cond:
             self._enter("delete", name)
@@ -418,7 +486,17 @@ class FakeMirrorStore:
             raise KubeUnavailable(None, "MaxRetryError: connection refused")
         faults = self._faults.get(op)
         if faults:
-            raise faults.pop(0)
+            exc, after = faults.pop(0)
+            if not after:
+                raise exc
+            self._after_exc.value = exc
+
+    def _after(self) -> None:
+        """Raise the ``after=True`` fault the current call picked up in :meth:`_enter`."""
+        exc = getattr(self._after_exc, "value", None)
+        if exc is not None:
+            self._after_exc.value = None
+            raise exc
 
     def _get(self, name: str) -> dict[str, Any]:
         obj = self._objects.get(name)

@@ -7,20 +7,26 @@ import time
 
 import pytest
 
-from actors.docker_port import DockerError, DockerNotFound, DockerUnavailable
+from actors.docker_port import DockerError, DockerNotFound, DockerTimeout, DockerUnavailable
 from actors.kube_port import (
     ACTION_ANNOTATION,
     ACTIONS_MANAGER,
     FINALIZER,
     KubeConflict,
+    KubeError,
     KubeForbidden,
+    KubeGone,
     KubeInvalid,
     KubeNotFound,
+    KubeTimeout,
+    KubeUnauthorized,
     KubeUnavailable,
 )
+from actors.port_errors import is_retryable, retry_after_of
 from actors.timefmt import parse_rfc3339_ns
 from tests.fakes.docker import FakeDocker
 from tests.fakes.kube import FakeMirrorStore, merge_patch
+from tests.support.wait import wait_for
 
 # --- FakeDocker -------------------------------------------------------------------------
 
@@ -140,6 +146,95 @@ def test_unavailable_fail_next_and_call_log():
     with pytest.raises(DockerUnavailable):
         d.ping()
     assert d.calls == [("stop", cid), ("stop", cid), ("ping", None)]
+
+
+def test_docker_fail_status_uses_the_ports_mapping_and_times():
+    d = FakeDocker()
+    cid = d.create("web")
+    d.fail_status("inspect", 503, "busy", retry_after=2.0, times=2)
+    for _ in range(2):
+        with pytest.raises(DockerError) as err:
+            d.inspect(cid)
+        assert (err.value.status_code, retry_after_of(err.value)) == (503, 2.0)
+        assert is_retryable(err.value) and str(err.value) == "Error response from daemon: busy"
+    assert d.inspect(cid)["Id"] == cid  # exactly two
+    d.fail_status("start", 404, f"No such container: {cid}", container_id=cid)
+    with pytest.raises(DockerNotFound) as not_found:
+        d.start(cid)
+    assert not is_retryable(not_found.value)
+    d.fail_status("pause", 409, "conflict")
+    with pytest.raises(DockerError) as conflict:
+        d.pause(cid)
+    assert not is_retryable(conflict.value)
+
+
+def test_docker_time_out_before_and_after_the_call_takes_effect():
+    d = FakeDocker()
+    cid = d.create("web")
+    d.time_out_next("stop", cid)
+    with pytest.raises(DockerTimeout):
+        d.stop(cid)
+    assert d.state_of(cid) == "running"  # never reached the engine
+    d.time_out_next("stop", cid, applied=True)
+    with pytest.raises(DockerTimeout) as err:
+        d.stop(cid, stop_timeout_s=3)
+    assert isinstance(err.value, DockerUnavailable) and is_retryable(err.value)
+    assert d.state_of(cid) == "exited"  # the engine did it; only the answer was lost
+    assert d.stop_timeouts[-1] == ("stop", cid, 3)
+    d.fail_next("restart", DockerTimeout("lost"), cid, after=True)
+    with pytest.raises(DockerTimeout):
+        d.restart(cid)
+    assert d.state_of(cid) == "running" and d.events_of(cid)[-1] == "restart"
+    d.restart(cid)  # the fault was used up
+    # An error answer that is lost is still a timeout to the caller.
+    d.time_out_next("inspect", applied=True)
+    with pytest.raises(DockerTimeout):
+        d.inspect("no-such-container")
+
+
+def test_docker_hung_engine_times_out_calls_and_silences_streams():
+    d = FakeDocker()
+    cid = d.create("web")
+    stream = d.events()
+    got: list[str] = []
+    ended = threading.Event()
+
+    def read() -> None:
+        got.extend(e["Action"] for e in stream)
+        ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    d.hung = True
+    for call in (d.ping, d.list_ids, lambda: d.inspect(cid), lambda: d.pause(cid)):
+        with pytest.raises(DockerTimeout):
+            call()
+    d.docker_pause_direct(cid)  # an event the stopped daemon cannot deliver yet
+    assert not ended.is_set() and got == []
+    d.hung = False
+    wait_for(lambda: got == ["pause"], timeout=5, message="event delivered after resume")
+    assert not ended.is_set()  # a hang does not end the stream; close() does
+    stream.close()
+    assert ended.wait(5)
+
+
+def test_docker_block_holds_ping():
+    d = FakeDocker()
+    gate = d.block("ping")
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def ping() -> None:
+        try:
+            d.ping()
+        except DockerTimeout as exc:
+            failures.append(exc)
+        done.set()
+
+    threading.Thread(target=ping, daemon=True).start()
+    assert gate.wait_entered()
+    assert not done.is_set()
+    gate.release(DockerTimeout("ping timed out"))
+    assert done.wait(5) and len(failures) == 1
 
 
 def test_block_holds_stop_in_flight_after_sigterm():
@@ -346,6 +441,58 @@ def test_faults_and_unavailable():
     k.unavailable = True
     with pytest.raises(KubeUnavailable):
         k.get("c1")
+
+
+@pytest.mark.parametrize(
+    ("status", "family", "retryable"),
+    [
+        (401, KubeUnauthorized, True),
+        (403, KubeForbidden, False),
+        (404, KubeNotFound, False),
+        (408, KubeUnavailable, True),
+        (409, KubeConflict, True),
+        (410, KubeGone, True),
+        (413, KubeInvalid, False),
+        (422, KubeInvalid, False),
+        (429, KubeUnavailable, True),
+        (500, KubeUnavailable, True),
+        (503, KubeUnavailable, True),
+    ],
+)
+def test_kube_fail_status_uses_the_ports_mapping(status, family, retryable):
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    k.fail_status("patch_status", status, "injected", retry_after=1.5, times=2)
+    for _ in range(2):
+        with pytest.raises(KubeError) as err:
+            k.patch_status("c1", {"status": "x"}, resource_version=None, field_manager="x")
+        assert type(err.value) is family and err.value.status == status
+        assert is_retryable(err.value) is retryable
+        assert retry_after_of(err.value) == 1.5
+    assert "status" not in k.get("c1")  # the failed writes changed nothing
+    k.patch_status("c1", {"status": "x"}, resource_version=None, field_manager="x")
+
+
+def test_kube_time_out_before_and_after_the_write_is_applied():
+    k = FakeMirrorStore()
+    k.apply_metadata("c1")
+    rv = k.resource_version
+    k.time_out_next("patch_metadata")
+    with pytest.raises(KubeTimeout):
+        k.patch_metadata("c1", {"annotations": {"a": "b"}}, resource_version=rv, field_manager="m")
+    assert k.resource_version == rv  # not applied
+    k.time_out_next("patch_metadata", applied=True, times=1)
+    with pytest.raises(KubeTimeout) as err:
+        k.patch_metadata("c1", {"annotations": {"a": "b"}}, resource_version=rv, field_manager="m")
+    assert isinstance(err.value, KubeUnavailable) and is_retryable(err.value)
+    assert k.get("c1")["metadata"]["annotations"] == {"a": "b"}  # applied; answer lost
+    # The retry of the same conditional write now meets the server's 409, as for real.
+    with pytest.raises(KubeConflict):
+        k.patch_metadata("c1", {"annotations": {"a": "b"}}, resource_version=rv, field_manager="m")
+    k.fail_next("delete", KubeTimeout(None, "lost"), after=True)
+    with pytest.raises(KubeTimeout):
+        k.delete("c1")
+    assert k.get("c1")["metadata"].get("deletionTimestamp")
 
 
 def test_watch_replays_after_rv_and_410_after_expiry():

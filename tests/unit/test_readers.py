@@ -8,6 +8,7 @@ import pykka
 import pytest
 
 from actors.docker_events import DockerEventsReader
+from actors.docker_port import DockerTimeout
 from actors.journal import Journal
 from actors.kube_watch import KubeWatchReader
 from messages.inbound import (
@@ -16,11 +17,12 @@ from messages.inbound import (
     EngineReachable,
     MirrorDeleted,
     MirrorObserved,
+    Tick,
     WatchRelisted,
 )
 from tests.fakes.docker import FakeDocker
 from tests.fakes.kube import FakeMirrorStore
-from tests.unit._helpers import Collector, wait_for
+from tests.unit._helpers import Collector, FakeClock, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +114,99 @@ def test_docker_reader_starting_without_engine_sends_lost(journal: Journal):
     DockerEventsReader.start(journal=journal, docker=docker, send=sent)
     wait_for(lambda: sent.of(DockerLost), timeout=5, message="DockerLost")
     assert sent.of(EngineReachable) == []
+
+
+def _start_with_clock(journal: Journal, docker: FakeDocker, sent: Collector, clock: FakeClock):
+    ref = DockerEventsReader.start(
+        journal=journal, docker=docker, send=sent, heartbeat_interval_s=3.0, clock=clock
+    )
+    wait_for(lambda: sent.of(EngineReachable), timeout=5, message="connected")
+    wait_for(lambda: ref.proxy().connected.get(timeout=5), timeout=5, message="stream open")
+    return ref
+
+
+def test_heartbeat_turns_a_hung_engine_into_docker_lost_and_resumes(journal: Journal):
+    """A SIGSTOPped dockerd: the stream goes silent, it does not end. Only the heartbeat
+    notices; the ask(Tick) barrier makes each step deterministic (no sleeps)."""
+    docker = FakeDocker()
+    sent = Collector()
+    clock = FakeClock()
+    ref = _start_with_clock(journal, docker, sent, clock)
+    pings = len(docker.calls_of("ping"))
+
+    docker.hung = True
+    ref.ask(Tick(), timeout=5)  # not due yet: no ping, nothing reported
+    assert len(docker.calls_of("ping")) == pings and sent.of(DockerLost) == []
+
+    clock.advance(3.0)
+    ref.ask(Tick(), timeout=5)  # due: the ping times out (the fake skips the 5 s wait)
+    lost = sent.of(DockerLost)
+    assert len(lost) == 1 and lost[0].reason.startswith("failed to ping Docker: ")
+    assert "Read timed out" in lost[0].reason
+    # The silent stream was closed: the reader thread is back in its reconnect loop.
+    wait_for(
+        lambda: len(docker.calls_of("ping")) >= pings + 3, timeout=5, message="reconnect pings"
+    )
+    clock.advance(3.0)
+    ref.ask(Tick(), timeout=5)  # not connected: the heartbeat stays quiet
+    assert len(sent.of(DockerLost)) == 1  # once per outage
+
+    docker.hung = False
+    wait_for(lambda: len(sent.of(EngineReachable)) == 2, timeout=5, message="reachable again")
+    cid = docker.create("after")
+    wait_for(lambda: _events_for(sent, cid) == ["create", "start"], timeout=5, message="events")
+    order = [type(m) for m in sent.items if isinstance(m, DockerLost | EngineReachable)]
+    assert order == [EngineReachable, DockerLost, EngineReachable]
+
+
+def test_heartbeat_ping_in_flight_blocks_only_the_actor_thread(journal: Journal):
+    docker = FakeDocker()
+    sent = Collector()
+    clock = FakeClock()
+    ref = _start_with_clock(journal, docker, sent, clock)
+    gate = docker.block("ping")
+    clock.advance(3.0)
+    ref.tell(Tick())
+    assert gate.wait_entered(5)
+    # The reader thread still forwards events while the heartbeat's ping is in flight.
+    cid = docker.create("busy")
+    wait_for(lambda: _events_for(sent, cid) == ["create", "start"], timeout=5, message="events")
+    gate.release(DockerTimeout("ping: Read timed out. (read timeout=5.0)"))
+    wait_for(lambda: sent.of(DockerLost), timeout=5, message="DockerLost after the ping bound")
+    # The engine answers again: the reader reconnects on its own.
+    wait_for(lambda: len(sent.of(EngineReachable)) == 2, timeout=5, message="reconnected")
+
+
+def test_heartbeat_failure_about_a_replaced_connection_is_ignored(journal: Journal):
+    docker = FakeDocker()
+    sent = Collector()
+    clock = FakeClock()
+    ref = _start_with_clock(journal, docker, sent, clock)
+    gate = docker.block("ping")
+    clock.advance(3.0)
+    ref.tell(Tick())
+    assert gate.wait_entered(5)
+    docker.drop_event_streams()  # the reader reconnects while the heartbeat's ping hangs
+    # EngineReachable is sent after the new stream is registered (same lock), and the
+    # actor thread is busy in the ping, so no proxy read here.
+    wait_for(lambda: len(sent.of(EngineReachable)) == 2, timeout=5, message="reconnected")
+    gate.release(DockerTimeout("stale"))
+    ref.ask(Tick(), timeout=5)  # barrier: the failed ping has been handled
+    assert sent.of(DockerLost) == []
+    assert len(docker.calls_of("events")) == 2  # the new stream was left alone
+
+
+def test_healthy_heartbeat_sends_nothing(journal: Journal):
+    docker = FakeDocker()
+    sent = Collector()
+    clock = FakeClock()
+    ref = _start_with_clock(journal, docker, sent, clock)
+    pings = len(docker.calls_of("ping"))
+    for _ in range(3):
+        clock.advance(3.0)
+        ref.ask(Tick(), timeout=5)
+    assert len(docker.calls_of("ping")) == pings + 3
+    assert sent.of(DockerLost) == [] and len(sent.of(EngineReachable)) == 1
 
 
 def test_docker_reader_ignores_non_container_events(journal: Journal):
@@ -210,3 +305,28 @@ def test_watch_bookmark_advances_resource_version(journal: Journal, store: FakeM
         timeout=5,
         message="bookmark RV remembered",
     )
+
+
+def test_watch_answered_410_relists_at_once(journal: Journal, store: FakeMirrorStore):
+    """A 410 can come as an answer to the watch request too, not only as an ERROR event."""
+    store.apply_metadata("a")
+    sent = Collector()
+    KubeWatchReader.start(journal=journal, store=store, send=sent)
+    wait_for(lambda: store.calls_of("watch"), timeout=5, message="watching")
+    store.fail_status("watch", 410, "too old resource version: 1 (1000)")
+    store.drop_watches()
+    wait_for(lambda: len(sent.of(WatchRelisted)) == 2, timeout=5, message="relisted after 410")
+    assert sent.of(WatchRelisted)[1].after_failure is False  # expiry is not a failure
+    store.apply_metadata("b")
+    wait_for(lambda: "b" in _observed(sent, "ADDED"), timeout=5, message="watching again")
+
+
+@pytest.mark.parametrize("status", [401, 410, 429, 500])
+def test_list_failures_back_off_and_recover(journal: Journal, store: FakeMirrorStore, status):
+    store.apply_metadata("a")
+    store.fail_status("list", status, "injected", times=2)
+    sent = Collector()
+    KubeWatchReader.start(journal=journal, store=store, send=sent)
+    wait_for(lambda: sent.of(WatchRelisted), timeout=10, message="listed after failures")
+    assert len(store.calls_of("list")) == 3
+    assert sent.of(WatchRelisted)[0].after_failure is True
