@@ -273,18 +273,21 @@ class ContainerActor(JournaledActor):
     def _step(self, message: Message, body: Callable[[], None]) -> bool:
         """Run one message's work; report a failure to the router for a retry.
 
-        Runs on this actor's thread. Every error answer of either port (and a ledger
-        that cannot persist) ends here as :class:`StepFailed`; the router schedules a
-        :class:`Recover` with this container's backoff. A success after failures (this
-        actor's, or the router's retry message) resets the backoff. Returns True on
-        success. Other exceptions propagate and kill the actor (the router restarts it).
+        Runs on this actor's thread. Every error answer of either port ends here as
+        :class:`StepFailed`; the router schedules a :class:`Recover` with this
+        container's backoff. The success of that retry resets the backoff. Returns True
+        on success. Other exceptions propagate and kill the actor (the router restarts
+        it).
         """
         try:
             body()
         except (DockerError, DockerUnavailable, KubeError, LedgerWriteError, RetryLater) as exc:
             self._report_failure(exc)
             return False
-        if self._failing or (isinstance(message, Recover) and message.reason == RETRY_REASON):
+        if isinstance(message, Recover) and message.reason == RETRY_REASON:
+            # Only a retry redoes everything that may have failed (it re-reads both sides
+            # and finishes what is pending); another message's success proves nothing
+            # about the failed step, so it must not cancel the pending retry.
             self._failing = False
             self.deps.report(StepSucceeded(container_id=self.container_id))
         return True

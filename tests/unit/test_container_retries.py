@@ -279,3 +279,19 @@ def test_restart_whose_record_cannot_be_persisted_is_refused_with_an_outcome(env
     assert env.docker.calls_of("restart") == []
     assert [e for e in env.events.of(EmitEvent) if e.reason == "ActionFailed"]
     assert ref.is_alive()
+
+
+def test_another_messages_success_does_not_cancel_the_pending_retry(env: Env):
+    """Found by the real apiserver: a no-op watch event after a failed finalizer strip
+    reported success, the router dropped the retry, and the mirror stayed forever."""
+    cid, ref = _synced(env)
+    env.docker.docker_remove_direct(cid)
+    env.store.fail_next("patch_metadata", KubeUnavailable(500, "failed calling webhook"))
+    ref.tell(ContainerGone())
+    wait_for(lambda: _failures(env), timeout=5, message="StepFailed reported")
+    env.observe(ref, cid)  # nothing to do for this view: succeeds
+    barrier(ref)
+    assert env.reports.of(StepSucceeded) == []
+    _retry(ref)
+    wait_for(lambda: env.mirror(cid) is None, timeout=5, message="mirror removed by the retry")
+    wait_for(lambda: env.reports.of(StepSucceeded), timeout=5, message="backoff reset")
