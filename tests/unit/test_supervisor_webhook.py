@@ -240,11 +240,12 @@ def test_failed_re_registration_after_renewal_is_retried_by_the_recheck(
 
 @pytest.fixture
 def quick_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> tuple[webhook_mod.WebhookServer, ssl.SSLContext]:
-    monkeypatch.setattr(webhook_mod._Handler, "timeout", 0.5)
     tls = ensure_certificates(tmp_path)
-    srv = webhook_mod.WebhookServer(tls.cert_path, tls.key_path, port=0)
+    srv = webhook_mod.WebhookServer(
+        tls.cert_path, tls.key_path, port=0, idle_timeout=0.5, request_deadline=0.5
+    )
     srv.start()
     yield srv, ssl.create_default_context(cadata=tls.ca_pem.decode())
     srv.stop()

@@ -1,0 +1,330 @@
+"""The webhook server cannot be starved (issue 10, point 8).
+
+* ``ConnTable``: deadlines and eviction order, pure, with explicit times;
+* the real ``WebhookServer`` over real TLS on 127.0.0.1: 500 slow clients (most trickle an
+  HTTP request inside TLS, some never finish the TLS handshake) do not stop a well-behaved
+  client's admission answer, threads and file descriptors stay bounded, and every slow
+  client is cut off although it keeps sending; ``stop()`` stays prompt with them connected.
+
+All client sockets live in this process, so the descriptor bound is checked as "our own
+client sockets plus at most ``max_connections`` on the server side".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import resource
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from actors.certs import ensure_certificates
+from actors.webhook import (
+    MAX_CONNECTIONS,
+    VALIDATE_PATH,
+    ConnTable,
+    Phase,
+    WebhookServer,
+)
+from actors.webhook_review import ACTION_ANNOTATION
+from tests.support.wait import wait_for
+
+# -- ConnTable: pure ---------------------------------------------------------------------
+
+
+def test_first_request_deadline_runs_from_accept_and_progress_does_not_extend_it() -> None:
+    table = ConnTable(request_deadline=10.0, idle_timeout=120.0)
+    conn = table.add(object(), "peer", now=100.0)
+    assert (conn.phase, conn.deadline) == (Phase.REQUEST, 110.0)  # handshake included
+    table.request_started(conn, now=105.0)  # first byte of the first request
+    assert conn.deadline == 110.0
+    assert table.expired(109.9) == []
+    assert table.expired(110.0) == [conn]
+
+
+def test_keep_alive_gets_idle_timeout_then_a_fresh_request_deadline() -> None:
+    table = ConnTable(request_deadline=10.0, idle_timeout=120.0)
+    conn = table.add(object(), "peer", now=0.0)
+    table.answering(conn, now=1.0)
+    assert (conn.phase, conn.deadline) == (Phase.ANSWER, 10.0)  # answering keeps it
+    table.answered(conn, now=1.5)
+    assert (conn.phase, conn.deadline) == (Phase.IDLE, 121.5)
+    assert table.expired(121.0) == []
+    table.request_started(conn, now=100.0)
+    assert (conn.phase, conn.deadline) == (Phase.REQUEST, 110.0)
+    table.closing(conn, now=101.0, linger=2.0)
+    assert (conn.phase, conn.deadline) == (Phase.CLOSING, 103.0)
+
+
+def test_victim_is_the_oldest_unfinished_request_then_the_longest_idle_never_answering() -> None:
+    table = ConnTable(request_deadline=10.0, idle_timeout=120.0)
+    idle_old = table.add("idle-old", "p", now=0.0)
+    table.answered(idle_old, now=0.5)
+    idle_new = table.add("idle-new", "p", now=1.0)
+    table.answered(idle_new, now=1.5)
+    slow_old = table.add("slow-old", "p", now=2.0)
+    table.add("slow-new", "p", now=3.0)
+    busy = table.add("busy", "p", now=0.0)
+    table.answering(busy, now=0.1)
+    order = []
+    while (victim := table.victim()) is not None:
+        order.append(victim.sock)
+        assert table.remove(victim)
+    assert order == ["slow-old", "slow-new", "idle-old", "idle-new"]
+    assert len(table) == 1 and not table.remove(slow_old)  # only "busy" is left
+
+
+def test_limits_must_be_positive(tmp_path: Any) -> None:
+    with pytest.raises(ValueError):
+        WebhookServer(tmp_path / "c", tmp_path / "k", max_connections=0)
+    with pytest.raises(ValueError):
+        WebhookServer(tmp_path / "c", tmp_path / "k", request_deadline=0)
+
+
+# -- the real server ------------------------------------------------------------------------
+
+SLOW_CLIENTS = 500
+#: Every tenth slow client never finishes its TLS handshake.
+HANDSHAKE_STALLERS = SLOW_CLIENTS // 10
+#: Short so the test is quick; what matters is that progress never extends it.
+DEADLINE = 3.0
+TRICKLE_INTERVAL = 0.2
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return ensure_certificates(tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="module")
+def client_ctx(tls: Any) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=tls.ca_pem.decode())
+
+
+@pytest.fixture(autouse=True)
+def enough_descriptors() -> Iterator[None]:
+    """500 client sockets and up to MAX_CONNECTIONS server sockets live in this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * SLOW_CLIENTS + MAX_CONNECTIONS + 256
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.fail(f"this test needs {need} file descriptors; the hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class Slowpoke:
+    """A client that trickles bytes and never completes anything: an HTTP request inside
+    TLS, or (``handshake=False``) a TLS record announcing 16 KiB of ClientHello."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext, *, handshake: bool) -> None:
+        self.cut = False
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock: socket.socket = raw
+        try:
+            if handshake:
+                self.sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                self.sock.sendall(f"POST {VALIDATE_PATH} HTTP/1.1\r\nX-Slow: ".encode())
+            else:
+                raw.sendall(b"\x16\x03\x01\x40\x00")
+        except OSError:
+            self.cut = True  # evicted already: that is being cut off too
+        self.sock.setblocking(False)
+
+    def trickle(self) -> None:
+        """One more byte, and notice whether the server has cut us off (EOF or reset)."""
+        if self.cut:
+            return
+        try:
+            self.sock.send(b"a")
+            data = self.sock.recv(1)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return  # nothing to read (or the send buffer is full): still connected
+        except OSError:
+            self.cut = True
+            return
+        # The server sends nothing to a request it never saw complete: any data or EOF
+        # means the connection is over.
+        self.cut = True
+        assert data == b"", data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class Trickler(threading.Thread):
+    """Sends one byte per slow client every TRICKLE_INTERVAL and samples the process's
+    open descriptors and threads each round."""
+
+    def __init__(self) -> None:
+        super().__init__(name="trickler", daemon=True)
+        self.clients: list[Slowpoke] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.max_fds = 0
+        self.max_threads = 0
+
+    def add(self, client: Slowpoke) -> None:
+        with self.lock:
+            self.clients.append(client)
+
+    def sample(self) -> None:
+        with self.lock:
+            clients = list(self.clients)
+        for c in clients:
+            c.trickle()
+        self.max_fds = max(self.max_fds, len(os.listdir("/proc/self/fd")))
+        self.max_threads = max(self.max_threads, threading.active_count())
+
+    def run(self) -> None:
+        while not self.done.wait(TRICKLE_INTERVAL):
+            self.sample()
+
+    def all_cut(self) -> bool:
+        with self.lock:
+            return all(c.cut for c in self.clients)
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.ident is not None:  # the small tests drive sample() themselves
+            self.join(10)
+        for c in self.clients:
+            c.close()
+
+
+def admission_doc(uid: str) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "operation": "CREATE",
+                "object": {"metadata": {"annotations": {ACTION_ANNOTATION: "start"}}},
+            },
+        }
+    ).encode()
+
+
+def admit(srv: WebhookServer, ctx: ssl.SSLContext, uid: str) -> tuple[float, dict[str, Any]]:
+    """A well-behaved client: one AdmissionReview on a new connection; (seconds, answer)."""
+    start = time.monotonic()
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=30)
+    try:
+        conn.request(
+            "POST", VALIDATE_PATH, admission_doc(uid), {"Content-Type": "application/json"}
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200
+        answer = json.loads(resp.read())
+    finally:
+        conn.close()
+    return time.monotonic() - start, answer
+
+
+def open_slow_clients(srv: WebhookServer, ctx: ssl.SSLContext, trickler: Trickler) -> None:
+    for i in range(SLOW_CLIENTS):
+        trickler.add(Slowpoke(srv.port, ctx, handshake=i % 10 != 0))
+
+
+def test_500_slow_clients_do_not_starve_admission(tls: Any, client_ctx: ssl.SSLContext) -> None:
+    srv = WebhookServer(tls.cert_path, tls.key_path, request_deadline=DEADLINE)
+    srv.start()
+    trickler = Trickler()
+    try:
+        base_fds = len(os.listdir("/proc/self/fd"))
+        base_threads = threading.active_count()
+        trickler.start()
+        started = time.monotonic()
+        open_slow_clients(srv, client_ctx, trickler)
+        opened_in = time.monotonic() - started
+        # The last MAX_CONNECTIONS slow clients were opened within the deadline (this takes
+        # well under a second) and evicted the older ones: the server is full of them.
+        # (A stalled handshake's connect returns before the server has accepted it.)
+        wait_for(
+            lambda: srv.open_connections == MAX_CONNECTIONS,
+            timeout=DEADLINE / 2,
+            message=f"server full of slow clients (opened in {opened_in:.2f}s)",
+        )
+        elapsed, answer = admit(srv, client_ctx, "well-behaved")
+        assert answer["response"]["uid"] == "well-behaved"
+        assert answer["response"]["allowed"] is False
+        assert elapsed < 5.0, f"admission took {elapsed:.2f}s behind {SLOW_CLIENTS} slow clients"
+
+        # Every slow client is cut off although it keeps sending (evicted, or at the
+        # deadline: none gets longer than DEADLINE after its accept).
+        wait_for(trickler.all_cut, timeout=DEADLINE + 15, message="all slow clients cut off")
+        wait_for(lambda: srv.open_connections == 0, timeout=5, message="no connection left")
+        # Bounded: the server never held more than MAX_CONNECTIONS sockets and threads
+        # (plus a few: an evicted thread gives its slot back just before it ends; the
+        # well-behaved client; the listing of /proc/self/fd itself).
+        assert trickler.max_fds <= base_fds + SLOW_CLIENTS + MAX_CONNECTIONS + 8, (
+            trickler.max_fds,
+            base_fds,
+        )
+        assert trickler.max_threads <= base_threads + 1 + MAX_CONNECTIONS + 8, (
+            trickler.max_threads,
+            base_threads,
+        )
+        # The server keeps serving, and its threads are gone with their connections.
+        assert admit(srv, client_ctx, "after")[1]["response"]["uid"] == "after"
+        wait_for(
+            lambda: threading.active_count() <= base_threads + 1,
+            timeout=5,
+            message="connection threads ended",
+        )
+    finally:
+        trickler.stop()
+        srv.stop()
+
+
+def test_stop_is_prompt_with_slow_clients_connected(tls: Any, client_ctx: ssl.SSLContext) -> None:
+    srv = WebhookServer(tls.cert_path, tls.key_path, request_deadline=60.0)
+    srv.start()
+    trickler = Trickler()
+    try:
+        base_threads = threading.active_count()
+        for i in range(200):
+            trickler.add(Slowpoke(srv.port, client_ctx, handshake=i % 10 != 0))
+        wait_for(lambda: srv.open_connections == MAX_CONNECTIONS, timeout=5, message="full")
+        start = time.monotonic()
+        srv.stop()
+        assert time.monotonic() - start < 2.0
+        wait_for(lambda: (trickler.sample(), trickler.all_cut())[1], timeout=10, message="cut")
+        wait_for(
+            lambda: threading.active_count() <= base_threads - 1,  # serving thread gone too
+            timeout=5,
+            message="connection threads ended",
+        )
+    finally:
+        trickler.stop()
+        srv.stop()
+
+
+def test_full_server_evicts_the_oldest_slow_client(tls: Any, client_ctx: ssl.SSLContext) -> None:
+    srv = WebhookServer(tls.cert_path, tls.key_path, max_connections=2, request_deadline=60.0)
+    srv.start()
+    trickler = Trickler()
+    try:
+        trickler.add(Slowpoke(srv.port, client_ctx, handshake=True))
+        trickler.add(Slowpoke(srv.port, client_ctx, handshake=False))
+        wait_for(lambda: srv.open_connections == 2, timeout=5, message="both accepted")
+        elapsed, answer = admit(srv, client_ctx, "u")
+        assert answer["response"]["uid"] == "u" and elapsed < 5.0
+        oldest, newest = trickler.clients
+        wait_for(lambda: (oldest.trickle(), oldest.cut)[1], timeout=5, message="oldest cut")
+        newest.trickle()
+        assert not newest.cut
+    finally:
+        trickler.stop()
+        srv.stop()
