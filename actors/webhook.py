@@ -198,18 +198,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------
 
+    def __init__(self, request: Any, client_address: Any, server: _TLSServer, conn: Conn):
+        self.conn = conn  # set before the base class runs setup() and handle()
+        super().__init__(request, client_address, server)
+
     def setup(self) -> None:
         # The socket's timeout was set by the server (a backstop only: the server's
         # deadline sweep cuts slow and idle connections); keep it.
         self.timeout = self.request.gettimeout()
         super().setup()
-        self.conn = self.server.conn_of(self.request)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - " + format, self.client_address[0], *args)
 
     def log_error(self, format: str, *args: Any) -> None:
-        if self.conn is not None and self.conn.cut:
+        if self.conn.cut:
             return  # the server cut it and has said why; what follows is the echo
         logger.warning("%s - " + format, self.client_address[0], *args)
 
@@ -231,11 +234,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not first:
             self.close_connection = True
             return
-        self.server.note(self.conn, "request_started")
+        self.server.note(self.conn, Phase.REQUEST)
         super().handle_one_request()
 
     def _send(self, status: int, body: bytes, *, close: bool = False, ctype: str = "") -> None:
-        self.server.note(self.conn, "answering")
+        self.server.note(self.conn, Phase.ANSWER)
         self.send_response(status)
         self.send_header("Content-Type", ctype or "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -247,13 +250,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.wfile.flush()
         self.server.owner._count()
-        self.server.note(self.conn, "answered")
+        self.server.note(self.conn, Phase.IDLE)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Used by the base class for unparsable request lines, bad headers, unknown
         # methods. Answer with JSON instead of HTML and log once.
         msg = message or self.responses.get(code, ("error",))[0]
-        if self.conn is None or not self.conn.cut:
+        if not self.conn.cut:
             logger.warning("%s - rejected request: %d %s", self.client_address[0], code, msg)
         try:
             self._send(code, _json_bytes({"error": msg}), close=True)
@@ -280,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._post()
         except (TimeoutError, ConnectionError, ssl.SSLError) as exc:
-            if self.conn is None or not self.conn.cut:
+            if not self.conn.cut:
                 logger.warning("%s - connection failed: %s", self.client_address[0], exc)
             self.close_connection = True
         except Exception:
@@ -313,6 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) != length:
             self._reject(400, "body shorter than Content-Length")
             return
+        self.server.note(self.conn, Phase.ANSWER)  # complete: no longer to be evicted
         status, out = review(body)
         if status == 200:
             self.server.owner._note_probe(body)
@@ -321,6 +325,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             logger.error("%s - review failed: %s", self.client_address[0], out)
         self._send(status, out)
+
+
+class _Closing(Exception):
+    """The server is stopping: a connection accepted meanwhile is dropped."""
 
 
 class _TLSServer(HTTPServer):
@@ -365,30 +373,41 @@ class _TLSServer(HTTPServer):
                 victim = self._table.victim()
                 if victim is not None:
                     self._cut(victim)
-            self._pressure.hit("evicted" if victim is not None else "refused", now)
-            if victim is None or not self._slots.acquire(timeout=EVICT_WAIT):
+            # Wait for the victim's thread to give its slot back, or (all connections
+            # being answered) for an answer to finish; the kernel's listen backlog holds
+            # further clients meanwhile. Past EVICT_WAIT, refuse: the client sees a close.
+            if not self._slots.acquire(timeout=EVICT_WAIT):
+                self._pressure.hit("refused", now)
                 self.shutdown_request(request)
                 return
+            self._pressure.hit("evicted" if victim is not None else "waited", now)
+        sock: socket.socket = request
+        conn: Conn | None = None
         try:
             with contextlib.suppress(OSError):  # headers and body are separate writes
                 request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             request.settimeout(self.backstop_timeout)
-            tls = self.ssl_context.wrap_socket(
+            sock = self.ssl_context.wrap_socket(
                 request, server_side=True, do_handshake_on_connect=False
             )
             with self._lock:
                 if self._closing:
-                    tls.close()
-                    self._slots.release()
-                    return
-                conn = self._table.add(tls, client_address[0], now)
+                    raise _Closing
+                conn = self._table.add(sock, client_address[0], now)
             threading.Thread(
                 target=self._run, args=(conn, client_address), name="webhook-conn", daemon=True
             ).start()
-        except Exception:
+        except Exception as exc:
+            # Closing, or no thread could be started (e.g. the process's thread limit):
+            # drop this connection, give its slot back and keep accepting.
+            if conn is not None:
+                with self._lock:
+                    self._table.remove(conn)
+            with contextlib.suppress(OSError):
+                sock.close()
             self._slots.release()
-            self.shutdown_request(request)
-            logger.exception("%s - could not start a connection thread", client_address[0])
+            if not isinstance(exc, _Closing):
+                logger.exception("%s - could not start a connection", client_address[0])
 
     def service_actions(self) -> None:
         """Serving thread, after every accept and every ``poll_interval``: cut connections
@@ -420,8 +439,8 @@ class _TLSServer(HTTPServer):
                     logger.warning("%s - TLS handshake failed: %s", client_address[0], exc)
                 return
             try:
-                self.RequestHandlerClass(tls, client_address, self)
-                self.note(conn, "closing")
+                _Handler(tls, client_address, self, conn)
+                self.note(conn, Phase.CLOSING)
                 self._lingering_close(tls)
             except Exception:
                 if not conn.cut:
@@ -433,26 +452,22 @@ class _TLSServer(HTTPServer):
                 tls.close()
             self._slots.release()
 
-    def conn_of(self, sock: Any) -> Conn | None:
-        with self._lock:
-            for conn in self._table:
-                if conn.sock is sock:
-                    return conn
-        return None
-
-    def note(self, conn: Conn | None, event: str) -> None:
-        """Connection thread: record a phase change (``request_started``, ``answering``,
-        ``answered``, ``closing``) of ``conn``; a cut connection is no longer tracked."""
-        if conn is None:
-            return
+    def note(self, conn: Conn, phase: Phase) -> None:
+        """Connection thread: ``conn`` enters ``phase`` (REQUEST: the first byte of a
+        request arrived; ANSWER: the request is complete; IDLE: answered, keep-alive;
+        CLOSING: draining before close). A cut connection is no longer tracked."""
         now = time.monotonic()
         with self._lock:
             if conn.cut:
                 return
-            if event == "closing":
-                self._table.closing(conn, now, LINGER_SECONDS)
+            if phase is Phase.REQUEST:
+                self._table.request_started(conn, now)
+            elif phase is Phase.ANSWER:
+                self._table.answering(conn, now)
+            elif phase is Phase.IDLE:
+                self._table.answered(conn, now)
             else:
-                getattr(self._table, event)(conn, now)
+                self._table.closing(conn, now, LINGER_SECONDS)
 
     # -- cutting ----------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from actors import webhook as webhook_mod
 from actors.certs import ensure_certificates
 from actors.webhook import (
     MAX_CONNECTIONS,
@@ -327,4 +328,38 @@ def test_full_server_evicts_the_oldest_slow_client(tls: Any, client_ctx: ssl.SSL
         assert not newest.cut
     finally:
         trickler.stop()
+        srv.stop()
+
+
+def test_full_server_with_nothing_to_evict_refuses_after_a_bounded_wait(
+    tls: Any, client_ctx: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The only slot is held by a request being answered (its review is held up here), so
+    # there is no victim: the next connection waits EVICT_WAIT for a slot, then is closed.
+    release = threading.Event()
+    reviewing = threading.Event()
+    real_review = webhook_mod.review
+
+    def held_review(body: bytes) -> tuple[int, bytes]:
+        reviewing.set()
+        release.wait(30)
+        return real_review(body)
+
+    monkeypatch.setattr(webhook_mod, "review", held_review)
+    monkeypatch.setattr(webhook_mod, "EVICT_WAIT", 0.2)
+    srv = WebhookServer(tls.cert_path, tls.key_path, max_connections=1, request_deadline=60.0)
+    srv.start()
+    first: list[tuple[float, dict[str, Any]]] = []
+    worker = threading.Thread(target=lambda: first.append(admit(srv, client_ctx, "first")))
+    try:
+        worker.start()
+        assert reviewing.wait(10)
+        with pytest.raises((OSError, http.client.HTTPException)):
+            admit(srv, client_ctx, "refused")
+        release.set()
+        worker.join(10)
+        assert first and first[0][1]["response"]["uid"] == "first"
+        assert admit(srv, client_ctx, "later")[1]["response"]["uid"] == "later"
+    finally:
+        release.set()
         srv.stop()
