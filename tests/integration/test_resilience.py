@@ -87,7 +87,7 @@ def test_container_actor_that_raises_is_restarted(service_factory, run_container
 
 
 def test_container_actor_on_start_failure_is_noticed(service_factory, run_container):
-    """pykka reports on_start failures to nobody: the router's liveness sweep must."""
+    """pykka reports on_start failures to nobody: the router must notice by itself."""
     svc = service_factory(env={"DOCKMIRROR_FAULTS": "container.on_start=raise@2"})
     containers = [run_container() for _ in range(3)]
     for c in containers:
