@@ -363,3 +363,52 @@ def test_full_server_with_nothing_to_evict_refuses_after_a_bounded_wait(
     finally:
         release.set()
         srv.stop()
+
+
+def test_trickling_client_is_cut_at_the_deadline_despite_progress(
+    tls: Any, client_ctx: ssl.SSLContext
+) -> None:
+    deadline = 1.0
+    srv = WebhookServer(tls.cert_path, tls.key_path, request_deadline=deadline)
+    srv.start()
+    try:
+        connected = time.monotonic()
+        client = Slowpoke(srv.port, client_ctx, handshake=True)
+        pace = threading.Event()  # never set: paces the client, orders nothing
+        while not client.cut:
+            assert time.monotonic() - connected < deadline + 10, "never cut off"
+            client.trickle()  # ten bytes a second: steady progress
+            pace.wait(0.1)
+        # The server accepted after our connect, so it cannot have cut us any earlier.
+        assert time.monotonic() - connected >= deadline
+        client.close()
+    finally:
+        srv.stop()
+
+
+def test_idle_keep_alive_outlives_the_request_deadline(
+    tls: Any, client_ctx: ssl.SSLContext
+) -> None:
+    # The API server reuses connections: idle time between requests is not request time.
+    deadline = 0.5
+    srv = WebhookServer(tls.cert_path, tls.key_path, request_deadline=deadline)
+    srv.start()
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=client_ctx, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok"
+        idle_since = time.monotonic()
+        # Let the connection sit idle for longer than a request may take.
+        wait_for(
+            lambda: time.monotonic() - idle_since > 3 * deadline,
+            timeout=10,
+            message="idle for three request deadlines",
+        )
+        assert srv.open_connections == 1
+        sock = conn.sock
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok"
+        assert conn.sock is sock  # the same connection answered, not a reconnect
+    finally:
+        conn.close()
+        srv.stop()
