@@ -75,8 +75,8 @@ LINGER_SECONDS = 2.0
 #: How long accept() waits for an evicted connection's thread to give its slot back (it
 #: only has to notice its cut socket) before refusing the new connection.
 EVICT_WAIT = 1.0
-#: Evictions and refusals are logged at WARNING at most once per this many seconds, with a
-#: count, so that a flood of connections cannot flood the log.
+#: Timeouts, evictions and refusals: the first of each interval is logged at WARNING, the
+#: rest are counted into one line per interval, so a flood of clients cannot flood the log.
 PRESSURE_LOG_INTERVAL = 10.0
 
 
@@ -166,26 +166,35 @@ class ConnTable:
         conn.phase, conn.since, conn.deadline = phase, now, deadline
 
 
-class _PressureLog:
-    """Counts evictions and refusals and logs them at most once per interval (the first
-    one at once). Used by the accept thread only."""
+class PressureLog:
+    """Warnings about connections the server cut or refused, bounded: per kind (timed
+    out, evicted, refused), the first one of an interval is logged at once with its
+    detail, later ones are counted and summed up in one line when the interval is over
+    (``flush``) or the server stops. Used by the serving thread only; ``now`` is passed in.
+    """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._last = -float("inf")
+        self._last: dict[str, float] = {}  # kind -> when its interval began
         self._counts: dict[str, int] = {}
 
-    def hit(self, what: str, now: float) -> None:
-        self._counts[what] = self._counts.get(what, 0) + 1
+    def event(self, kind: str, now: float, msg: str, *args: Any) -> None:
         self.flush(now)
+        if now - self._last.get(kind, -float("inf")) >= self.interval:
+            self._last[kind] = now
+            logger.warning(msg, *args)
+        else:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
 
-    def flush(self, now: float) -> None:
-        if not self._counts or now - self._last < self.interval:
-            return
-        self._last = now
-        summary = ", ".join(f"{n} {what}" for what, n in sorted(self._counts.items()))
-        self._counts.clear()
-        logger.warning("connection limit reached: %s", summary)
+    def flush(self, now: float, *, force: bool = False) -> None:
+        for kind, count in sorted(self._counts.items()):
+            since = self._last[kind]
+            if force or now - since >= self.interval:
+                logger.warning(
+                    "webhook connections %s: %d more in the last %.0f s", kind, count, now - since
+                )
+                self._last[kind] = now
+                del self._counts[kind]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -357,7 +366,7 @@ class _TLSServer(HTTPServer):
         self._table = ConnTable(request_deadline, idle_timeout)
         self._lock = threading.Lock()  # guards _table and every shutdown of a tracked socket
         self._closing = False
-        self._pressure = _PressureLog(PRESSURE_LOG_INTERVAL)
+        self._pressure = PressureLog(PRESSURE_LOG_INTERVAL)
         # A per-operation socket timeout as a backstop, should the sweep ever stop.
         self.backstop_timeout = max(request_deadline, idle_timeout) + LINGER_SECONDS
         super().__init__(address, _Handler)
@@ -376,11 +385,30 @@ class _TLSServer(HTTPServer):
             # Wait for the victim's thread to give its slot back, or (all connections
             # being answered) for an answer to finish; the kernel's listen backlog holds
             # further clients meanwhile. Past EVICT_WAIT, refuse: the client sees a close.
+            peer = client_address[0]
             if not self._slots.acquire(timeout=EVICT_WAIT):
-                self._pressure.hit("refused", now)
+                self._pressure.event(
+                    "refused",
+                    now,
+                    "%s - connection refused: all %d connections busy answering for %.1f s",
+                    peer,
+                    self.max_connections,
+                    EVICT_WAIT,
+                )
                 self.shutdown_request(request)
                 return
-            self._pressure.hit("evicted" if victim is not None else "waited", now)
+            if victim is not None:
+                self._pressure.event(
+                    "evicted",
+                    now,
+                    "%s - connection limit (%d) reached: cut the oldest unfinished "
+                    "connection (from %s, %s for %.1f s)",
+                    peer,
+                    self.max_connections,
+                    victim.peer,
+                    victim.phase.value,
+                    now - victim.since,
+                )
         sock: socket.socket = request
         conn: Conn | None = None
         try:
@@ -417,7 +445,9 @@ class _TLSServer(HTTPServer):
             for conn in self._table.expired(now):
                 self._cut(conn)
                 if conn.phase in (Phase.REQUEST, Phase.ANSWER):
-                    logger.warning(
+                    self._pressure.event(
+                        "timed out",
+                        now,
                         "%s - Request timed out: not complete within %.1f s "
                         "(TLS handshake, headers and body); connection cut",
                         conn.peer,
@@ -489,6 +519,8 @@ class _TLSServer(HTTPServer):
             self._closing = True
             for conn in self._table:
                 self._cut(conn)
+        # The serving thread has ended (stop() joined it): its log is ours now.
+        self._pressure.flush(time.monotonic(), force=True)
 
     @property
     def open_connections(self) -> int:

@@ -33,6 +33,7 @@ from actors.webhook import (
     VALIDATE_PATH,
     ConnTable,
     Phase,
+    PressureLog,
     WebhookServer,
 )
 from actors.webhook_review import ACTION_ANNOTATION
@@ -81,6 +82,27 @@ def test_victim_is_the_oldest_unfinished_request_then_the_longest_idle_never_ans
         assert table.remove(victim)
     assert order == ["slow-old", "slow-new", "idle-old", "idle-new"]
     assert len(table) == 1 and not table.remove(slow_old)  # only "busy" is left
+
+
+def test_pressure_log_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    log = PressureLog(interval=10.0)
+    with caplog.at_level("WARNING", logger="dockmirror.webhook"):
+        log.event("timed out", 100.0, "first %s", "a")  # first of its kind: at once
+        for i in range(50):
+            log.event("evicted", 101.0 + i * 0.1, "evicted %d", i)  # first one at once
+        log.event("timed out", 105.0, "x")
+        log.flush(109.0)  # no interval is over: nothing more yet
+        assert [r.getMessage() for r in caplog.records] == ["first a", "evicted 0"]
+        log.flush(110.0)  # the timeouts' interval is over, the evictions' is not
+        log.event("timed out", 111.0, "y")  # counted: its summary just went out
+        log.flush(111.5, force=True)  # the server stops: say what is left
+    assert [r.getMessage() for r in caplog.records] == [
+        "first a",
+        "evicted 0",
+        "webhook connections timed out: 1 more in the last 10 s",
+        "webhook connections evicted: 49 more in the last 10 s",
+        "webhook connections timed out: 1 more in the last 2 s",
+    ]
 
 
 def test_limits_must_be_positive(tmp_path: Any) -> None:
