@@ -54,7 +54,7 @@ CONTAINER_PLURAL = "containers"
 PROBE_LABEL = "dockmirror.rancherdesktop.io/webhook-probe"
 
 #: Connections served at once, one thread each; a connection beyond it evicts the oldest
-#: one that is not being answered (see _ConnTable.victim) or is refused. The API server keeps
+#: one that is not being answered (see ConnTable.victim) or is refused. The API server keeps
 #: at most 25 idle connections per webhook host (client-go's transport cache) and opens more
 #: only for concurrent admission calls, so 128 leaves ample room for it while bounding
 #: threads (about 8 MiB of address space and 22 KB RSS each) and file descriptors.
