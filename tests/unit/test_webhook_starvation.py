@@ -23,12 +23,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors import webhook as webhook_mod
 from actors.certs import ensure_certificates
 from actors.webhook import (
     MAX_CONNECTIONS,
     VALIDATE_PATH,
+    Conn,
     ConnTable,
     Phase,
     PressureLog,
@@ -81,6 +84,63 @@ def test_victim_is_the_oldest_unfinished_request_then_the_longest_idle_never_ans
         assert table.remove(victim)
     assert order == ["slow-old", "slow-new", "idle-old", "idle-new"]
     assert len(table) == 1 and not table.remove(slow_old)  # only "busy" is left
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "request", "answering", "answered", "closing", "remove"]),
+            st.integers(min_value=0, max_value=4),  # which connection
+            st.floats(min_value=0.0, max_value=5.0),  # time passing before the step
+        ),
+        max_size=40,
+    )
+)
+def test_conn_table_invariants(steps: list[tuple[str, int, float]]) -> None:
+    """Any sequence of phase changes: a request never gets more than request_deadline
+    from the moment it began (progress never extends it), expired() is exactly the
+    overdue set, and the victim is never a connection being answered and is the first
+    in (idle last, oldest first) order."""
+    table = ConnTable(request_deadline=10.0, idle_timeout=120.0)
+    now = 0.0
+    conns: dict[int, Conn] = {}
+    began: dict[int, float] = {}  # when each connection's current request began
+    for op, key, dt in steps:
+        now += dt
+        conn = conns.get(key)
+        if op == "add" and conn is None:
+            conns[key] = table.add(key, "p", now)
+            began[key] = now
+        elif conn is None:
+            continue
+        elif op == "request":
+            if conn.phase is Phase.IDLE:
+                began[key] = now
+            table.request_started(conn, now)
+        elif op == "answering" and conn.phase is Phase.REQUEST:
+            table.answering(conn, now)
+        elif op == "answered" and conn.phase is Phase.ANSWER:
+            table.answered(conn, now)
+        elif op == "closing":
+            table.closing(conn, now, linger=2.0)
+        elif op == "remove":
+            assert table.remove(conn)
+            del conns[key]
+        for k, c in conns.items():
+            if c.phase in (Phase.REQUEST, Phase.ANSWER):
+                assert c.deadline <= began[k] + table.request_deadline
+        assert {id(c) for c in table.expired(now)} == {
+            id(c) for c in conns.values() if c.deadline <= now
+        }
+        victim = table.victim()
+        candidates = [c for c in conns.values() if c.phase is not Phase.ANSWER]
+        if not candidates:
+            assert victim is None
+        else:
+            assert victim is not None and victim.phase is not Phase.ANSWER
+            rank = lambda c: (c.phase is Phase.IDLE, c.since)  # noqa: E731
+            assert rank(victim) == min(rank(c) for c in candidates)
 
 
 def test_pressure_log_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
