@@ -4,9 +4,13 @@
 (decisions in :mod:`actors.webhook_review`) and ``GET /healthz`` on 127.0.0.1 over TLS.
 No request -- oversized, truncated, not HTTP, not TLS -- can stop the serving thread:
 the TLS handshake and each connection run in their own daemon thread, and every failure
-is answered (or the connection dropped) and logged once at WARNING. Idle keep-alive
-connections that time out (or are closed by the client) between requests are normal
-and logged at DEBUG only.
+is answered (or the connection dropped) and logged once at WARNING. Nor can slow clients
+starve it: connections are capped (``MAX_CONNECTIONS``; a new one evicts the oldest that
+is not being answered), a request must be complete ``REQUEST_DEADLINE`` seconds after
+accept or after its first byte, however steadily it trickles in, and bodies over
+``MAX_BODY_BYTES`` answer 413 unread. Idle keep-alive connections that time out
+(``IDLE_TIMEOUT``) or are closed by the client between requests are normal and logged at
+DEBUG only.
 
 :class:`WebhookRegistration` creates or replaces the ValidatingWebhookConfiguration that
 points the API server at it, deletes it, and probes that the API server really calls it.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import json
 import logging
 import secrets
@@ -24,7 +29,9 @@ import socket
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,50 +53,201 @@ CONTAINER_PLURAL = "containers"
 #: Label carried by the dry-run probe object; its value is a random token.
 PROBE_LABEL = "dockmirror.rancherdesktop.io/webhook-probe"
 
-HANDSHAKE_TIMEOUT = 5.0
-CONNECTION_TIMEOUT = 10.0
+#: Connections served at once, one thread each; a connection beyond it evicts the oldest
+#: one that is not being answered (see ConnTable.victim) or is refused. The API server keeps
+#: at most 25 idle connections per webhook host (client-go's transport cache) and opens more
+#: only for concurrent admission calls, so 128 leaves ample room for it while bounding
+#: threads (about 8 MiB of address space and 22 KB RSS each) and file descriptors.
+MAX_CONNECTIONS = 128
+#: Deadline from accept to a complete request (TLS handshake, request line, headers, body),
+#: and from the first byte of each later request on a keep-alive connection. The API server
+#: gives up on a webhook call after its timeoutSeconds (10 s by default; we register 5 s), so
+#: a request that is not complete after 10 s has no reader left. Progress does not extend it:
+#: a client trickling one byte a second is cut off after 10 s all the same.
+REQUEST_DEADLINE = 10.0
+#: Idle limit of a keep-alive connection between requests. Longer than client-go's 90 s
+#: IdleConnTimeout so that the API server, not we, closes an idle connection: a server-side
+#: close can cross a request the client is sending on that connection, and Go does not retry
+#: a POST. Idle connections are evicted when the server is full, so they cannot starve it.
+IDLE_TIMEOUT = 120.0
 #: How long a closing connection's unread input is drained (see _lingering_close).
 LINGER_SECONDS = 2.0
+#: How long accept() waits for an evicted connection's thread to give its slot back (it
+#: only has to notice its cut socket) before refusing the new connection.
+EVICT_WAIT = 1.0
+#: Timeouts, evictions and refusals: the first of each interval is logged at WARNING, the
+#: rest are counted into one line per interval, so a flood of clients cannot flood the log.
+PRESSURE_LOG_INTERVAL = 10.0
 
 
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
+class Phase(enum.Enum):
+    """Where a connection is in its life; decides its deadline and whether it may be evicted."""
+
+    REQUEST = "request"  # TLS handshake, or reading a request's line, headers and body
+    ANSWER = "answer"  # the request is complete and being reviewed and answered
+    IDLE = "idle"  # keep-alive, waiting for the first byte of the next request
+    CLOSING = "closing"  # draining unread input before close (_lingering_close)
+
+
+@dataclass(eq=False)
+class Conn:
+    """One accepted connection's bookkeeping in a :class:`ConnTable`."""
+
+    sock: Any
+    peer: str
+    phase: Phase
+    since: float  # when the current phase began (monotonic seconds)
+    deadline: float
+    cut: bool = False  # shut down by the server; its thread closes quietly
+
+
+class ConnTable:
+    """Deadlines and eviction order of the open connections: pure logic, no locks, no
+    clock of its own (every method takes ``now``), so it is tested without threads. The
+    server calls it under its lock from the accept thread and the connection threads."""
+
+    def __init__(self, request_deadline: float, idle_timeout: float) -> None:
+        self.request_deadline = request_deadline
+        self.idle_timeout = idle_timeout
+        self._conns: dict[int, Conn] = {}
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def __iter__(self) -> Iterator[Conn]:
+        return iter(list(self._conns.values()))
+
+    def add(self, sock: Any, peer: str, now: float) -> Conn:
+        """A new connection: its deadline covers the TLS handshake and the first request."""
+        conn = Conn(sock, peer, Phase.REQUEST, now, now + self.request_deadline)
+        self._conns[id(conn)] = conn
+        return conn
+
+    def remove(self, conn: Conn) -> bool:
+        """Forget ``conn``; False if it was not tracked (already cut or removed)."""
+        return self._conns.pop(id(conn), None) is not None
+
+    def request_started(self, conn: Conn, now: float) -> None:
+        """The first byte of a request arrived. Only a request after an idle spell gets a
+        fresh deadline: the first request's deadline runs from accept (handshake included)."""
+        if conn.phase is Phase.IDLE:
+            self._enter(conn, Phase.REQUEST, now, now + self.request_deadline)
+
+    def answering(self, conn: Conn, now: float) -> None:
+        """The request is complete; the deadline stays (a client that does not read its
+        answer cannot hold the thread beyond it)."""
+        self._enter(conn, Phase.ANSWER, now, conn.deadline)
+
+    def answered(self, conn: Conn, now: float) -> None:
+        self._enter(conn, Phase.IDLE, now, now + self.idle_timeout)
+
+    def closing(self, conn: Conn, now: float, linger: float) -> None:
+        self._enter(conn, Phase.CLOSING, now, now + linger)
+
+    def expired(self, now: float) -> list[Conn]:
+        return [c for c in self._conns.values() if c.deadline <= now]
+
+    def victim(self) -> Conn | None:
+        """The connection to evict for a new one when all slots are taken: one that is still
+        handshaking, reading its request or closing, the oldest first (a slow client has
+        been at it longest; a well-behaved one needs milliseconds), else the longest idle.
+        Never one being answered: its request is complete and costs milliseconds."""
+        candidates = [c for c in self._conns.values() if c.phase is not Phase.ANSWER]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda c: (c.phase is Phase.IDLE, c.since))
+
+    @staticmethod
+    def _enter(conn: Conn, phase: Phase, now: float, deadline: float) -> None:
+        conn.phase, conn.since, conn.deadline = phase, now, deadline
+
+
+class PressureLog:
+    """Warnings about connections the server cut or refused, bounded: per kind (timed
+    out, evicted, refused), the first one of an interval is logged at once with its
+    detail, later ones are counted and summed up in one line when the interval is over
+    (``flush``) or the server stops. Used by the serving thread only; ``now`` is passed in.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}  # kind -> when its interval began
+        self._counts: dict[str, int] = {}
+
+    def event(self, kind: str, now: float, msg: str, *args: Any) -> None:
+        self.flush(now)
+        if now - self._last.get(kind, -float("inf")) >= self.interval:
+            self._last[kind] = now
+            logger.warning(msg, *args)
+        else:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+
+    def flush(self, now: float, *, force: bool = False) -> None:
+        for kind, count in sorted(self._counts.items()):
+            since = self._last[kind]
+            if force or now - since >= self.interval:
+                logger.warning(
+                    "webhook connections %s: %d more in the last %.0f s", kind, count, now - since
+                )
+                self._last[kind] = now
+                del self._counts[kind]
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """One connection's HTTP/1.1 requests; runs in that connection's thread."""
+
     protocol_version = "HTTP/1.1"
-    timeout = CONNECTION_TIMEOUT
     server: _TLSServer
     server_version = "dockmirror-webhook"
     sys_version = ""
 
     # -- plumbing ---------------------------------------------------------
 
+    def __init__(self, request: Any, client_address: Any, server: _TLSServer, conn: Conn):
+        self.conn = conn  # set before the base class runs setup() and handle()
+        super().__init__(request, client_address, server)
+
+    def setup(self) -> None:
+        # The socket's timeout was set by the server (a backstop only: the server's
+        # deadline sweep cuts slow and idle connections); keep it.
+        self.timeout = self.request.gettimeout()
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - " + format, self.client_address[0], *args)
 
     def log_error(self, format: str, *args: Any) -> None:
+        if self.conn.cut:
+            return  # the server cut it and has said why; what follows is the echo
         logger.warning("%s - " + format, self.client_address[0], *args)
 
     def handle_one_request(self) -> None:
         # Wait for the first byte of the next request before the base class reads it.
-        # The API server keeps idle keep-alive connections open; when no new request
-        # starts within CONNECTION_TIMEOUT (or the client goes away meanwhile) that is
-        # normal, so close quietly at DEBUG. A request that stalls *after* its first
-        # byte still times out in the base class and is logged at WARNING.
+        # Between requests the connection is idle: the server's sweep closes it after
+        # the idle timeout, at DEBUG (the API server keeps idle keep-alive connections;
+        # that is normal). From the first byte on, the request deadline runs.
         try:
-            self.rfile.peek(1)
+            first = self.rfile.peek(1)
         except TimeoutError:
             logger.debug("%s - idle keep-alive connection timed out", self.client_address[0])
             self.close_connection = True
             return
-        except ConnectionError as exc:
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
             logger.debug("%s - connection closed while idle: %s", self.client_address[0], exc)
             self.close_connection = True
             return
+        if not first:
+            self.close_connection = True
+            return
+        self.server.note(self.conn, Phase.REQUEST)
         super().handle_one_request()
 
     def _send(self, status: int, body: bytes, *, close: bool = False, ctype: str = "") -> None:
+        self.server.note(self.conn, Phase.ANSWER)
         self.send_response(status)
         self.send_header("Content-Type", ctype or "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -101,12 +259,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.wfile.flush()
         self.server.owner._count()
+        self.server.note(self.conn, Phase.IDLE)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Used by the base class for unparsable request lines, bad headers, unknown
         # methods. Answer with JSON instead of HTML and log once.
         msg = message or self.responses.get(code, ("error",))[0]
-        logger.warning("%s - rejected request: %d %s", self.client_address[0], code, msg)
+        if not self.conn.cut:
+            logger.warning("%s - rejected request: %d %s", self.client_address[0], code, msg)
         try:
             self._send(code, _json_bytes({"error": msg}), close=True)
         except OSError:
@@ -132,7 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._post()
         except (TimeoutError, ConnectionError, ssl.SSLError) as exc:
-            logger.warning("%s - connection failed: %s", self.client_address[0], exc)
+            if not self.conn.cut:
+                logger.warning("%s - connection failed: %s", self.client_address[0], exc)
             self.close_connection = True
         except Exception:
             logger.exception("%s - internal error handling %s", self.client_address[0], self.path)
@@ -164,6 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) != length:
             self._reject(400, "body shorter than Content-Length")
             return
+        self.server.note(self.conn, Phase.ANSWER)  # complete: no longer to be evicted
         status, out = review(body)
         if status == 200:
             self.server.owner._note_probe(body)
@@ -174,68 +336,196 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, out)
 
 
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _Closing(Exception):
+    """The server is stopping: a connection accepted meanwhile is dropped."""
+
+
+class _TLSServer(HTTPServer):
+    """Accepts in the serving thread and runs each connection (TLS handshake included) in
+    its own daemon thread, at most ``max_connections`` at once. The serving thread also
+    sweeps deadlines (``service_actions``, every ``poll_interval``) and cuts connections
+    that overrun them by shutting their socket down, which wakes their blocked thread."""
+
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], ctx: ssl.SSLContext, owner: WebhookServer):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        ctx: ssl.SSLContext,
+        owner: WebhookServer,
+        *,
+        max_connections: int,
+        request_deadline: float,
+        idle_timeout: float,
+    ):
         self.ssl_context = ctx
         self.owner = owner
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._table = ConnTable(request_deadline, idle_timeout)
+        self._lock = threading.Lock()  # guards _table and every shutdown of a tracked socket
         self._closing = False
+        self._pressure = PressureLog(PRESSURE_LOG_INTERVAL)
+        # A per-operation socket timeout as a backstop, should the sweep ever stop.
+        self.backstop_timeout = max(request_deadline, idle_timeout) + LINGER_SECONDS
         super().__init__(address, _Handler)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # Runs in the per-connection thread, so a slow or garbage handshake never
-        # blocks accept().
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        with contextlib.suppress(OSError):  # headers and body are separate writes
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not self._track(request):
-            return
+    # -- accept thread ----------------------------------------------------
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        """Serving thread: take a slot (evicting if needed), wrap without handshaking (no
+        I/O here) and start the connection's thread."""
+        now = time.monotonic()
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                victim = self._table.victim()
+                if victim is not None:
+                    self._cut(victim)
+            # Wait for the victim's thread to give its slot back, or (all connections
+            # being answered) for an answer to finish; the kernel's listen backlog holds
+            # further clients meanwhile. Past EVICT_WAIT, refuse: the client sees a close.
+            peer = client_address[0]
+            if not self._slots.acquire(timeout=EVICT_WAIT):
+                self._pressure.event(
+                    "refused",
+                    now,
+                    "%s - connection refused: all %d connections busy answering for %.1f s",
+                    peer,
+                    self.max_connections,
+                    EVICT_WAIT,
+                )
+                self.shutdown_request(request)
+                return
+            if victim is not None:
+                self._pressure.event(
+                    "evicted",
+                    now,
+                    "%s - connection limit (%d) reached: cut the oldest unfinished "
+                    "connection (from %s, %s for %.1f s)",
+                    peer,
+                    self.max_connections,
+                    victim.peer,
+                    victim.phase.value,
+                    now - victim.since,
+                )
+        sock: socket.socket = request
+        conn: Conn | None = None
         try:
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            self._untrack(request)
-            logger.warning("%s - TLS handshake failed: %s", client_address[0], exc)
-            return
-        # wrap_socket detached `request`; track the TLS socket (same descriptor) instead.
-        self._untrack(request)
-        if not self._track(tls):
-            tls.close()
-            return
+            with contextlib.suppress(OSError):  # headers and body are separate writes
+                request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            request.settimeout(self.backstop_timeout)
+            sock = self.ssl_context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
+            with self._lock:
+                if self._closing:
+                    raise _Closing
+                conn = self._table.add(sock, client_address[0], now)
+            threading.Thread(
+                target=self._run, args=(conn, client_address), name="webhook-conn", daemon=True
+            ).start()
+        except Exception as exc:
+            # Closing, or no thread could be started (e.g. the process's thread limit):
+            # drop this connection, give its slot back and keep accepting.
+            if conn is not None:
+                with self._lock:
+                    self._table.remove(conn)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._slots.release()
+            if not isinstance(exc, _Closing):
+                logger.exception("%s - could not start a connection", client_address[0])
+
+    def service_actions(self) -> None:
+        """Serving thread, after every accept and every ``poll_interval``: cut connections
+        past their deadline."""
+        now = time.monotonic()
+        with self._lock:
+            for conn in self._table.expired(now):
+                self._cut(conn)
+                if conn.phase in (Phase.REQUEST, Phase.ANSWER):
+                    self._pressure.event(
+                        "timed out",
+                        now,
+                        "%s - Request timed out: not complete within %.1f s "
+                        "(TLS handshake, headers and body); connection cut",
+                        conn.peer,
+                        self._table.request_deadline,
+                    )
+                elif conn.phase is Phase.IDLE:
+                    logger.debug("%s - idle keep-alive connection timed out", conn.peer)
+        self._pressure.flush(now)
+
+    # -- connection threads -----------------------------------------------
+
+    def _run(self, conn: Conn, client_address: Any) -> None:
+        tls = conn.sock
         try:
-            self.RequestHandlerClass(tls, client_address, self)
-            self._lingering_close(tls)
+            try:
+                tls.do_handshake()
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                if not conn.cut:
+                    logger.warning("%s - TLS handshake failed: %s", client_address[0], exc)
+                return
+            try:
+                _Handler(tls, client_address, self, conn)
+                self.note(conn, Phase.CLOSING)
+                self._lingering_close(tls)
+            except Exception:
+                if not conn.cut:
+                    self.handle_error(tls, client_address)
         finally:
-            self._untrack(tls)
+            with self._lock:
+                self._table.remove(conn)
             with contextlib.suppress(OSError):
                 tls.close()
+            self._slots.release()
 
-    def _track(self, sock: socket.socket) -> bool:
-        with self._conns_lock:
-            if self._closing:
-                return False
-            self._conns.add(sock)
-            return True
+    def note(self, conn: Conn, phase: Phase) -> None:
+        """Connection thread: ``conn`` enters ``phase`` (REQUEST: the first byte of a
+        request arrived; ANSWER: the request is complete; IDLE: answered, keep-alive;
+        CLOSING: draining before close). A cut connection is no longer tracked."""
+        now = time.monotonic()
+        with self._lock:
+            if conn.cut:
+                return
+            if phase is Phase.REQUEST:
+                self._table.request_started(conn, now)
+            elif phase is Phase.ANSWER:
+                self._table.answering(conn, now)
+            elif phase is Phase.IDLE:
+                self._table.answered(conn, now)
+            else:
+                self._table.closing(conn, now, LINGER_SECONDS)
 
-    def _untrack(self, sock: socket.socket) -> None:
-        with self._conns_lock:
-            self._conns.discard(sock)
+    # -- cutting ----------------------------------------------------------
+
+    def _cut(self, conn: Conn) -> None:
+        """Under ``_lock``: shut the connection's socket down (its thread owns and closes
+        it) and stop tracking it. The thread still holds the descriptor, so the shutdown
+        cannot hit a reused one."""
+        conn.cut = True
+        self._table.remove(conn)
+        with contextlib.suppress(OSError, ValueError):
+            # Plain socket shutdown on the descriptor, bypassing the TLS wrapper that the
+            # connection thread owns; its blocked handshake, read or write returns at once.
+            socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
 
     def close_connections(self) -> None:
         """Refuse new connections and cut open ones (keep-alive connections from the API
         server would otherwise keep being answered after stop())."""
-        with self._conns_lock:
+        with self._lock:
             self._closing = True
-            conns = list(self._conns)
-        for sock in conns:
-            with contextlib.suppress(OSError, ValueError):
-                # Plain socket shutdown on the descriptor, bypassing the TLS wrapper that
-                # the connection thread owns; its blocked read returns at once.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            for conn in self._table:
+                self._cut(conn)
+        # The serving thread has ended (stop() joined it): its log is ours now.
+        self._pressure.flush(time.monotonic(), force=True)
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._table)
 
     @staticmethod
     def _lingering_close(tls: ssl.SSLSocket) -> None:
@@ -255,13 +545,35 @@ class _TLSServer(ThreadingHTTPServer):
 
 
 class WebhookServer:
-    """The HTTPS admission endpoint on 127.0.0.1:<port> (0 picks a free port)."""
+    """The HTTPS admission endpoint on 127.0.0.1:<port> (0 picks a free port).
 
-    def __init__(self, cert_path: Path, key_path: Path, port: int = 0, host: str = "127.0.0.1"):
+    ``start``, ``stop`` and ``reload_certificates`` are called by the supervisor's thread;
+    the server runs in its own serving thread plus one daemon thread per connection, at
+    most ``max_connections`` (see the module constants for the limits and why).
+    """
+
+    def __init__(
+        self,
+        cert_path: Path,
+        key_path: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        request_deadline: float = REQUEST_DEADLINE,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ):
+        if max_connections < 1 or request_deadline <= 0 or idle_timeout <= 0:
+            raise ValueError("max_connections, request_deadline and idle_timeout must be > 0")
         self._cert_path = Path(cert_path)
         self._key_path = Path(key_path)
         self._host = host
         self._port = port
+        self._limits = {
+            "max_connections": max_connections,
+            "request_deadline": request_deadline,
+            "idle_timeout": idle_timeout,
+        }
         self._lock = threading.Lock()
         self._served = 0
         self._last_probe: str | None = None
@@ -277,6 +589,12 @@ class WebhookServer:
     @property
     def url(self) -> str:
         return f"https://{self._host}:{self._port}{VALIDATE_PATH}"
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet cut or closed (at most ``max_connections``)."""
+        httpd = self._httpd
+        return httpd.open_connections if httpd is not None else 0
 
     @property
     def served_count(self) -> int:
@@ -323,7 +641,7 @@ class WebhookServer:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("WebhookServer already started")
-        self._httpd = _TLSServer((self._host, self._port), self._context(), self)
+        self._httpd = _TLSServer((self._host, self._port), self._context(), self, **self._limits)
         self._port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._serve, name=f"webhook-{self._port}", daemon=True
@@ -339,6 +657,8 @@ class WebhookServer:
             logger.exception("webhook server loop died")
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close the listener and cut every open connection (slow or idle
+        ones included: each thread wakes from its cut socket and exits on its own)."""
         httpd, thread = self._httpd, self._thread
         if httpd is None or thread is None:
             return

@@ -13,6 +13,8 @@ from tests.support.service import ACTION, GROUP, VERSION
 from tests.support.wait import wait_for
 
 KUBE_TIME = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+#: The two writes that complete an action, in the order spec §4.3 requires.
+ACTION_WRITES = ("patch_last_action", "remove_annotation")
 
 
 def docker_events(docker_client, container_id, since, actions):
@@ -201,10 +203,17 @@ def test_38_happy_path_has_no_conflict_retry(service, run_container):
     service.wait_status(c.id, "running")
     la = service.request(c.id, "pause")
     assert la["state"] == "Succeeded"
+
+    def action_effects():
+        return [e for e in service.effects(c.id) if e.op in ACTION_WRITES]
+
+    # An effect line is journaled when the service has the apiserver's answer, which can
+    # be a moment after this test already sees the annotation gone: wait for both lines.
+    wait_for(lambda: len(action_effects()) >= 2, timeout=10, message="both action writes journaled")
     effects = service.effects(c.id)
-    action_effects = [e for e in effects if e.op in ("patch_last_action", "remove_annotation")]
-    assert [e.op for e in action_effects][:2] == ["patch_last_action", "remove_annotation"]
-    assert all(e.outcome == "ok" for e in action_effects), action_effects
+    writes = action_effects()
+    assert [e.op for e in writes][:2] == list(ACTION_WRITES)
+    assert all(e.outcome == "ok" for e in writes), writes
     assert not [e for e in effects if e.outcome == "conflict"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -264,17 +263,16 @@ def test_events_since_until_and_live_stream_end():
     assert event["Actor"]["Attributes"]["name"] == "web"
     assert event["time"] == event["timeNano"] // 10**9
 
+    # Like the real call (which returns once the response headers arrived), the stream
+    # is subscribed when events() returns: no need to wait for the reader to start.
     stream = d.events()
     got: list[str] = []
     reader = threading.Thread(target=lambda: got.extend(e["Action"] for e in stream))
     reader.start()
-    time.sleep(0.05)
     d.pause(cid)
-    deadline = time.monotonic() + 2
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: got == ["pause"], timeout=5, message="the pause event streamed")
     d.unavailable = True  # engine down: the stream ends
-    reader.join(2)
+    reader.join(5)
     assert not reader.is_alive() and got == ["pause"]
 
 
@@ -512,18 +510,19 @@ def test_watch_replays_after_rv_and_410_after_expiry():
 def test_watch_live_bookmark_and_dropped_stream():
     k = FakeMirrorStore()
     _, rv = k.list()
-    got: list[str] = []
     stream = k.watch(rv, server_timeout_s=30, read_timeout_s=60)
+    k.apply_metadata("c1")
+    # The watch is a lazy generator: it starts (and notes which drops and bookmarks it
+    # has seen) at its first event. Take that one here, then hand it to the reader.
+    got = [next(stream)["type"]]
     reader = threading.Thread(target=lambda: got.extend(e["type"] for e in stream))
     reader.start()
-    k.apply_metadata("c1")
     k.client_delete("c1")
     k.client_strip_finalizer("c1")
-    time.sleep(0.1)
-    k.send_bookmark()
-    time.sleep(0.1)
-    k.drop_watches()
-    reader.join(2)
+    k.send_bookmark()  # a watch delivers its history before a bookmark, at any speed
+    wait_for(lambda: len(got) == 4, timeout=5, message="three changes and a bookmark")
+    k.drop_watches()  # a drop ends the stream before undelivered events: wait first
+    reader.join(5)
     assert not reader.is_alive()
     assert got == ["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 
@@ -532,6 +531,9 @@ def test_watch_dropped_with_error_and_concurrent_writers_serialise():
     k = FakeMirrorStore()
     k.apply_metadata("c1")
     stream = k.watch(k.resource_version, server_timeout_s=30, read_timeout_s=60)
+    k.apply_status("c1", {"status": "running"})
+    # Started (see above) before the drop, whenever the reader thread gets to run.
+    assert next(stream)["type"] == "MODIFIED"
     errors: list[BaseException] = []
 
     def read() -> None:
@@ -542,9 +544,8 @@ def test_watch_dropped_with_error_and_concurrent_writers_serialise():
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(0.05)
     k.drop_watches(error=True)
-    reader.join(2)
+    reader.join(5)
     assert len(errors) == 1
 
     def bump(i: int) -> None:

@@ -213,7 +213,13 @@ def test_child_that_raises_is_restarted_and_finishes(env: Env):
         message="router noticed the death",
     )
     assert env.store.objects() == {}
-    rig.until(lambda: cid in env.store.objects() and rig.ready(), "restarted child synced")
+    # One tick past the 0.2 s backoff restarts it. No more ticks: each one advances the
+    # clock a second, and enough of them on a slow machine would retire the restarted
+    # child (idle timeout 60 s) before the count below.
+    rig.tick()
+    rig.until(
+        lambda: cid in env.store.objects() and rig.ready(), "restarted child synced", tick=False
+    )
     assert env.store.get(cid)["status"]["status"] == "running"
     assert live_children() == 1
 

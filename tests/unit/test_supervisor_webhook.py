@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import supervisor
 from actors import webhook as webhook_mod
 from actors.certs import ensure_certificates
 from supervisor import CERT_CHECK_INTERVAL, EXIT_BUDGET, Config, Supervisor
+from tests.support.wait import wait_for
 
 
 class FakeServer:
@@ -239,15 +241,21 @@ def test_failed_re_registration_after_renewal_is_retried_by_the_recheck(
 
 
 @pytest.fixture
-def quick_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[webhook_mod.WebhookServer, ssl.SSLContext]:
-    monkeypatch.setattr(webhook_mod._Handler, "timeout", 0.5)
+def quick_server(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Factory of real servers with short limits; only the limit under test is short, so
+    a slow machine cannot trip the other one."""
     tls = ensure_certificates(tmp_path)
-    srv = webhook_mod.WebhookServer(tls.cert_path, tls.key_path, port=0)
-    srv.start()
-    yield srv, ssl.create_default_context(cadata=tls.ca_pem.decode())
-    srv.stop()
+    servers: list[webhook_mod.WebhookServer] = []
+
+    def make(**limits: float) -> tuple[webhook_mod.WebhookServer, ssl.SSLContext]:
+        srv = webhook_mod.WebhookServer(tls.cert_path, tls.key_path, port=0, **limits)
+        srv.start()
+        servers.append(srv)
+        return srv, ssl.create_default_context(cadata=tls.ca_pem.decode())
+
+    yield make
+    for srv in servers:
+        srv.stop()
 
 
 def _connect(srv: webhook_mod.WebhookServer, ctx: ssl.SSLContext) -> ssl.SSLSocket:
@@ -267,16 +275,13 @@ def _wait_closed(sock: ssl.SSLSocket) -> None:
 def test_idle_keep_alive_timeout_is_debug_only(
     quick_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    srv, ctx = quick_server
+    srv, ctx = quick_server(idle_timeout=0.5, request_deadline=60.0)
     with caplog.at_level(logging.DEBUG, logger="dockmirror.webhook"):
         with _connect(srv, ctx) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b"ok" in sock.recv(4096)
             _wait_closed(sock)  # the server closes the idle connection after 0.5 s
-        deadline = time.monotonic() + 5
-        while "idle keep-alive" not in caplog.text:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.05)
+        wait_for(lambda: "idle keep-alive" in caplog.text, timeout=5, message="idle log line")
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [], [r.getMessage() for r in warnings]
 
@@ -284,15 +289,12 @@ def test_idle_keep_alive_timeout_is_debug_only(
 def test_request_stalled_mid_way_is_still_a_warning(
     quick_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    srv, ctx = quick_server
+    srv, ctx = quick_server(request_deadline=0.5, idle_timeout=60.0)
     with caplog.at_level(logging.DEBUG, logger="dockmirror.webhook"):
         with _connect(srv, ctx) as sock:
             sock.sendall(b"GET /heal")  # never finished
             _wait_closed(sock)
-        deadline = time.monotonic() + 5
-        while "Request timed out" not in caplog.text:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.05)
+        wait_for(lambda: "Request timed out" in caplog.text, timeout=5, message="timeout log")
     timed_out = [r for r in caplog.records if "Request timed out" in r.getMessage()]
     assert len(timed_out) == 1 and timed_out[0].levelno == logging.WARNING
     assert "idle keep-alive" not in caplog.text
