@@ -590,6 +590,8 @@ class Result:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     failed_invariants: set[str] = field(default_factory=set)
+    # figure -> the least value that makes the campaign meaningful (minimum_problems)
+    minimums: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
