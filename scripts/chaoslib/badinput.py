@@ -436,7 +436,7 @@ def bad_input(env: Env, quick: bool, rng: random.Random) -> Result:
             result.fail("case", [f"{name}: {type(exc).__name__}: {exc}"])
         log(f"bad-input: {name}: {outcomes[name]}")
     # The service must still work: a few valid requests on fresh containers, then the
-    # four invariants.
+    # invariants.
     ids = [env.container("bad-input") for _ in range(4)]
     with (
         Observer(env) as obs,

@@ -1,23 +1,26 @@
-"""The four end-of-campaign invariants, as pure functions over observations.
+"""The end-of-campaign invariants, as pure functions over observations.
 
 Nothing here talks to Docker or Kubernetes; the harness gathers the observations (mirror
-objects, Docker states, request book, restart event counts) and these functions return
-human-readable problems (an empty list means the invariant holds).
+objects, Docker inspect data, the request book, the outcome records its watch saw,
+restart event counts, service exit codes) and these functions return human-readable
+problems (an empty list means the invariant holds). docs/reliability.md has the table.
 
-Semantics (docs/reliability.md):
+Semantics:
 
-* **Single slot.** A request overwritten before the service picked it up never runs;
-  only the *last value written* to a container's slot is "its last request".
-* **Outcome of the last request.** ``lastAction.action`` equals the last value written,
-  ``observedAt`` is not older than that write (second precision) and ``state``/``error``
-  are consistent. In *strict* campaigns nobody but the service touches the containers,
-  so the outcome must also agree with Docker's final state (table below). In racing
-  campaigns (docker CLI, restart policies, engine restarts) Docker's state may have
-  changed after the action, so only a valid outcome shape is required, while
-  ``status.status == Docker state`` is still checked after quiescence.
+* **Single slot.** A request replaced in the slot before the service picked it up never
+  runs; one replaced while in flight still gets its own outcome (spec §4.6).
+* **Every request.** Each request ends with its own ``lastAction`` record
+  (:func:`match_outcomes`) or was replaced in the slot; each record is checked for shape
+  and, in *strict* campaigns where nobody but the service touches the containers,
+  against a model of the states the container can be in (:data:`MODEL`). In racing
+  campaigns (docker CLI, restart policies, engine restarts, calls reported as timed out
+  after they ran) only the shape is checked, while the mirror must still match Docker.
+* **Mirrors match Docker** on status, pid, exit code, name, namespace and labels.
 * **Exactly-once restart.** Docker's ``restart`` events (emitted only by
   ``POST /containers/{id}/restart``; restart-policy restarts emit ``die``+``start``) per
   container equal the number of ``restart`` requests that completed ``Succeeded``.
+* **Evidence, not silence.** A failed listing is a failure, a campaign below its minimum
+  counts proves nothing, and a service exit the harness did not cause is a failure.
 """
 
 from __future__ import annotations
