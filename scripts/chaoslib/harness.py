@@ -825,6 +825,7 @@ def settle_and_check(
         result.fail("request outcome", ["the outcome watch did not catch up within 30 s"])
     records, gaps = outcomes.snapshot()
     totals = Counter()
+    restarts_answered = Counter()
     per_request: list[str] = []
     for cid in sorted(book.requests):
         m = match_outcomes(
@@ -843,13 +844,16 @@ def settle_and_check(
             replays=m.replays,
         )
         book.restarts_succeeded[cid] = m.restarts_succeeded
+        restarts_answered[cid] = m.restarts_answered
         per_request += [f"{cid[:12]}: {p}" for p in m.problems]
     outcome = last_action_problems(
         book, {k: v for k, v in mirrors.items() if k in ours}, docker_states, strict=strict
     )
     # 4. exactly one Docker restart per Succeeded restart request
     seen = restarts.counts(ours)
-    rproblems, doubles, missing = restart_problems(+book.restarts_succeeded, seen)
+    rproblems, doubles, missing = restart_problems(
+        +book.restarts_succeeded, seen, +restarts_answered
+    )
     racer_errors = driver.racers.errors
 
     result.figures.update(

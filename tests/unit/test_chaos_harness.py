@@ -229,3 +229,39 @@ def test_self_test_reports_an_unwired_hook() -> None:
 def test_guarded_threads_are_daemons() -> None:
     t = RacerErrors().guarded("x", lambda: None)
     assert isinstance(t, threading.Thread) and t.daemon
+
+
+def _obj(rv: int, la: dict | None = None, annotations: dict | None = None) -> dict:
+    status = {"lastAction": la} if la else {}
+    meta = {"name": CID, "resourceVersion": str(rv), "annotations": annotations or {}}
+    return {"metadata": meta, "status": status}
+
+
+def test_outcome_watch_keeps_each_distinct_record_in_order() -> None:
+    from scripts.chaoslib.harness import OutcomeWatch
+
+    w = OutcomeWatch(SimpleNamespace())  # no thread: feed it objects as the watch would
+    stop = {"action": "stop", "state": "Succeeded"}
+    start = {"action": "start", "state": "Succeeded"}
+    for rv, la in ((5, None), (6, stop), (7, stop), (8, start), (9, stop)):
+        w._see(_obj(rv, la))
+    records, gaps = w.snapshot()
+    assert [(r.rv, r.last_action["action"]) for r in records[CID]] == [
+        (6, "stop"),
+        (8, "start"),
+        (9, "stop"),
+    ]
+    assert gaps == []
+    assert w.caught_up({CID: _obj(9)}, timeout=0)
+    assert not w.caught_up({CID: _obj(10)}, timeout=0)
+
+
+def test_consumed_needs_the_final_requests_marker_and_no_annotation() -> None:
+    from scripts.chaoslib.harness import _consumed
+
+    pending = {CID: _obj(3, annotations={ACTION: "stop", REQUEST_ID: "r2"})}
+    done = {CID: _obj(4, annotations={REQUEST_ID: "r2"})}
+    assert _consumed(pending, CID, "r2") is None
+    assert _consumed(done, CID, "r2") is done[CID]
+    assert _consumed(done, CID, "r3") is None  # a later request's consumption is not ours
+    assert _consumed({}, CID, "r2") is None

@@ -138,6 +138,25 @@ def test_restart_counts_flag_doubles_and_missing() -> None:
     assert restart_problems(Counter({"a": 1}), Counter({"a": 1})) == ([], 0, 0)
 
 
+def test_a_failed_restart_may_have_run_but_never_twice() -> None:
+    # One restart request answered Failed (reported as timed out after the call was
+    # made): Docker restarting it once is legal, twice is a double restart.
+    assert restart_problems(Counter(), Counter({"a": 1}), Counter({"a": 1})) == ([], 0, 0)
+    problems, doubles, _ = restart_problems(Counter(), Counter({"a": 2}), Counter({"a": 1}))
+    assert doubles == 1 and "2x for 1" in problems[0]
+    # A Succeeded one must have run.
+    assert restart_problems(Counter({"a": 1}), Counter(), Counter({"a": 1}))[2] == 1
+
+
+def test_match_counts_answered_and_succeeded_restarts() -> None:
+    m = match_outcomes(
+        reqs(("restart", 10), ("stop", 20), ("restart", 30)),
+        [rec(11, "restart", "Failed", "timeout"), rec(21, "stop"), rec(31, "restart")],
+        strict=False,
+    )
+    assert (m.restarts_answered, m.restarts_succeeded) == (2, 1)
+
+
 def test_result_summary_and_failure_cap() -> None:
     r = Result("sigkill", figures={"kills": 3, "stuck": 0})
     assert r.ok and "PASS" in r.summary_line() and "kills=3" in r.summary_line()
