@@ -280,6 +280,32 @@ def test_strict_model_allows_an_overwritten_request_to_have_run_or_not() -> None
         assert m.problems == [] and m.overwritten == [0]
 
 
+def test_strict_model_lets_a_replaced_request_land_after_the_next_one() -> None:
+    # stop dispatched, service SIGKILLed, the daemon keeps stopping; start (which
+    # replaced it) gets a 304 on the still running container, then the stop completes.
+    # pause then fails on the stopped container: legal. Two requests later: not.
+    requests = reqs(("stop", 10, True), ("start", 12), ("pause", 20), ("unpause", 30))
+    records = [
+        rec(13, "start"),
+        rec(21, "pause", "Failed", "Container x is not running"),
+        rec(31, "unpause", "Failed", "cannot unpause container x: not running"),
+    ]
+    m = match_outcomes(
+        requests, records, initial_state="running", final_docker_state="exited", strict=True
+    )
+    assert m.problems == []
+    late = reqs(("stop", 10, True), ("start", 12), ("unpause", 20), ("pause", 30))
+    records = [
+        rec(13, "start"),
+        rec(21, "unpause"),
+        rec(31, "pause", "Failed", "Container x is not running"),
+    ]
+    m = match_outcomes(
+        late, records, initial_state="running", final_docker_state="exited", strict=True
+    )
+    assert any("request 4: pause/Failed" in p for p in m.problems)
+
+
 def test_strict_model_checks_the_final_docker_state() -> None:
     m = match_outcomes(
         reqs(("stop", 10)),
