@@ -1,15 +1,17 @@
-"""Chaos campaigns against the real devenv (issue 7; docs/reliability.md).
+"""Chaos campaigns against the real devenv (issues 7 and 10; docs/reliability.md).
 
-    scripts/chaos --quick                       # CI: every campaign, under 5 minutes
+    scripts/chaos --quick                       # CI: every campaign, a few minutes
     scripts/chaos                               # full mode (100 kills, 10,000-action soak)
     scripts/chaos --quick --only sigkill,races  # a subset
     scripts/chaos --json figures.json           # also write the figures
+    scripts/chaos --self-test                   # prove each invariant catches its bug
 
-Campaigns: sigkill, actor-crash, engine, races, soak, bad-input. ``engine`` stops and
-starts the devenv's Docker engine and apiserver: never run it while others use them.
-Prints one summary line per campaign; exits 1 if an invariant failed (details printed).
-Everything created is labelled ``dockmirror.chaos=<run id>`` in namespace
-``chaos-<run id>`` and removed at the end, also on failure or Ctrl-C.
+Campaigns: sigkill, actor-crash, engine, races, soak, flaky, bad-input. ``engine``
+stops and starts the devenv's Docker engine and apiserver, ``flaky`` SIGSTOPs dockerd
+for 20 s: never run them while others use the devenv. Prints one summary line per
+campaign; exits 1 if an invariant failed (details printed). Everything created is
+labelled ``dockmirror.chaos=<run id>`` in namespace ``chaos-<run id>`` and removed at
+the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +32,8 @@ sys.path.insert(0, str(REPO))
 from scripts.chaoslib import campaigns  # noqa: E402
 from scripts.chaoslib.badinput import bad_input  # noqa: E402
 from scripts.chaoslib.harness import Env, log  # noqa: E402
-from scripts.chaoslib.invariants import Result  # noqa: E402
+from scripts.chaoslib.invariants import Result, minimum_problems  # noqa: E402
+from scripts.chaoslib.selftest import probe, self_test  # noqa: E402
 
 CAMPAIGNS = {
     "sigkill": campaigns.sigkill,
@@ -37,17 +41,24 @@ CAMPAIGNS = {
     "engine": campaigns.engine,
     "races": campaigns.races,
     "soak": campaigns.soak,
+    "flaky": campaigns.flaky,
     "bad-input": bad_input,
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="CI sizes: all campaigns in < 5 min")
+    p.add_argument("--quick", action="store_true", help="CI sizes: all campaigns in minutes")
     p.add_argument(
         "--only",
         default="",
         help=f"comma-separated subset of: {', '.join(CAMPAIGNS)} (default: all)",
+    )
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="run a small campaign against the correct service and against each planted "
+        "bug (DOCKMIRROR_BUGS); pass only if every bug is caught by its invariant",
     )
     p.add_argument("--json", type=Path, help="write the figures of every campaign here")
     p.add_argument("--scale", type=float, default=1.0, help="multiply campaign sizes (dev)")
@@ -58,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="service logs and journals (default /tmp/dockmirror-chaos-<id>)",
     )
     args = p.parse_args(argv)
+    if args.self_test and args.only:
+        p.error("--self-test runs its own fixed campaign; --only does not apply")
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CAMPAIGNS)
     unknown = [n for n in names if n not in CAMPAIGNS]
     if unknown:
@@ -70,45 +83,86 @@ def _sigterm(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def run_campaign(env: Env, name: str, body: Callable[[], Result]) -> Result:
+    """Run one campaign and apply the checks every campaign shares: a crash of the
+    campaign itself, service exits the harness did not cause, minimum counts."""
+    first = len(env.services)
+    t0 = time.monotonic()
+    try:
+        result = body()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        result = Result(name)
+        result.fail("campaign crashed", [f"{type(exc).__name__}: {exc}"])
+        traceback.print_exc()
+        env.remove_containers(name)
+    finally:
+        # A campaign that crashed half-way must not leave its service running:
+        # two services in one namespace would both run every request.
+        env.stop_services()
+    result.seconds = time.monotonic() - t0
+    exits = [p for svc in env.services[first:] for p in svc.unexpected_exits()]
+    result.figures["unexpected_exits"] = len(exits)
+    result.fail("service exit", exits)
+    result.fail("minimum counts", minimum_problems(result.figures, result.minimums))
+    return result
+
+
+def _campaigns(env: Env, args: argparse.Namespace, rng: random.Random) -> list[Result]:
+    sizes = campaigns.QUICK if args.quick else campaigns.FULL
+    results = []
+    for name in args.names:
+        log(f"--- campaign {name}")
+        if name == "bad-input":
+
+            def body(name: str = name) -> Result:
+                return bad_input(env, args.quick, rng)
+        else:
+
+            def body(name: str = name) -> Result:
+                return CAMPAIGNS[name](env, campaigns.scaled(sizes[name], args.scale), rng)
+
+        result = run_campaign(env, name, body)
+        limit = result.figures.pop("_rss_limit_pct", None)
+        growth = result.figures.get("rss_growth_pct")
+        if limit is not None and not args.quick and growth is not None and growth > limit:
+            result.fail("rss", [f"RSS grew {growth}% (> {limit}%) over the soak"])
+        results.append(result)
+        log(result.summary_line())
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)
     signal.signal(signal.SIGTERM, _sigterm)
-    sizes = campaigns.QUICK if args.quick else campaigns.FULL
     env = Env(args.workdir)
-    mode = "quick" if args.quick else "full"
+    mode = "self-test" if args.self_test else "quick" if args.quick else "full"
     log(f"chaos run {env.run_id} ({mode}, seed {seed}), namespace {env.namespace}, {env.workdir}")
     results: list[Result] = []
+    verdicts = []
     started = time.monotonic()
     interrupted = False
     try:
-        for name in args.names:
-            log(f"--- campaign {name}")
-            t0 = time.monotonic()
-            try:
-                if name == "bad-input":
-                    result = bad_input(env, args.quick, rng)
-                else:
-                    result = CAMPAIGNS[name](env, campaigns.scaled(sizes[name], args.scale), rng)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                result = Result(name)
-                result.fail("campaign crashed", [f"{type(exc).__name__}: {exc}"])
-                traceback.print_exc()
-                env.remove_containers(name)
-            finally:
-                # A campaign that crashed half-way must not leave its service running:
-                # two services in one namespace would both run every request.
-                env.stop_services()
-            result.seconds = time.monotonic() - t0
-            limit = result.figures.pop("_rss_limit_pct", None)
-            growth = result.figures.get("rss_growth_pct")
-            if limit is not None and not args.quick and growth is not None and growth > limit:
-                result.fail("rss", [f"RSS grew {growth}% (> {limit}%) over the soak"])
-            results.append(result)
-            log(result.summary_line())
+        if args.self_test:
+
+            def run(env: Env, rng: random.Random, bug: str | None) -> tuple[Result, bool]:
+                fired = False
+
+                def body() -> Result:
+                    nonlocal fired
+                    result, fired = probe(env, rng, bug)
+                    return result
+
+                name = f"selftest-{(bug or 'control').replace('_', '-')}"
+                return run_campaign(env, name, body), fired
+
+            verdicts = self_test(env, rng, run)
+            results = [v.result for v in verdicts]
+        else:
+            results = _campaigns(env, args, rng)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
@@ -118,17 +172,31 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for r in results:
         print(r.summary_line())
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        print(f"\n{r.name} FAILED:")
+    if args.self_test:
+        print()
+        for v in verdicts:
+            print(v.line)
+        failed_names = [v.bug or "control" for v in verdicts if v.problems]
+        ok = not failed_names and len(verdicts) > 0 and not interrupted
+        detail = [r for r in results if not r.ok]
+    else:
+        failed = [r for r in results if not r.ok]
+        ok = not failed
+        detail = failed
+    for r in detail:
+        print(f"\n{r.name} {'FAILED' if not args.self_test else 'failures'}:")
         for line in r.failures:
             print(f"  - {line}")
         if "trace" in r.figures:
             print(f"  service log and journal: {r.figures['trace']}")
-    print(
-        f"\nchaos {mode} run {env.run_id} seed {seed}: {len(results) - len(failed)}/"
-        f"{len(results)} campaigns passed in {total:.0f}s"
-    )
+    if args.self_test:
+        verdict = "passed" if ok else f"FAILED ({', '.join(failed_names) or 'incomplete'})"
+        print(f"\nchaos self-test run {env.run_id} seed {seed}: {verdict} in {total:.0f}s")
+    else:
+        print(
+            f"\nchaos {mode} run {env.run_id} seed {seed}: {len(results) - len(detail)}/"
+            f"{len(results)} campaigns passed in {total:.0f}s"
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -138,13 +206,16 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": seed,
                     "seconds": round(total, 1),
                     "campaigns": [r.as_json() for r in results],
+                    "self_test": [
+                        {"bug": v.bug, "fired": v.fired, "problems": v.problems} for v in verdicts
+                    ],
                 },
                 indent=2,
             )
         )
     if interrupted:
         return 130
-    return 1 if failed else 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

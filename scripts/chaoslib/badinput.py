@@ -23,6 +23,7 @@ from scripts.chaoslib.harness import (
     Driver,
     Env,
     Observer,
+    OutcomeWatch,
     RestartCounter,
     docker_cli,
     log,
@@ -435,13 +436,18 @@ def bad_input(env: Env, quick: bool, rng: random.Random) -> Result:
             result.fail("case", [f"{name}: {type(exc).__name__}: {exc}"])
         log(f"bad-input: {name}: {outcomes[name]}")
     # The service must still work: a few valid requests on fresh containers, then the
-    # four invariants.
+    # invariants.
     ids = [env.container("bad-input") for _ in range(4)]
-    with Observer(env) as obs, RestartCounter(env) as restarts:
+    with (
+        Observer(env) as obs,
+        RestartCounter(env) as restarts,
+        OutcomeWatch(env) as watch,
+    ):
         driver = Driver(env, obs, ids, budget=20, seed=rng.random()).start()
         driver.wait_budget(120)
         driver.finish()
-        settle_and_check(env, result, driver, restarts, strict=True)
+        settle_and_check(env, result, driver, restarts, watch, strict=True)
     result.figures.update(cases=len(cases), outcomes=outcomes, trace=str(svc.workdir))
+    result.minimums = {"cases": len(cases), "requested": 20, "completed": 20}
     _teardown(env, "bad-input", svc)
     return result

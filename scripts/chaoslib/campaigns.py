@@ -10,11 +10,16 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import docker
 
 from scripts.chaoslib.harness import (
     Driver,
     Env,
     Observer,
+    OutcomeWatch,
+    RacerErrors,
     RestartCounter,
     docker_cli,
     log,
@@ -41,6 +46,7 @@ class Sizes:
     budget: int | None = None
     kills: int = 0
     epochs: int = 0
+    hang: float = 0.0  # seconds dockerd stays SIGSTOPped (flaky)
 
 
 QUICK = {
@@ -49,6 +55,7 @@ QUICK = {
     "engine": Sizes(containers=15, seconds=3),
     "races": Sizes(containers=12, seconds=20),
     "soak": Sizes(containers=20, seconds=0, budget=400),
+    "flaky": Sizes(containers=12, seconds=10, hang=20),
 }
 FULL = {
     "sigkill": Sizes(containers=30, seconds=0, kills=100),
@@ -56,7 +63,10 @@ FULL = {
     "engine": Sizes(containers=30, seconds=6),
     "races": Sizes(containers=20, seconds=180),
     "soak": Sizes(containers=50, seconds=0, budget=10_000),
+    "flaky": Sizes(containers=30, seconds=60, hang=20),
 }
+# Share of the service's port calls that fail transiently in the flaky campaign.
+FLAKY_P = 0.03
 
 
 def scaled(sizes: Sizes, factor: float) -> Sizes:
@@ -67,7 +77,24 @@ def scaled(sizes: Sizes, factor: float) -> Sizes:
         budget=None if sizes.budget is None else max(20, int(sizes.budget * factor)),
         kills=max(1, int(sizes.kills * factor)) if sizes.kills else 0,
         epochs=max(1, int(sizes.epochs * factor)) if sizes.epochs else 0,
+        hang=sizes.hang,
     )
+
+
+def minimums(sizes: Sizes, **extra: int) -> dict[str, int]:
+    """What every request-stream campaign must at least have done to prove anything.
+
+    Quick runs make 10-30 requests per container; 3 per container is far below that
+    on any machine, so only a stream that stalled or never started fails it. A restart
+    is required once the stream is long enough that none at all (weight 1/10) would be
+    an event of chance below 1e-4.
+    """
+    base = {
+        "requested": 3 * sizes.containers,
+        "completed": 2 * sizes.containers,
+        "restarts_requested": 1 if sizes.containers >= 10 else 0,
+    }
+    return {**base, **extra}
 
 
 def _containers(env: Env, campaign: str, n: int, created_every: int = 6) -> list[str]:
@@ -106,7 +133,7 @@ def sigkill(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     _start(svc)
     kills = fault_kills = startup_kills = 0
     faults = ""
-    with Observer(env) as obs, RestartCounter(env) as restarts:
+    with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
         driver = Driver(env, obs, ids, seed=rng.random()).start()
         try:
             while kills < sizes.kills:
@@ -136,10 +163,11 @@ def sigkill(env: Env, sizes: Sizes, rng: random.Random) -> Result:
                 _start(svc, "")
         finally:
             driver.finish()
-        settle_and_check(env, result, driver, restarts, strict=True)
+        settle_and_check(env, result, driver, restarts, outcomes, strict=True)
     result.figures.update(
         kills=kills, fault_kills=fault_kills, startup_kills=startup_kills, trace=str(svc.workdir)
     )
+    result.minimums = minimums(sizes, kills=sizes.kills)
     _teardown(env, "sigkill", svc)
     return result
 
@@ -202,8 +230,8 @@ def actor_crash(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     result = Result("actor-crash")
     ids = _containers(env, "actor-crash", sizes.containers)
     svc = env.service("actor-crash")
-    fired = drops = 0
-    with Observer(env) as obs, RestartCounter(env) as restarts:
+    fired = drops = epochs_run = 0
+    with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
         driver = Driver(env, obs, ids, seed=rng.random())
         try:
             for epoch in range(sizes.epochs + 1):
@@ -228,17 +256,26 @@ def actor_crash(env: Env, sizes: Sizes, rng: random.Random) -> Result:
                     break
                 fired += svc.log_since_start().count("fault injection:")
                 svc.stop()
+                epochs_run += 1
                 log(f"actor-crash: epoch {epoch + 1}/{sizes.epochs} ({faults}), {fired} fired")
             time.sleep(3)
         finally:
             driver.finish()
-        settle_and_check(env, result, driver, restarts, strict=True)
+        settle_and_check(env, result, driver, restarts, outcomes, strict=True)
     actor_failures = svc.log_text().count("fault injection:")
     result.figures.update(
-        faults_fired=fired, connections_dropped=drops, epochs=sizes.epochs, trace=str(svc.workdir)
+        faults_fired=fired,
+        faults_in_log=actor_failures,
+        connections_dropped=drops,
+        epochs=epochs_run,
+        trace=str(svc.workdir),
     )
-    if fired == 0 and sizes.epochs:
-        result.fail("faults", [f"no injected fault fired ({actor_failures} in log)"])
+    result.minimums = minimums(
+        sizes,
+        epochs=sizes.epochs,
+        faults_fired=1 if sizes.epochs else 0,
+        connections_dropped=1 if sizes.epochs else 0,
+    )
     _teardown(env, "actor-crash", svc)
     return result
 
@@ -257,15 +294,18 @@ def races(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     svc = env.service("races")
     _start(svc)
     stop = threading.Event()
-    cli_ops = policy_kills = 0
+    cli_ops = cli_timeouts = policy_kills = 0
+    racers = RacerErrors()
 
     def racer() -> None:
-        nonlocal cli_ops
+        nonlocal cli_ops, cli_timeouts
         r = random.Random(rng.random())
         while not stop.is_set():
             op = r.choice(["start", "stop", "pause", "unpause"])
             args = [op, "-t", "1"] if op == "stop" else [op]
-            docker_cli(env, *args, r.choice(ids))
+            # A non-zero exit is a legal answer (pause of a stopped container).
+            if docker_cli(env, *args, r.choice(ids)) == -1:
+                cli_timeouts += 1
             cli_ops += 1
             stop.wait(r.uniform(0.05, 0.3))
 
@@ -274,16 +314,22 @@ def races(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         r = random.Random(rng.random())
         while not stop.is_set():
             cid = r.choice(always)
-            with contextlib.suppress(Exception):
+            try:
                 pid = env.docker.api.inspect_container(cid)["State"]["Pid"]
                 if pid:
                     os.kill(pid, signal.SIGKILL)
                     policy_kills += 1
+            except (ProcessLookupError, docker.errors.NotFound) as exc:
+                # The process exited (or was restarted) between inspect and kill.
+                racers.add("policy-killer", exc, expected=True)
             stop.wait(r.uniform(0.3, 1.0))
 
-    with Observer(env) as obs, RestartCounter(env) as restarts:
-        driver = Driver(env, obs, ids, seed=rng.random()).start()
-        threads = [threading.Thread(target=f, daemon=True) for f in (racer, racer, policy_killer)]
+    with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
+        driver = Driver(env, obs, ids, seed=rng.random(), racers=racers).start()
+        threads = [
+            racers.guarded(name, fn)
+            for name, fn in (("cli-1", racer), ("cli-2", racer), ("policy-killer", policy_killer))
+        ]
         for t in threads:
             t.start()
         try:
@@ -293,8 +339,17 @@ def races(env: Env, sizes: Sizes, rng: random.Random) -> Result:
             for t in threads:
                 t.join(timeout=40)
             driver.finish()
-        settle_and_check(env, result, driver, restarts, strict=False)
-    result.figures.update(cli_ops=cli_ops, policy_kills=policy_kills, trace=str(svc.workdir))
+        settle_and_check(env, result, driver, restarts, outcomes, strict=False)
+    result.figures.update(
+        cli_ops=cli_ops,
+        cli_timeouts=cli_timeouts,
+        policy_kills=policy_kills,
+        trace=str(svc.workdir),
+    )
+    # One CLI op per 0.05-0.3 s per racer and one kill per 0.3-1 s: a tenth of that.
+    result.minimums = minimums(
+        sizes, cli_ops=int(sizes.seconds), policy_kills=max(1, int(sizes.seconds / 10))
+    )
     _teardown(env, "races", svc)
     return result
 
@@ -309,7 +364,7 @@ def soak(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     _start(svc)
     rss_ready = rss_mb(svc)
     assert sizes.budget is not None
-    with Observer(env) as obs, RestartCounter(env) as restarts:
+    with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
         driver = Driver(env, obs, ids, budget=sizes.budget, seed=rng.random()).start()
         warm = sizes.budget // 10
         while driver.book.completed < warm and not driver.wait_budget(0.5):
@@ -320,7 +375,7 @@ def soak(env: Env, sizes: Sizes, rng: random.Random) -> Result:
             log(f"soak: {driver.book.completed}/{sizes.budget} actions, RSS {rss_mb(svc)} MB")
         driver.finish()
         elapsed = time.monotonic() - t0
-        settle_and_check(env, result, driver, restarts, strict=True)
+        settle_and_check(env, result, driver, restarts, outcomes, strict=True)
         # Idle actors retire after --idle-timeout (3 s): measure the steady state.
         time.sleep(5)
         rss_end = rss_mb(svc)
@@ -336,6 +391,7 @@ def soak(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     if not svc.running:
         result.fail("service", ["exited during the soak"])
     result.figures["_rss_limit_pct"] = 10.0
+    result.minimums = minimums(sizes, completed=sizes.budget)
     _teardown(env, "soak", svc)
     return result
 
@@ -372,7 +428,7 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     svc = env.service("engine")
     _start(svc)
     outages = []
-    with Observer(env) as obs, RestartCounter(env) as restarts:
+    with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
         driver = Driver(env, obs, ids, seed=rng.random()).start()
         try:
             for stop_cmd, start_cmd in (
@@ -397,7 +453,100 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
             time.sleep(sizes.seconds)
         finally:
             driver.finish()
-        settle_and_check(env, result, driver, restarts, strict=False)
-    result.figures.update(outages_s=outages, trace=str(svc.workdir))
+        # The apiserver restart drops the watch cache: the harness's outcome watch must
+        # relist (410 Gone), so requests whose outcome fell in that gap are unverified.
+        settle_and_check(env, result, driver, restarts, outcomes, strict=False, allow_gaps=True)
+    result.figures.update(outages=len(outages), outages_s=outages, trace=str(svc.workdir))
+    result.minimums = minimums(sizes, outages=2)
     _teardown(env, "engine", svc)
+    return result
+
+
+# --- flaky -----------------------------------------------------------------------------
+def _dockerd_pid(env: Env) -> int:
+    """The devenv's dockerd pid, checked to be a dockerd (never signal a stranger)."""
+    pid_file = env.devenv.repo_root / ".devenv" / "dockerd.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError, IndexError) as exc:
+        raise RuntimeError(f"no running dockerd of the devenv ({pid_file}): {exc}") from exc
+    if comm != "dockerd":
+        raise RuntimeError(f"{pid_file} names pid {pid}, which is {comm!r}, not dockerd")
+    return pid
+
+
+def hang_engine(env: Env, svc: Service, seconds: float) -> float | None:
+    """SIGSTOP dockerd for ``seconds`` (the process alive, not answering), then SIGCONT,
+    always, in a ``finally`` (also on Ctrl-C/SIGTERM of the harness). Returns how many
+    seconds after the SIGSTOP the service reported ``EngineReady`` False, or None if it
+    did not during the hang. Runs on the campaign's thread.
+    """
+    pid = _dockerd_pid(env)
+    log(f"flaky: SIGSTOP dockerd (pid {pid}) for {seconds:.0f}s")
+    t0 = time.monotonic()
+    reported: float | None = None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        while (elapsed := time.monotonic() - t0) < seconds:
+            if reported is None:
+                with contextlib.suppress(Exception):
+                    if (svc.engine_ready() or ("",))[0] == "False":
+                        reported = round(elapsed, 1)
+            time.sleep(0.5)  # poll interval within the fixed hang window
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        log("flaky: SIGCONT dockerd")
+    return reported
+
+
+def flaky(env: Env, sizes: Sizes, rng: random.Random) -> Result:
+    """A request stream while a share of the service's calls in both ports fail
+    transiently (``DOCKMIRROR_FAULTS=kube.request=flaky:P,docker.call=flaky:P``: 5xx,
+    429, timeouts, resets, a call made then reported as timed out), plus one hung-engine
+    episode (dockerd SIGSTOPped, then SIGCONT). Stops the shared engine's answers for
+    ``sizes.hang`` seconds: only on a devenv nobody else uses."""
+    result = Result("flaky")
+    ids = _containers(env, "flaky", sizes.containers)
+    svc = env.service("flaky", env={"DOCKMIRROR_FAULTS_SEED": str(rng.randrange(1 << 30))})
+    spec = f"kube.request=flaky:{FLAKY_P},docker.call=flaky:{FLAKY_P}"
+    _start(svc, spec)
+    hangs = 0
+    reported: float | None = None
+    recovered = True
+    with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
+        driver = Driver(env, obs, ids, seed=rng.random()).start()
+        try:
+            time.sleep(sizes.seconds)  # stream under flaky ports only
+            reported = hang_engine(env, svc, sizes.hang)
+            hangs += 1
+            try:
+                _wait_ready_or_died(svc, timeout=120)
+            except AssertionError:
+                recovered = False
+            time.sleep(sizes.seconds)  # stream after the engine answers again
+        finally:
+            driver.finish()
+        settle_and_check(env, result, driver, restarts, outcomes, strict=False)
+    text = svc.log_text()
+    kube = text.count("fault injection: flaky kube.request")
+    dock = text.count("fault injection: flaky docker.call")
+    result.figures.update(
+        flaky_faults=kube + dock,
+        flaky_kube=kube,
+        flaky_docker=dock,
+        hangs=hangs,
+        engine_not_ready_after_s=reported,
+        trace=str(svc.workdir),
+    )
+    if hangs and reported is None:
+        result.fail("hung engine", [f"EngineReady never turned False in {sizes.hang:.0f}s"])
+    elif reported is not None and reported > 15:
+        result.fail("hung engine", [f"EngineReady turned False only after {reported}s (> 15)"])
+    if not recovered:
+        result.fail("hung engine", ["EngineReady not True again within 120 s after SIGCONT"])
+    if not svc.running:
+        result.fail("service", ["exited during the flaky campaign"])
+    result.minimums = minimums(sizes, flaky_kube=1, flaky_docker=1, hangs=1)
+    _teardown(env, "flaky", svc)
     return result

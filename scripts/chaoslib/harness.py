@@ -15,25 +15,39 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
+from actors import faults
 from scripts.chaoslib.invariants import (
     ACTION,
     Book,
+    OutcomeRecord,
+    RacerError,
+    Request,
     Result,
     annotations_of,
+    docker_view_from_inspect,
+    docker_view_from_list,
+    exit_problem,
+    identity_problems,
     last_action_problems,
+    match_outcomes,
+    mirror_view,
+    model_state,
     outcome_problem,
     persistent_mismatches,
+    racer_problems,
     restart_problems,
     status_mismatches,
-    stuck_annotations,
+    stuck_problems,
 )
 from tests.support.devenv import Devenv, start_devenv
 from tests.support.service import GROUP, VERSION, Service
@@ -41,6 +55,10 @@ from tests.support.service import GROUP, VERSION, Service
 LABEL = "dockmirror.chaos"
 IMAGE = "busybox:local"
 WEIGHTS = {"start": 3, "stop": 2, "pause": 2, "unpause": 2, "restart": 1}
+# Written with every request next to the action annotation: a unique id that tells the
+# racer whether its own (possibly failed) write landed and which request a later write
+# replaced. The service ignores other annotation keys.
+REQUEST_ID = "chaos.dockmirror.io/request"
 
 
 def log(msg: str) -> None:
@@ -62,13 +80,15 @@ class Env:
         self.core = k8s.CoreV1Api(self.api_client)
         self.docker = docker.DockerClient(base_url=self.devenv.docker_host, timeout=60)
         self.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=self.namespace)))
-        self.services: list[Service] = []
+        self.services: list[TrackedService] = []
 
     # --- service ---------------------------------------------------------------------
     def service(
         self, name: str, env: dict[str, str] | None = None, webhook_recheck: float = 30
-    ) -> Service:
-        svc = Service(
+    ) -> TrackedService:
+        # Planted bugs only where a self-test asks for them, never inherited by accident.
+        env = {"DOCKMIRROR_BUGS": "", **(env or {})}
+        svc = TrackedService(
             self.devenv,
             self.api_client,
             self.namespace,
@@ -100,6 +120,17 @@ class Env:
 
     def docker_states(self) -> dict[str, str]:
         return {c["Id"]: c["State"] for c in self.docker.api.containers(all=True)}
+
+    def docker_views(self, ours: set[str]) -> dict[str, dict[str, Any]]:
+        """Every container on the engine -> the fields its mirror must carry: all fields
+        (from inspect) for this campaign's containers, status and labels for others."""
+        views = {c["Id"]: docker_view_from_list(c) for c in self.docker.api.containers(all=True)}
+        for cid in sorted(ours & set(views)):
+            try:
+                views[cid] = docker_view_from_inspect(self.docker.api.inspect_container(cid))
+            except docker.errors.NotFound:
+                views.pop(cid, None)  # removed between the list and the inspect
+        return views
 
     def mirrors(self) -> dict[str, dict[str, Any]]:
         items = self.api.list_namespaced_custom_object(
@@ -148,6 +179,92 @@ class Env:
         with contextlib.suppress(Exception):
             self.docker.close()
             self.api_client.close()
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How one service process ended."""
+
+    pid: int
+    code: int | None
+    killed: bool  # SIGKILLed by the harness
+    stopped: bool  # SIGTERMed by the harness
+    kill_fault_armed: bool  # DOCKMIRROR_FAULTS had a kill point: it may kill itself
+    note: str = ""
+
+    def problem(self) -> str | None:
+        why = exit_problem(
+            self.code,
+            killed=self.killed,
+            stopped=self.stopped,
+            kill_fault_armed=self.kill_fault_armed,
+        )
+        if self.note:
+            why = f"{self.note}; {why}" if why else self.note
+        return f"pid {self.pid}: {why}" if why else None
+
+
+class TrackedService(Service):
+    """A :class:`Service` that remembers how each of its processes ended, so that an exit
+    the harness did not cause (exit code 3 of the restart budget, a crash, a SIGKILL
+    without an armed kill fault) fails the campaign instead of being restarted silently.
+
+    Runs on the campaign's thread; not thread-safe (one controller per service).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.exits: list[Exit] = []
+        self._killed = self._stopped = self._kill_fault = False
+        self._note = ""
+        self._noted_pid: int | None = None
+
+    def start(self, *, env: dict[str, str] | None = None, wait_ready: bool = True) -> Service:
+        self._record_exit()
+        spec = {**self.env, **(env or {})}.get("DOCKMIRROR_FAULTS", "")
+        rules, _ = faults.parse(spec)
+        self._kill_fault = any(rule.mode == "kill" for rule in rules.values())
+        self._killed = self._stopped = False
+        self._note = ""
+        return super().start(env=env, wait_ready=wait_ready)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self._killed = True
+        super().kill()
+        self._record_exit()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc is not None and self.proc.poll() is None:
+            self._stopped = True
+        try:
+            return super().stop(timeout)
+        except AssertionError:
+            self._note = f"did not stop within {timeout:.0f}s after SIGTERM (killed)"
+            raise
+        finally:
+            self._record_exit()
+
+    def _record_exit(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is None or self._noted_pid == proc.pid:
+            return
+        self._noted_pid = proc.pid
+        self.exits.append(
+            Exit(
+                proc.pid,
+                proc.returncode,
+                self._killed,
+                self._stopped,
+                self._kill_fault,
+                self._note,
+            )
+        )
+
+    def unexpected_exits(self) -> list[str]:
+        """Problems of every ended process (including one that ended just now)."""
+        self._record_exit()
+        return [why for e in self.exits if (why := e.problem())]
 
 
 def rss_mb(svc: Service) -> float | None:
@@ -276,9 +393,169 @@ class RestartCounter:
             return Counter(cid for cid, _ in self.seen if cid in container_ids)
 
 
+class OutcomeWatch:
+    """Sees every resourceVersion of the run namespace's Containers and keeps, per
+    container, each distinct ``status.lastAction`` in the order it appeared.
+
+    Why a watch: a request that is overwritten while in flight, or a crash replay, can
+    replace one ``lastAction`` with the next within milliseconds, so polling the list
+    misses records; the watch delivers every change of every object in order. It
+    resumes from the last resourceVersion (bookmarks keep that fresh) after a broken
+    stream. Only a ``410 Gone`` (the apiserver restarted, or the resume point left its
+    watch cache) forces a relist, and the skipped range is recorded as a *gap*: a
+    request whose outcome may lie in it is reported as unverified, never as completed.
+
+    Runs its own thread; :meth:`snapshot` and :meth:`caught_up` are thread-safe.
+    """
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.records: dict[str, list[OutcomeRecord]] = {}
+        self.gaps: list[tuple[int, int]] = []
+        self.errors = 0
+        self._last: dict[str, Any] = {}
+        self._seen_rv: dict[str, int] = {}
+        self._rv: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._watch: k8s_watch.Watch | None = None
+        self._thread = threading.Thread(target=self._run, name="outcome-watch", daemon=True)
+
+    def __enter__(self) -> OutcomeWatch:
+        self._thread.start()
+        # The first list must be in place before any request is written.
+        if not self._ready.wait(60):
+            raise RuntimeError("outcome watch: could not list the Containers within 60 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(timeout=10)
+
+    def _see(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        name, rv = meta.get("name"), int(meta.get("resourceVersion") or 0)
+        la = (obj.get("status") or {}).get("lastAction")
+        with self._lock:
+            self._seen_rv[name] = max(rv, self._seen_rv.get(name, 0))
+            if la and la != self._last.get(name):
+                self.records.setdefault(name, []).append(OutcomeRecord(rv, la))
+            self._last[name] = la
+
+    def _relist(self, gap_from: int | None) -> None:
+        listed = self.env.api.list_namespaced_custom_object(
+            GROUP, VERSION, self.env.namespace, "containers"
+        )
+        list_rv = listed["metadata"]["resourceVersion"]
+        for obj in listed["items"]:
+            self._see(obj)
+        with self._lock:
+            if gap_from is not None:
+                self.gaps.append((gap_from, int(list_rv)))
+            self._rv = list_rv
+        self._ready.set()
+
+    def _run(self) -> None:
+        gap_from: int | None = None
+        while not self._stop.is_set():
+            try:
+                if self._rv is None:
+                    self._relist(gap_from)
+                    gap_from = None
+                self._watch = k8s_watch.Watch()
+                for ev in self._watch.stream(
+                    self.env.api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.env.namespace,
+                    "containers",
+                    resource_version=self._rv,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=30,
+                    _request_timeout=(5, 45),
+                ):
+                    obj = ev["raw_object"]
+                    if ev["type"] in ("ADDED", "MODIFIED"):
+                        self._see(obj)
+                    self._rv = obj["metadata"]["resourceVersion"]
+                    if self._stop.is_set():
+                        break
+            except ApiException as exc:
+                self.errors += 1
+                if exc.status == 410:
+                    gap_from, self._rv = int(self._rv or 0), None
+                self._stop.wait(0.5)
+            except Exception:
+                self.errors += 1  # stream broken (apiserver restart): resume from _rv
+                self._stop.wait(0.5)
+
+    def caught_up(self, mirrors: dict[str, dict[str, Any]], timeout: float = 30) -> bool:
+        """Wait until the watch has seen every object at least at the version listed."""
+        want = {n: int(o["metadata"]["resourceVersion"]) for n, o in mirrors.items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if all(self._seen_rv.get(n, 0) >= rv for n, rv in want.items()):
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            self._stop.wait(0.2)
+
+    def snapshot(self) -> tuple[dict[str, list[OutcomeRecord]], list[tuple[int, int]]]:
+        with self._lock:
+            return {k: list(v) for k, v in self.records.items()}, list(self.gaps)
+
+
+class RacerErrors:
+    """Exceptions of the harness's client threads, counted and classified (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.errors: list[RacerError] = []
+        self._lock = threading.Lock()
+
+    def add(self, thread: str, exc: BaseException, expected: bool) -> None:
+        with self._lock:
+            self.errors.append(RacerError(thread, f"{type(exc).__name__}: {exc}"[:300], expected))
+
+    def guarded(
+        self,
+        name: str,
+        fn: Callable[[], None],
+        expected: tuple[type[BaseException], ...] = (),
+    ) -> threading.Thread:
+        """A daemon thread running ``fn`` until it returns; an exception that escapes it
+        is recorded as unexpected (the thread's job stopped half-way)."""
+
+        def run() -> None:
+            try:
+                fn()
+            except expected as exc:
+                self.add(name, exc, expected=True)
+            except Exception as exc:
+                self.add(name, exc, expected=False)
+
+        return threading.Thread(target=run, name=name, daemon=True)
+
+
+class WriteFailed(RuntimeError):
+    """A request could not be written before its deadline."""
+
+
 class Driver:
     """Per-container request workers: write an action, sometimes overwrite it, wait until
-    the annotation is consumed, check the outcome, repeat."""
+    the annotation is consumed, repeat.
+
+    Every write carries a fresh :data:`REQUEST_ID` and a resourceVersion precondition on
+    the object the racer just read, so the racer knows exactly what the slot held when
+    its write landed (the replaced request is marked in the book) and, after an
+    ambiguous failure (timeout, reset, 5xx), whether its write landed at all. A value
+    never repeats the container's previous request (nor, for an overwrite, the value it
+    replaces): consecutive ``lastAction`` records then always differ, so a skipped
+    outcome write cannot hide behind an identical older record.
+    """
 
     def __init__(
         self,
@@ -291,6 +568,7 @@ class Driver:
         weights: dict[str, int] | None = None,
         consume_timeout: float = 120.0,
         seed: int | None = None,
+        racers: RacerErrors | None = None,
     ) -> None:
         self.env = env
         self.observer = observer
@@ -302,12 +580,16 @@ class Driver:
         self.consume_timeout = consume_timeout
         self.rng = random.Random(seed)
         self.problems: list[str] = []
+        self.racers = racers or RacerErrors()
         self.write_errors = 0
+        self.conflicts = 0
         self.stop = threading.Event()
         self.issued = 0
         self._lock = threading.Lock()
+        states = env.docker_states()
+        self.initial = {cid: states.get(cid) for cid in containers}
         self._threads = [
-            threading.Thread(target=self._worker, args=(cid,), name=f"w-{cid[:8]}", daemon=True)
+            self.racers.guarded(f"w-{cid[:8]}", lambda cid=cid: self._worker(cid))
             for cid in containers
         ]
 
@@ -340,93 +622,138 @@ class Driver:
             self.issued += 1
             return True
 
-    def _choose(self, exclude: tuple[str, ...] = ()) -> str:
+    def _choose(self, exclude: tuple[str | None, ...] = ()) -> str:
         with self._lock:
             names = [a for a in self.weights if a not in exclude]
             return self.rng.choices(names, [self.weights[a] for a in names])[0]
 
-    def write(self, cid: str, value: str, record: bool = True, deadline_s: float = 120.0) -> float:
-        """Write the annotation (retrying while the service/webhook/apiserver is away).
+    def _get(self, cid: str) -> dict[str, Any]:
+        return self.env.api.get_namespaced_custom_object(
+            GROUP, VERSION, self.env.namespace, "containers", cid
+        )
 
-        Returns the time the successful write returned; records it in the book.
+    def write(self, cid: str, value: str, deadline_s: float = 120.0) -> Request:
+        """Write ``value`` as a new request (retrying while the service, its webhook or
+        the apiserver is away) and record it in the book; raises WriteFailed.
+
+        Runs on the container's worker thread. Read, then patch with the read object's
+        resourceVersion: if the read showed an action annotation, the request it
+        belongs to (by its marker) is the one this write replaced. Any error other than
+        a conflict may hide a write that landed, so the marker is read back.
         """
+        rid = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + deadline_s
         not_found_deadline = time.monotonic() + 30
         while True:
+            if time.monotonic() > deadline:
+                raise WriteFailed(f"not written within {deadline_s:.0f}s")
             try:
-                self.env.api.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.env.namespace,
-                    "containers",
-                    cid,
-                    {"metadata": {"annotations": {ACTION: value}}},
-                )
-                break
+                obj = self._get(cid)
             except Exception as exc:
-                with self._lock:
-                    self.write_errors += 1
-                # 404: the mirror of a just-created container may not exist yet.
-                gone = isinstance(exc, ApiException) and exc.status == 404
-                if gone and time.monotonic() > not_found_deadline:
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        now = time.time()
-        if record:
+                self._write_error(exc, not_found_deadline)
+                continue
+            meta = obj["metadata"]
+            ann = annotations_of(obj)
+            held = ann.get(REQUEST_ID) if ACTION in ann else None
+            rv = int(meta["resourceVersion"])
+            body = {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "annotations": {ACTION: value, REQUEST_ID: rid},
+                }
+            }
+            try:
+                out = self.env.api.patch_namespaced_custom_object(
+                    GROUP, VERSION, self.env.namespace, "containers", cid, body
+                )
+                write_rv = int(out["metadata"]["resourceVersion"])
+            except ApiException as exc:
+                if exc.status == 409:
+                    with self._lock:
+                        self.conflicts += 1
+                    continue
+                self._write_error(exc, not_found_deadline)
+                if not self._landed(cid, rid, deadline):
+                    continue
+                write_rv = rv + 1  # landed after ``rv``: a lower bound is enough
+            except Exception as exc:
+                self._write_error(exc, not_found_deadline)
+                if not self._landed(cid, rid, deadline):
+                    continue
+                write_rv = rv + 1
+            now = time.time()
             with self._lock:
-                self.book.record(cid, value, now)
-        return now
+                if held is not None:
+                    self.book.mark_replaced(held)
+                return self.book.record(cid, value, now, rid, write_rv)
+
+    def _landed(self, cid: str, rid: str, deadline: float) -> bool:
+        """After an ambiguous failure: did the write with marker ``rid`` land?"""
+        while time.monotonic() < deadline:
+            try:
+                return annotations_of(self._get(cid)).get(REQUEST_ID) == rid
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False  # no object, so no write landed
+                time.sleep(0.2)
+            except Exception:
+                time.sleep(0.2)
+        raise WriteFailed("could not read back an ambiguous write before the deadline")
+
+    def _write_error(self, exc: Exception, not_found_deadline: float) -> None:
+        with self._lock:
+            self.write_errors += 1
+        # 404: the mirror of a just-created container may not exist yet.
+        gone = isinstance(exc, ApiException) and exc.status == 404
+        if gone and time.monotonic() > not_found_deadline:
+            raise WriteFailed(f"mirror not found for 30 s: {exc.reason}") from exc
+        time.sleep(0.2)
 
     def _worker(self, cid: str) -> None:
         rng = random.Random(self.rng.random())
+        previous: str | None = None  # value of the previous cycle's final request
         while self._take():
-            value = self._choose()
+            value = self._choose(exclude=(previous,))
             try:
-                written = self.write(cid, value)
+                final = self.write(cid, value)
                 if value != "restart" and rng.random() < self.overwrite_p:
-                    time.sleep(rng.uniform(0, 0.3))
-                    second = self._choose(exclude=("restart", value))
-                    written = self.write(cid, second)
-                    with self._lock:
-                        self.book.overwritten += 1
-                    value = second
-            except Exception as exc:
+                    # Jitter, not synchronization: overwrite at a random moment, possibly
+                    # while the first value is being dispatched.
+                    self.stop.wait(rng.uniform(0, 0.3))
+                    second = self._choose(exclude=("restart", value, previous))
+                    final = self.write(cid, second)
+            except WriteFailed as exc:
                 with self._lock:
                     self.problems.append(f"{cid[:12]}: could not write {value!r}: {exc}")
                 return
+            previous = final.value
             obj = self.observer.wait(
-                lambda snap, cid=cid: _consumed(snap, cid),
-                after=written,
+                lambda snap, rid=final.request_id: _consumed(snap, cid, rid),
+                after=final.written_at,
                 timeout=self.consume_timeout,
             )
             if obj is None:
                 with self._lock:
                     self.problems.append(
-                        f"{cid[:12]}: {value!r} not consumed within {self.consume_timeout:.0f}s"
+                        f"{cid[:12]}: {final.value!r} not consumed within "
+                        f"{self.consume_timeout:.0f}s"
                     )
                 return
+            # A second, independent look at the outcome (the list, not the watch).
             la = (obj.get("status") or {}).get("lastAction")
-            req = self.book.last(cid)
-            assert req is not None
-            why = outcome_problem(req, la, None, strict=False)
+            why = outcome_problem(final, la, None, strict=False)
             with self._lock:
                 self.book.completed += 1
                 if why:
                     self.problems.append(f"{cid[:12]}: at consumption: {why}")
-                if (
-                    value == "restart"
-                    and la
-                    and la.get("action") == "restart"
-                    and la.get("state") == "Succeeded"
-                ):
-                    self.book.restarts_succeeded[cid] += 1
 
 
-def _consumed(snap: dict[str, dict[str, Any]], cid: str) -> dict[str, Any] | None:
+def _consumed(snap: dict[str, dict[str, Any]], cid: str, rid: str) -> dict[str, Any] | None:
     obj = snap.get(cid)
-    if obj is not None and ACTION not in annotations_of(obj):
+    if obj is None:
+        return None
+    ann = annotations_of(obj)
+    if ACTION not in ann and ann.get(REQUEST_ID) == rid:
         return obj
     return None
 
@@ -436,76 +763,140 @@ def settle_and_check(
     result: Result,
     driver: Driver,
     restarts: RestartCounter,
+    outcomes: OutcomeWatch,
     *,
     strict: bool,
     quiesce_timeout: float = 90.0,
+    mirror_timeout: float = 45.0,
     exclude_stuck: set[str] = frozenset(),
+    allow_gaps: bool = False,
 ) -> None:
-    """Quiescence, then the four invariants; fills ``result.figures`` and failures."""
+    """Quiescence, then the invariants; fills ``result.figures`` and failures.
+
+    Runs on the campaign's thread after ``driver.finish()``. A side that cannot be
+    reached until a deadline fails the check; it never makes an invariant pass.
+    """
     ours = set(driver.containers)
     book = driver.book
-    # 1. every annotation consumed
+    # 1. every annotation consumed, with the evidence checked: a failed listing or one
+    # without the mirrors of our containers is a failure, not "nothing stuck".
     deadline = time.monotonic() + quiesce_timeout
-    stuck: list[str] = []
     while True:
         try:
-            mirrors = env.mirrors()
-        except Exception:
-            mirrors = None
-        if mirrors is not None:
-            stuck = stuck_annotations(mirrors, exclude=set(exclude_stuck))
-            if not stuck:
-                break
-        if time.monotonic() > deadline:
+            listed: dict[str, dict[str, Any]] | None = env.mirrors()
+            list_error = ""
+        except Exception as exc:
+            listed, list_error = None, f"{type(exc).__name__}: {exc}"[:200]
+        stuck = stuck_problems(listed, ours, exclude=set(exclude_stuck), list_error=list_error)
+        if not stuck or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    # 3. status == Docker's state, mirrors exactly for Docker's containers
-    snapshots: list[tuple[dict[str, str], dict[str, str]]] = []
-    deadline = time.monotonic() + 45
+    # 3. mirrors match Docker (status, pid, exit code, name, labels); mirrors exist
+    # exactly for Docker's containers.
+    snapshots: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    deadline = time.monotonic() + mirror_timeout
     mismatches: dict[str, str] = {}
+    snapshot_error = ""
+    mirrors: dict[str, dict[str, Any]] = {}
+    docker_views: dict[str, dict[str, Any]] = {}
     while True:
         try:
-            docker_states = env.docker_states()
+            docker_views = env.docker_views(ours)
             mirrors = env.mirrors()
-        except Exception:  # a side briefly unreachable: try again until the deadline
+        except Exception as exc:  # a side briefly unreachable: try again until the deadline
+            snapshot_error = f"{type(exc).__name__}: {exc}"[:200]
             if time.monotonic() > deadline + 60:
-                raise
+                result.fail("status", [f"no Docker/mirror snapshot: {snapshot_error}"])
+                break
             time.sleep(1.0)
             continue
-        mirror_states = {n: (o.get("status") or {}).get("status") for n, o in mirrors.items()}
-        snapshots = [*snapshots[-2:], (docker_states, mirror_states)]
-        if not status_mismatches(docker_states, mirror_states):
+        mirror_views = {n: mirror_view(o) for n, o in mirrors.items()}
+        snapshots = [*snapshots[-2:], (docker_views, mirror_views)]
+        if not status_mismatches(docker_views, mirror_views):
             mismatches = {}
             break
         if time.monotonic() > deadline and len(snapshots) >= 3:
             mismatches = persistent_mismatches(snapshots)
             break
         time.sleep(1.0)
-    # 2. lastAction is the outcome of the last request (on the final snapshot)
+    docker_states = {cid: v.get("status") for cid, v in docker_views.items()}
+    # 2. every request ends with its own outcome or was replaced in the slot
+    if not outcomes.caught_up(mirrors):
+        result.fail("request outcome", ["the outcome watch did not catch up within 30 s"])
+    records, gaps = outcomes.snapshot()
+    totals = Counter()
+    restarts_answered = Counter()
+    per_request: list[str] = []
+    for cid in sorted(book.requests):
+        m = match_outcomes(
+            book.requests[cid],
+            records.get(cid, []),
+            gaps=gaps,
+            initial_state=model_state(driver.initial.get(cid)),
+            final_docker_state=docker_states.get(cid),
+            strict=strict,
+        )
+        totals.update(
+            completed=len(m.completed),
+            overwritten=len(m.overwritten),
+            unverified=len(m.unverified),
+            lost=len(m.lost),
+            replays=m.replays,
+        )
+        book.restarts_succeeded[cid] = m.restarts_succeeded
+        restarts_answered[cid] = m.restarts_answered
+        per_request += [f"{cid[:12]}: {p}" for p in m.problems]
     outcome = last_action_problems(
         book, {k: v for k, v in mirrors.items() if k in ours}, docker_states, strict=strict
     )
     # 4. exactly one Docker restart per Succeeded restart request
     seen = restarts.counts(ours)
-    rproblems, doubles, missing = restart_problems(book.restarts_succeeded, seen)
+    rproblems, doubles, missing = restart_problems(
+        +book.restarts_succeeded, seen, +restarts_answered
+    )
+    racer_errors = driver.racers.errors
 
     result.figures.update(
         requested=book.requested,
-        completed=book.completed,
-        overwritten=book.overwritten,
+        completed=totals["completed"],
+        overwritten=totals["overwritten"],
+        lost=totals["lost"],
+        unverified=totals["unverified"],
+        replaced=sum(r.replaced for reqs in book.requests.values() for r in reqs),
+        outcome_replays=totals["replays"],
+        consumed_seen=book.completed,
         stuck=len(stuck),
-        outcome_errors=len(outcome) + len(driver.problems),
+        outcome_errors=len(outcome) + len(driver.problems) + len(per_request),
         mismatches=len(mismatches),
         restarts_requested=sum(book.restarts_succeeded.values()),
         double_restarts=doubles,
         missing_restarts=missing,
         write_retries=driver.write_errors,
+        write_conflicts=driver.conflicts,
+        watch_gaps=len(gaps),
+        racer_errors=len(racer_errors),
     )
     result.fail("stuck annotation", stuck)
     result.fail("driver", driver.problems)
+    result.fail("request outcome", per_request)
+    result.fail(
+        "identity",
+        identity_problems(
+            book.requested, totals["completed"], totals["overwritten"], totals["unverified"]
+        ),
+    )
+    if totals["unverified"] and not allow_gaps:
+        result.fail(
+            "watch gap",
+            [
+                f"{totals['unverified']} request(s) unverifiable: the harness's watch "
+                f"lost events ({len(gaps)} relist(s)) in a campaign that expects none"
+            ],
+        )
     result.fail("lastAction", outcome)
     result.fail("status", [f"{cid[:12]}: {why}" for cid, why in sorted(mismatches.items())])
     result.fail("restart count", rproblems)
+    result.fail("racer", racer_problems(racer_errors))
 
 
 def docker_cli(env: Env, *args: str, timeout: float = 30) -> int:

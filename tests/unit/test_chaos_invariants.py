@@ -6,17 +6,34 @@ import calendar
 import time
 from collections import Counter
 
+from actors import faults
 from scripts.chaoslib.invariants import (
     ACTION,
+    BUG_INVARIANT,
     Book,
+    OutcomeRecord,
+    RacerError,
     Request,
     Result,
+    docker_view_from_inspect,
+    docker_view_from_list,
+    exit_problem,
+    identity_problems,
     last_action_problems,
+    match_outcomes,
+    minimum_problems,
+    mirror_view,
+    model_maybe,
+    model_state,
+    model_step,
     outcome_problem,
     persistent_mismatches,
+    racer_problems,
     restart_problems,
+    self_test_problems,
     status_mismatches,
     stuck_annotations,
+    stuck_problems,
 )
 
 T0 = calendar.timegm((2026, 11, 28, 0, 0, 10, 0, 0, 0))
@@ -121,9 +138,311 @@ def test_restart_counts_flag_doubles_and_missing() -> None:
     assert restart_problems(Counter({"a": 1}), Counter({"a": 1})) == ([], 0, 0)
 
 
+def test_a_failed_restart_may_have_run_but_never_twice() -> None:
+    # One restart request answered Failed (reported as timed out after the call was
+    # made): Docker restarting it once is legal, twice is a double restart.
+    assert restart_problems(Counter(), Counter({"a": 1}), Counter({"a": 1})) == ([], 0, 0)
+    problems, doubles, _ = restart_problems(Counter(), Counter({"a": 2}), Counter({"a": 1}))
+    assert doubles == 1 and "2x for 1" in problems[0]
+    # A Succeeded one must have run.
+    assert restart_problems(Counter({"a": 1}), Counter(), Counter({"a": 1}))[2] == 1
+
+
+def test_match_counts_answered_and_succeeded_restarts() -> None:
+    m = match_outcomes(
+        reqs(("restart", 10), ("stop", 20), ("restart", 30)),
+        [rec(11, "restart", "Failed", "timeout"), rec(21, "stop"), rec(31, "restart")],
+        strict=False,
+    )
+    assert (m.restarts_answered, m.restarts_succeeded) == (2, 1)
+
+
 def test_result_summary_and_failure_cap() -> None:
     r = Result("sigkill", figures={"kills": 3, "stuck": 0})
     assert r.ok and "PASS" in r.summary_line() and "kills=3" in r.summary_line()
     r.fail("status", [f"p{i}" for i in range(25)], limit=20)
     assert not r.ok and len(r.failures) == 21 and "5 more" in r.failures[-1]
     assert r.as_json()["ok"] is False
+
+
+# --- every request, strictly -------------------------------------------------------------
+def reqs(*specs: tuple[str, int] | tuple[str, int, bool]) -> list[Request]:
+    """(value, write_rv[, replaced]) -> requests written one second apart."""
+    out = []
+    for i, spec in enumerate(specs):
+        value, rv, *rest = spec
+        out.append(Request("c" * 64, value, T0 + i, f"r{i}", rv, bool(rest and rest[0])))
+    return out
+
+
+def rec(rv: int, action: str, state: str = "Succeeded", error: str | None = None, at=T0 + 10):
+    return OutcomeRecord(rv, la(action, state, error, at=at))
+
+
+def test_every_request_answered_in_order_is_completed() -> None:
+    m = match_outcomes(
+        reqs(("start", 10), ("pause", 20), ("stop", 30)),
+        [rec(11, "start"), rec(21, "pause"), rec(31, "stop")],
+        initial_state="stopped",
+        final_docker_state="exited",
+        strict=True,
+    )
+    assert (m.completed, m.overwritten, m.lost, m.problems) == ([0, 1, 2], [], [], [])
+
+
+def test_a_dropped_outcome_is_lost_even_when_the_last_request_is_fine() -> None:
+    # drop_last_action: pause's annotation was removed without a record; the harness
+    # then wrote stop. Checking only the last request would pass.
+    m = match_outcomes(
+        reqs(("start", 10), ("pause", 20), ("stop", 30)),
+        [rec(11, "start"), rec(31, "stop")],
+        strict=False,
+    )
+    assert m.lost == [1] and "lost" in m.problems[0]
+
+
+def test_replaced_request_without_record_is_overwritten_with_record_completed() -> None:
+    requests = reqs(("pause", 10, True), ("stop", 12), ("start", 20))
+    m = match_outcomes(requests, [rec(13, "stop"), rec(21, "start")], strict=False)
+    assert (m.completed, m.overwritten, m.lost) == ([1, 2], [0], [])
+    # Dispatched before the overwrite (spec 4.6 "concurrent rewrite"): pause has its own
+    # record, written after stop's write; it is completed, not overwritten.
+    m = match_outcomes(
+        requests, [rec(13, "pause"), rec(14, "stop"), rec(21, "start")], strict=False
+    )
+    assert (m.completed, m.overwritten, m.lost, m.problems) == ([0, 1, 2], [], [], [])
+
+
+def test_records_before_the_write_or_for_no_request_are_problems() -> None:
+    m = match_outcomes(reqs(("stop", 10)), [rec(5, "stop")], strict=False)
+    assert m.lost == [0] and any("answers no request" in p for p in m.problems)
+    m = match_outcomes(reqs(("stop", 10)), [rec(11, "stop"), rec(12, "restart")], strict=False)
+    assert m.completed == [0] and any("answers no request" in p for p in m.problems)
+
+
+def test_replay_records_of_the_same_request_are_allowed() -> None:
+    m = match_outcomes(
+        reqs(("restart", 10), ("pause", 20)),
+        [rec(11, "restart"), rec(13, "restart", at=T0 + 12), rec(21, "pause")],
+        strict=False,
+    )
+    assert (m.completed, m.replays, m.restarts_succeeded, m.problems) == ([0, 1], 1, 1, [])
+
+
+def test_each_record_is_checked_not_only_the_last() -> None:
+    # The middle record is older than its request: a stale outcome.
+    stale = OutcomeRecord(21, la("pause", at=T0 - 30))
+    m = match_outcomes(
+        reqs(("start", 10), ("pause", 20), ("stop", 30)),
+        [rec(11, "start"), stale, rec(31, "stop")],
+        strict=False,
+    )
+    assert any("request 2" in p and "stale outcome" in p for p in m.problems)
+
+
+def test_strict_model_checks_every_outcome_against_the_possible_states() -> None:
+    # From stopped, "pause" must fail with "is not running"; Succeeded is impossible.
+    m = match_outcomes(
+        reqs(("pause", 10), ("start", 20)),
+        [rec(11, "pause"), rec(21, "start")],
+        initial_state="stopped",
+        final_docker_state="running",
+        strict=True,
+    )
+    assert any("request 1: pause/Succeeded" in p for p in m.problems)
+    ok = match_outcomes(
+        reqs(("pause", 10), ("start", 20)),
+        [rec(11, "pause", "Failed", "Container x is not running"), rec(21, "start")],
+        initial_state="stopped",
+        final_docker_state="running",
+        strict=True,
+    )
+    assert ok.problems == []
+    # Non-strict campaigns (Docker changed by others) do not apply the model.
+    assert (
+        match_outcomes(
+            reqs(("pause", 10)), [rec(11, "pause")], initial_state="stopped", strict=False
+        ).problems
+        == []
+    )
+
+
+def test_strict_model_allows_an_overwritten_request_to_have_run_or_not() -> None:
+    # pause overwritten by start: if pause ran, start fails on the paused container.
+    requests = reqs(("pause", 10, True), ("start", 12))
+    for record in (
+        rec(13, "start"),
+        rec(13, "start", "Failed", "cannot start a paused container, try unpause instead"),
+    ):
+        m = match_outcomes(
+            requests, [record], initial_state="running", final_docker_state=None, strict=True
+        )
+        assert m.problems == [] and m.overwritten == [0]
+
+
+def test_strict_model_lets_a_replaced_request_land_after_the_next_one() -> None:
+    # stop dispatched, service SIGKILLed, the daemon keeps stopping; start (which
+    # replaced it) gets a 304 on the still running container, then the stop completes.
+    # pause then fails on the stopped container: legal. Two requests later: not.
+    requests = reqs(("stop", 10, True), ("start", 12), ("pause", 20), ("unpause", 30))
+    records = [
+        rec(13, "start"),
+        rec(21, "pause", "Failed", "Container x is not running"),
+        rec(31, "unpause", "Failed", "cannot unpause container x: not running"),
+    ]
+    m = match_outcomes(
+        requests, records, initial_state="running", final_docker_state="exited", strict=True
+    )
+    assert m.problems == []
+    late = reqs(("stop", 10, True), ("start", 12), ("unpause", 20), ("pause", 30))
+    records = [
+        rec(13, "start"),
+        rec(21, "unpause"),
+        rec(31, "pause", "Failed", "Container x is not running"),
+    ]
+    m = match_outcomes(
+        late, records, initial_state="running", final_docker_state="exited", strict=True
+    )
+    assert any("request 4: pause/Failed" in p for p in m.problems)
+
+
+def test_strict_model_checks_the_final_docker_state() -> None:
+    m = match_outcomes(
+        reqs(("stop", 10)),
+        [rec(11, "stop")],
+        initial_state="running",
+        final_docker_state="running",
+        strict=True,
+    )
+    assert any("Docker ends 'running'" in p for p in m.problems)
+
+
+def test_a_watch_gap_makes_a_missing_outcome_unverified_not_lost() -> None:
+    requests = reqs(("start", 10), ("stop", 20))
+    m = match_outcomes(requests, [rec(21, "stop")], gaps=[(12, 18)], strict=True)
+    assert (m.unverified, m.lost) == ([0], [])
+    m = match_outcomes(requests, [rec(21, "stop")], gaps=[(25, 30)], strict=False)
+    assert m.lost == [0]
+
+
+def test_model_step_and_maybe() -> None:
+    states, why = model_step(frozenset({"running", "paused"}), "start", la("start"))
+    assert (states, why) == (frozenset({"running"}), None)
+    assert model_maybe(frozenset({"running"}), "pause") == {"running", "paused"}
+    assert model_state("created") == "stopped" and model_state("restarting") is None
+
+
+# --- mirrors on more than status ---------------------------------------------------------
+INSPECT = {
+    "Name": "/web",
+    "State": {"Status": "exited", "Pid": 0, "ExitCode": 137},
+    "Config": {"Labels": {"dockmirror.chaos": "r1"}},
+}
+
+
+def mirror_full(**over: object) -> dict:
+    st = {
+        "status": "exited",
+        "pid": 0,
+        "exitCode": 137,
+        "name": "web",
+        "namespace": "moby",
+        "labels": {"dockmirror.chaos": "r1"},
+        **over,
+    }
+    return {"metadata": {}, "status": st}
+
+
+def test_mirror_compared_on_exit_code_pid_name_and_labels() -> None:
+    docker = {"a": docker_view_from_inspect(INSPECT)}
+    assert status_mismatches(docker, {"a": mirror_view(mirror_full())}) == {}
+    for field, wrong in (
+        ("exitCode", 136),
+        ("pid", 4242),
+        ("name", "webb"),
+        ("labels", {}),
+        ("status", "running"),
+    ):
+        found = status_mismatches(docker, {"a": mirror_view(mirror_full(**{field: wrong}))})
+        assert field in found["a"], (field, found)
+
+
+def test_docker_names_with_a_namespace_and_list_views() -> None:
+    view = docker_view_from_inspect({**INSPECT, "Name": "/k8s/web"})
+    assert (view["namespace"], view["name"]) == ("k8s", "web")
+    listed = docker_view_from_list({"State": "running", "Labels": None})
+    assert listed == {"status": "running", "labels": {}}
+    assert (
+        status_mismatches(
+            {"b": listed}, {"b": mirror_view(mirror_full(status="running", labels={}))}
+        )
+        == {}
+    )
+
+
+def test_persistent_mismatch_of_a_wrong_exit_code() -> None:
+    docker = {"a": docker_view_from_inspect(INSPECT)}
+    wrong = {"a": mirror_view(mirror_full(exitCode=138))}
+    assert "exitCode" in persistent_mismatches([(docker, wrong)] * 3)["a"]
+
+
+# --- stuck, minimums, identity, exits, racers, self-test ---------------------------------
+def test_a_failed_or_incomplete_listing_is_not_nothing_stuck() -> None:
+    assert "could not list" in stuck_problems(None, {"a"}, list_error="boom")[0]
+    assert "no mirror listed" in stuck_problems({}, {"a" * 64})[0]
+    assert stuck_problems({"a" * 64: mirror("running")}, {"a" * 64}) == []
+    assert (
+        "never consumed"
+        in stuck_problems({"a" * 64: mirror("running", annotation="stop")}, {"a" * 64})[0]
+    )
+
+
+def test_minimum_counts() -> None:
+    assert minimum_problems({"kills": 8, "requested": 500}, {"kills": 8, "requested": 100}) == []
+    problems = minimum_problems({"kills": 3}, {"kills": 8, "requested": 1})
+    assert problems == [
+        "kills=3 below the campaign's minimum 8",
+        "requested=0 below the campaign's minimum 1",
+    ]
+
+
+def test_identity_completed_equals_requested_minus_overwritten() -> None:
+    assert identity_problems(100, 85, 15, 0) == []
+    assert "1 request(s) unaccounted" in identity_problems(100, 84, 15, 0)[0]
+    assert identity_problems(100, 80, 15, 5) == []
+
+
+def test_exit_verdicts() -> None:
+    assert exit_problem(-9, killed=True, stopped=False, kill_fault_armed=False) is None
+    assert exit_problem(0, killed=False, stopped=True, kill_fault_armed=False) is None
+    assert "after SIGTERM" in exit_problem(1, killed=False, stopped=True, kill_fault_armed=False)
+    assert exit_problem(-9, killed=False, stopped=False, kill_fault_armed=True) is None
+    assert "code 3" in exit_problem(3, killed=False, stopped=False, kill_fault_armed=True)
+    assert "code -9" in exit_problem(-9, killed=False, stopped=False, kill_fault_armed=False)
+    assert "code 0" in exit_problem(0, killed=False, stopped=False, kill_fault_armed=False)
+    assert exit_problem(None, killed=False, stopped=False, kill_fault_armed=False) is None
+
+
+def test_racer_errors_fail_only_when_unexpected() -> None:
+    errors = [
+        RacerError("policy-killer", "ProcessLookupError", expected=True),
+        RacerError("w-abc", "KeyError: 'metadata'", expected=False),
+    ]
+    assert racer_problems(errors) == ["w-abc: KeyError: 'metadata'"]
+
+
+def test_self_test_verdicts() -> None:
+    assert self_test_problems(None, set(), fired=False) == []
+    assert "control run failed" in self_test_problems(None, {"status"}, fired=False)[0]
+    assert self_test_problems("wrong_status", {"status", "request outcome"}, fired=True) == []
+    assert "never fired" in self_test_problems("wrong_status", {"status"}, fired=False)[0]
+    missed = self_test_problems("double_restart", {"status"}, fired=True)
+    assert "not caught by 'restart count'" in missed[0]
+    assert set(BUG_INVARIANT) == set(faults.BUGS)
+
+
+def test_result_records_which_invariants_failed() -> None:
+    r = Result("x")
+    r.fail("status", [])
+    r.fail("stuck annotation", ["a"])
+    assert r.failed_invariants == {"stuck annotation"}
