@@ -844,7 +844,7 @@ def settle_and_check(
             replays=m.replays,
         )
         book.restarts_succeeded[cid] = m.restarts_succeeded
-        restarts_answered[cid] = m.restarts_answered
+        restarts_answered[cid] = m.restarts_answered + m.restarts_unanswered
         per_request += [f"{cid[:12]}: {p}" for p in m.problems]
     outcome = last_action_problems(
         book, {k: v for k, v in mirrors.items() if k in ours}, docker_states, strict=strict

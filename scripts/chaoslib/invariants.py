@@ -245,9 +245,11 @@ def restart_problems(
     expected: Counter, seen: Counter, answered: Counter | None = None
 ) -> tuple[list[str], int, int]:
     """Invariant 4: per container, Docker's restart events lie between the ``restart``
-    requests that Succeeded (``expected``) and those answered at all (``answered``,
-    default ``expected``): a Failed restart may have run (a call reported as timed
-    out after it was made), a Succeeded one must have, and none may run twice.
+    requests that Succeeded (``expected``) and those that may have run (``answered``,
+    default ``expected``: the answered ones plus those replaced in the slot or hidden
+    in a watch gap): a Failed restart may have run (a call reported as timed out after
+    it was made), a replaced one may have run before it was replaced, a Succeeded one
+    must have, and none may run twice.
 
     Returns (problems, double restarts, missing restarts).
     """
@@ -285,6 +287,9 @@ class Matching:
     replays: int = 0  # extra records for a request already completed (crash replays)
     restarts_succeeded: int = 0
     restarts_answered: int = 0  # restart requests with a record, Succeeded or Failed
+    # Restart requests without a record of their own (replaced in the slot, or whose
+    # outcome may hide in a watch gap): each may have run once before it was replaced.
+    restarts_unanswered: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -415,6 +420,8 @@ def match_outcomes(
                 m.restarts_succeeded += first.get("state") == "Succeeded"
             continue
         end = requests[k + 1].write_rv if k + 1 < len(requests) else math.inf
+        if req.value == "restart" and (req.replaced or _in_gap(req.write_rv, end, list(gaps))):
+            m.restarts_unanswered += 1
         if req.replaced:
             m.overwritten.append(k)
         elif _in_gap(req.write_rv, end, list(gaps)):
