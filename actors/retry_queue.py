@@ -66,8 +66,13 @@ class RetryQueue:
         """Schedule ``item`` after one more failure; return the delay chosen.
 
         ``not_before_s`` is a server's ``Retry-After``: the delay is at least that. An
-        item already due sooner keeps its earlier time (one retry covers both).
+        item whose retry is already pending keeps it and its backoff: the failures of
+        messages that were queued before that retry is due are one failure, not many
+        (one retry redoes all of them), as client-go's workqueue dedups a queued item.
         """
+        due = self._due.get(item)
+        if due is not None:
+            return max(0.0, due - now)
         delay = max(self.backoff.when(item), not_before_s)
         self.schedule(item, now + delay)
         return delay

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -85,3 +86,13 @@ def test_every_scheduled_item_is_popped_exactly_once_at_its_earliest_time(schedu
             assert item not in popped
             popped[item] = now
     assert popped == earliest
+
+
+def test_a_burst_of_failures_before_the_retry_is_one_failure():
+    queue = RetryQueue()
+    first = queue.failed("a", now=0.0)
+    for _ in range(10):  # messages queued behind the failed one fail too
+        assert queue.failed("a", now=0.001) == pytest.approx(first - 0.001)
+    assert queue.backoff.failures("a") == 1
+    queue.pop_due(first)
+    assert queue.failed("a", now=first) == 2 * first  # the retry itself failed
