@@ -45,7 +45,8 @@ class Devenv:
         )
 
 
-def _parse_env(text: str) -> dict[str, str]:
+def parse_env(text: str) -> dict[str, str]:
+    """The ``export NAME=value`` lines of ``scripts/devenv env`` (or ``engine-env``)."""
     out = {}
     for line in text.splitlines():
         m = re.fullmatch(r"export (\w+)=(.*)", line.strip())
@@ -74,7 +75,7 @@ def start_devenv(timeout: float = 3000) -> Devenv:
             f"scripts/devenv up exited {up.returncode}\n--- stdout\n{up.stdout}\n"
             f"--- stderr\n{up.stderr}"
         )
-    env = _parse_env(
+    env = parse_env(
         subprocess.run(
             [str(DEVENV_SCRIPT), "env"], capture_output=True, text=True, check=True
         ).stdout
