@@ -215,7 +215,9 @@ def make_config(tmp_path: Path, **over: Any) -> Config:
     return Config(**values)
 
 
-def test_skip_crd_install_option_parses() -> None:
+def test_skip_crd_install_option_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # parse_args configures the root logger; keep the test session's logging as it is.
+    monkeypatch.setattr(supervisor.logging, "basicConfig", lambda **_: None)
     assert supervisor.parse_args(["--skip-crd-install"]).skip_crd_install is True
     assert supervisor.parse_args([]).skip_crd_install is False
 
