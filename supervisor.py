@@ -55,6 +55,7 @@ from actors.heap_report import HeapGrowthReporter
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
+from actors.startup_checks import StartupCheckError, check_crds_served
 from actors.state_dir import StateError, open_state
 from actors.webhook import WebhookRegistration, WebhookServer
 from messages.base import Message
@@ -87,6 +88,7 @@ class Config:
     webhook_recheck: float
     startup_timeout: float
     resync_interval: float = 600.0
+    skip_crd_install: bool = False
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -171,6 +173,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=60.0,
         help="seconds to wait for the apiserver at start",
     )
+    parser.add_argument(
+        "--skip-crd-install",
+        action="store_true",
+        help="never write CRDs (no CRD permission needed): only check that they are "
+        "installed and served; an admin installs them with: dockmirror crds | kubectl apply -f -",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -200,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         webhook_recheck=args.webhook_recheck,
         startup_timeout=args.startup_timeout,
         resync_interval=max(0.0, args.resync_interval),
+        skip_crd_install=args.skip_crd_install,
     )
 
 
@@ -314,15 +323,24 @@ class Supervisor:
         self.engine_status = EngineStatus(self.http, cfg.namespace)
 
     def prepare_kubernetes(self) -> None:
-        """CRDs, namespace, ContainerNamespace/moby; waits for the apiserver at start."""
+        """CRDs, namespace, ContainerNamespace/moby; waits for the apiserver at start.
+
+        A :class:`StartupCheckError` (a CRD not installed under ``--skip-crd-install``, a
+        namespace that is missing and may not be created) ends the start at once.
+        """
         deadline = time.monotonic() + self.config.startup_timeout
         while True:
             try:
-                install_crds(self.api_client)
+                if self.config.skip_crd_install:
+                    check_crds_served(self.http, self.config.namespace)
+                else:
+                    install_crds(self.api_client, namespace=self.config.namespace)
                 self.engine_status.ensure_namespace()
                 self.engine_status.apply_moby()
                 self.engine_status.set_ready(False, "Syncing", "Initial sync in progress")
                 return
+            except StartupCheckError as exc:
+                raise SystemExit(f"dockmirror: {exc}") from exc
             except Exception as exc:
                 if time.monotonic() >= deadline or self.stop_event.is_set():
                     raise SystemExit(

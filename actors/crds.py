@@ -360,7 +360,12 @@ def _wait_established(
         time.sleep(0.2)
 
 
-def install_crds(api_client: kubernetes.client.ApiClient, *, timeout: float = 60) -> None:
+def install_crds(
+    api_client: kubernetes.client.ApiClient,
+    *,
+    timeout: float = 60,
+    namespace: str | None = None,
+) -> None:
     """Create or upgrade the three CRDs and wait until each is established.
 
     Existing CRDs are replaced in place (read, carry ``resourceVersion``, replace; a 409
@@ -373,6 +378,10 @@ def install_crds(api_client: kubernetes.client.ApiClient, *, timeout: float = 60
     rebuilds the resource's storage after a spec change and answers 429 "storage is
     (re)initializing" until its watch cache is ready. Callers such as the Python
     client do not retry 429 on their own, so "installed" means "served".
+
+    ``namespace``: probe the lists in that namespace instead of cluster-wide, so the
+    service needs list permission only in its own namespace (docs/permissions.md).
+    The namespace need not exist yet: a list in a missing namespace answers 200.
     """
     api = kubernetes.client.ApiextensionsV1Api(api_client)
     custom = kubernetes.client.CustomObjectsApi(api_client)
@@ -383,14 +392,18 @@ def install_crds(api_client: kubernetes.client.ApiClient, *, timeout: float = 60
     for manifest in manifests:
         _wait_established(api, manifest["metadata"]["name"], deadline)
     for manifest in manifests:
-        wait_served(custom, manifest, deadline)
+        wait_served(custom, manifest, deadline, namespace=namespace)
 
 
 SERVED_PROBE_SELECTOR = f"{GROUP}/install-probe=none"
 
 
 def wait_served(
-    custom: kubernetes.client.CustomObjectsApi, manifest: dict[str, Any], deadline: float
+    custom: kubernetes.client.CustomObjectsApi,
+    manifest: dict[str, Any],
+    deadline: float,
+    *,
+    namespace: str | None = None,
 ) -> None:
     """Poll a list of the CRD's resource, served by the watch cache, until it answers 200.
 
@@ -399,21 +412,25 @@ def wait_served(
     (A list with ``limit`` or ``resourceVersion=0`` may be delegated to etcd and
     succeed while the cache is still initializing, which would prove nothing.)
     404 (handler not registered yet), 429 (storage re-initializing) and 503 are waited
-    out; any other status is an error.
+    out; any other status is an error. With ``namespace`` the list is namespaced.
     """
     spec = manifest["spec"]
     name = manifest["metadata"]["name"]
     version = next(v["name"] for v in spec["versions"] if v.get("served", True))
     while True:
+        options: dict[str, Any] = {
+            "label_selector": SERVED_PROBE_SELECTOR,
+            "_request_timeout": max(1.0, min(10.0, deadline - time.monotonic())),
+            "_preload_content": False,
+        }
+        plural = spec["names"]["plural"]
         try:
-            custom.list_cluster_custom_object(
-                spec["group"],
-                version,
-                spec["names"]["plural"],
-                label_selector=SERVED_PROBE_SELECTOR,
-                _request_timeout=max(1.0, min(10.0, deadline - time.monotonic())),
-                _preload_content=False,
-            )
+            if namespace is None:
+                custom.list_cluster_custom_object(spec["group"], version, plural, **options)
+            else:
+                custom.list_namespaced_custom_object(
+                    spec["group"], version, namespace, plural, **options
+                )
             return
         except ApiException as exc:
             if exc.status not in (404, 429, 503):

@@ -11,6 +11,7 @@ Blocking calls; used from the router's thread and from the supervisor's main thr
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -19,14 +20,22 @@ from actors.kube_port import (
     CONTAINER_NAMESPACES,
     ENGINE_MANAGER,
     KubeConflict,
+    KubeForbidden,
     KubeHttp,
     KubeNotFound,
     custom_path,
 )
+from actors.startup_checks import StartupCheckError
 from actors.timefmt import kube_now
+
+log = logging.getLogger("dockmirror.engine_status")
 
 CONDITION = "EngineReady"
 MOBY = "moby"
+
+
+class NamespaceMissing(StartupCheckError):
+    """The namespace does not exist and this identity may not create it (403)."""
 
 
 class EngineStatus:
@@ -39,12 +48,35 @@ class EngineStatus:
         self._last: tuple[str, str, str] | None = None
 
     def ensure_namespace(self) -> None:
-        """Create the Kubernetes namespace when missing (default ``rancher-desktop``)."""
+        """Check that the namespace exists; create it when missing and allowed.
+
+        The printed RBAC (docs/permissions.md) grants only ``get`` on the namespace:
+        creating namespaces is a cluster-wide power, so an admin creates it first. An
+        identity that may create it (an admin's kubeconfig) still gets it created.
+
+        * exists: nothing to do (no create attempted, so no 403 either);
+        * missing and the create answers 403: :class:`NamespaceMissing` (the start ends
+          with one line saying to create it);
+        * the read itself answers 403 (an identity bound to older or hand-made RBAC):
+          logged as a WARNING and assumed to exist; if it does not, the first write in
+          it fails with "namespace not found", which the start loop reports.
+
+        Main thread, at start. Other failures raise a KubeError family.
+        """
         try:
             self.http.request("GET", f"/api/v1/namespaces/{self.namespace}")
             return
         except KubeNotFound:
             pass
+        except KubeForbidden as exc:
+            log.warning(
+                "cannot check that namespace %s exists (%s); assuming it does "
+                "(grant get on namespaces/%s: docs/permissions.md)",
+                self.namespace,
+                exc.message,
+                self.namespace,
+            )
+            return
         try:
             self.http.request(
                 "POST",
@@ -57,6 +89,12 @@ class EngineStatus:
             )
         except KubeConflict:
             pass  # created concurrently
+        except KubeForbidden as exc:
+            raise NamespaceMissing(
+                f"namespace {self.namespace} does not exist and this identity may not "
+                f"create it ({exc.message}): create it first "
+                f"(kubectl create namespace {self.namespace})"
+            ) from exc
 
     def apply_moby(self) -> dict[str, Any]:
         """Server-side apply ``ContainerNamespace/moby`` (no finalizer, spec §6.1)."""

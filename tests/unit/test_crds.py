@@ -274,6 +274,11 @@ class FakeCustomObjects:
         self.reinitializing = reinitializing
         self.status = status
         self.lists = []
+        self.namespaces = []
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural, **kw):
+        self.namespaces.append(namespace)
+        return self.list_cluster_custom_object(group, version, plural, **kw)
 
     def list_cluster_custom_object(self, group, version, plural, **_):
         self.lists.append(plural)
@@ -322,6 +327,15 @@ def test_install_waits_until_the_resource_is_served(fake_api):
     crds.install_crds(object(), timeout=5)
     assert custom.lists[:4] == ["containers"] * 4
     assert set(custom.lists) == {"containers", "containercreaterequests", "containernamespaces"}
+
+
+def test_install_probes_in_the_namespace_when_given(fake_api):
+    """The service passes its namespace: list permission there is enough (docs/permissions.md)."""
+    fake_api["api"] = FakeApi()
+    fake_api["custom"] = custom = FakeCustomObjects(reinitializing=1)
+    crds.install_crds(object(), timeout=5, namespace="ns1")
+    assert set(custom.lists) == {"containers", "containercreaterequests", "containernamespaces"}
+    assert custom.namespaces == ["ns1"] * len(custom.lists)
 
 
 def test_install_times_out_when_the_resource_is_never_served(fake_api):
