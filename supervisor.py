@@ -44,6 +44,8 @@ import pykka
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from actors import admission
+from actors.admission import MODES, AdmissionError, PolicyAdmission, WebhookSettings
 from actors.certs import ensure_certificates
 from actors.container import ContainerActor
 from actors.crds import install_crds
@@ -87,6 +89,12 @@ class Config:
     webhook_recheck: float
     startup_timeout: float
     resync_interval: float = 600.0
+    # Admission (docs/admission.md)
+    admission: str = "auto"
+    skip_admission_install: bool = False
+    admission_timeout: float = 30.0
+    webhook_host: str = "127.0.0.1"
+    webhook_url: str | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -171,6 +179,37 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=60.0,
         help="seconds to wait for the apiserver at start",
     )
+    # --- admission (docs/admission.md) ---
+    parser.add_argument(
+        "--admission",
+        choices=MODES,
+        default="auto",
+        help="how invalid action annotations are rejected: a ValidatingAdmissionPolicy "
+        "(policy), the service's webhook (webhook), nothing (none); auto: policy if the "
+        "apiserver serves it, else webhook",
+    )
+    parser.add_argument(
+        "--skip-admission-install",
+        action="store_true",
+        help="policy mode: do not apply the policy, only check that an admin did "
+        "(`dockmirror policy | kubectl apply -f -`)",
+    )
+    parser.add_argument(
+        "--admission-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait at start until the policy or webhook denies a probe",
+    )
+    parser.add_argument(
+        "--webhook-host",
+        default="127.0.0.1",
+        help="webhook mode: address to listen on, put in the registered URL and the certificate",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        help="webhook mode: URL the apiserver uses to reach the webhook (registered as is)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -200,6 +239,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         webhook_recheck=args.webhook_recheck,
         startup_timeout=args.startup_timeout,
         resync_interval=max(0.0, args.resync_interval),
+        admission=args.admission,
+        skip_admission_install=args.skip_admission_install,
+        admission_timeout=args.admission_timeout,
+        webhook_host=args.webhook_host,
+        webhook_url=args.webhook_url,
     )
 
 
@@ -333,21 +377,37 @@ class Supervisor:
                 self.stop_event.wait(1.0)
 
     def start_webhook(self) -> None:
-        bundle = ensure_certificates(self.config.state_dir)
-        self.webhook = WebhookServer(
-            bundle.cert_path, bundle.key_path, port=self.config.webhook_port
-        )
-        self.webhook.start()
-        self.registration = WebhookRegistration(
-            self.api_client,
-            self.config.namespace,
-            self.webhook.port,
-            bundle.ca_pem,
-            server=self.webhook,
-        )
-        self.registration.register()
-        self.registration.wait_until_called(timeout=30.0)
+        """Admission by ``--admission`` (docs/admission.md); main thread, at start.
+
+        Any failure ends the start with one line and exit code 2, leaving no webhook
+        configuration behind (``actors/admission.py``). ``self.webhook`` and
+        ``self.registration`` are set in webhook mode only.
+        """
+        cfg = self.config
+        self.webhook: WebhookServer | None = None
+        self.registration: WebhookRegistration | None = None
         self.webhook_checked = time.monotonic()
+        try:
+            self.admission_mode = admission.choose_mode(cfg.admission, self.http)
+            if self.admission_mode == "policy":
+                if not cfg.skip_admission_install:
+                    admission.remove_stale_webhook(self.api_client, cfg.namespace)
+                policy = PolicyAdmission(
+                    self.http, cfg.namespace, install=not cfg.skip_admission_install
+                )
+                policy.ensure(timeout=cfg.admission_timeout)
+            elif self.admission_mode == "webhook":
+                self.webhook, self.registration = admission.start_webhook(
+                    self.api_client, cfg.namespace, self.webhook_settings(), cfg.admission_timeout
+                )
+            else:
+                log.warning("admission mode none: invalid action annotations are not rejected")
+        except AdmissionError as exc:
+            raise SystemExit(f"dockmirror: {exc}") from exc
+
+    def webhook_settings(self) -> WebhookSettings:
+        cfg = self.config
+        return WebhookSettings(cfg.state_dir, cfg.webhook_port, cfg.webhook_host, cfg.webhook_url)
 
     def _on_death(self, name: str, error: str) -> None:
         """Called from a dying actor's thread; the main loop restarts it."""
@@ -434,10 +494,10 @@ class Supervisor:
         for name in ("events", "router", "docker-events", "kube-watch"):
             self.start_actor(name)
         log.info(
-            "dockmirror running: namespace %s, docker %s, webhook %s",
+            "dockmirror running: namespace %s, docker %s, admission %s",
             self.config.namespace,
             self.docker.base_url,
-            self.webhook.url,
+            self.registration.url if self.registration is not None else self.admission_mode,
         )
         while not self.stop_event.wait(1.0):
             if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
@@ -473,10 +533,12 @@ class Supervisor:
         for name, ref in self.refs.items():
             if name not in dead and not ref.is_alive():
                 dead[name] = "found dead by liveness sweep (on_start failure or stopped)"
-        if not self.webhook.is_alive():
+        if self.webhook is not None and not self.webhook.is_alive():
             dead["webhook"] = "webhook server thread died"
         for name, error in dead.items():
             self.restart(name, error)
+        if self.registration is None:
+            return  # not webhook mode: no configuration to recheck, no certificates
         if time.monotonic() - self.webhook_checked >= self.config.webhook_recheck:
             self.webhook_checked = time.monotonic()
             try:
@@ -494,7 +556,9 @@ class Supervisor:
         that write fails, the ``--webhook-recheck`` re-registration retries it with the
         already updated ``ca_pem``."""
         try:
-            bundle = ensure_certificates(self.config.state_dir)
+            bundle = ensure_certificates(
+                self.config.state_dir, hosts=self.webhook_settings().cert_hosts
+            )
             if not bundle.renewed:
                 return
             log.info("webhook certificates renewed; reloading them and re-registering")
@@ -523,7 +587,10 @@ class Supervisor:
         if name == "webhook":
             self.webhook.stop()
             self.webhook = WebhookServer(
-                self.webhook._cert_path, self.webhook._key_path, port=self.webhook.port
+                self.webhook._cert_path,
+                self.webhook._key_path,
+                port=self.webhook.port,
+                host=self.config.webhook_host,
             )
             self.webhook.start()
             return
@@ -573,11 +640,14 @@ class Supervisor:
             self.engine_status.set_ready(False, "Stopped", "Container engine stopped")
         except KubeError as exc:
             log.warning("EngineReady not set to Stopped: %s", exc)
-        try:
-            self.registration.delete()
-        except Exception as exc:
-            log.warning("webhook configuration not deleted: %s", exc)
-        self.webhook.stop()
+        # Policy mode leaves its manifests: they keep rejecting invalid values meanwhile.
+        if self.registration is not None:
+            try:
+                self.registration.delete()
+            except Exception as exc:
+                log.warning("webhook configuration not deleted: %s", exc)
+        if self.webhook is not None:
+            self.webhook.stop()
         self.journal.close()
         log.info("dockmirror stopped")
 
