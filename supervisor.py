@@ -4,19 +4,21 @@
 supervises them from the main thread (which must stay free to receive signals):
 
 * start order: CRDs, namespace and ``ContainerNamespace/moby`` (EngineReady False/
-  Syncing), the admission webhook (registered and probed), then the event writer, the
+  Syncing), admission by ``--admission`` (policy applied or webhook registered, then
+  probed; docs/admission.md), then the event writer, the
   router and the two readers (Docker events, Kubernetes watch);
 * every second the main loop ticks the router (idle retirement, container actor
   restarts, scheduled full syncs), sweeps the liveness of every top-level actor and of
   the webhook server (pykka reports neither ``on_start`` failures nor dead threads), and
   restarts what died with backoff inside a restart budget: more than
   ``--restart-budget`` restarts within ``--restart-window`` seconds ends the process
-  with exit code 3 and a message naming the last failure; it also re-registers the
-  webhook configuration every ``--webhook-recheck`` seconds and, hourly, renews the
+  with exit code 3 and a message naming the last failure; in webhook mode it also
+  re-registers the webhook configuration every ``--webhook-recheck`` seconds and, hourly, renews the
   webhook certificates when due (reload + re-register with the new CA bundle);
 * SIGINT/SIGTERM stop everything within a few seconds; mirrors stay, ``EngineReady``
-  becomes False/Stopped and the webhook configuration is deleted so that Container
-  writes are not blocked while the service is stopped on purpose.
+  becomes False/Stopped; in webhook mode the configuration is deleted so that Container
+  writes are not blocked while the service is stopped on purpose, in policy mode the
+  policy stays and keeps rejecting invalid values.
 
 The router is restarted together with the readers' target (rest-for-one): the readers
 keep running and send through :class:`RouterHandle`, which always points at the live
@@ -158,7 +160,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--webhook-port",
         type=int,
         default=0,
-        help="admission webhook port on 127.0.0.1 (0: pick a free one)",
+        help="webhook mode: port on --webhook-host (0: pick a free one)",
     )
     parser.add_argument(
         "--webhook-recheck",

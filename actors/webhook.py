@@ -14,7 +14,7 @@ DEBUG only.
 
 :class:`WebhookRegistration` creates or replaces the ValidatingWebhookConfiguration that
 points the API server at it, deletes it, and probes that the API server really calls it.
-See docs/webhook.md.
+See docs/admission.md.
 """
 
 from __future__ import annotations

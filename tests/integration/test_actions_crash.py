@@ -279,7 +279,7 @@ def test_new_restart_request_with_stale_open_record_runs(
     a new request, not a replay, and runs.
 
     After a crash the webhook configuration stays and refuses every write in the
-    namespace (docs/webhook.md), so the test removes it first, like an operator would;
+    namespace (docs/admission.md), so the test removes it first, like an operator would;
     the service registers it again on start.
     """
     c = run_container(stop_timeout=1)
