@@ -4,19 +4,21 @@
 supervises them from the main thread (which must stay free to receive signals):
 
 * start order: CRDs, namespace and ``ContainerNamespace/moby`` (EngineReady False/
-  Syncing), the admission webhook (registered and probed), then the event writer, the
+  Syncing), admission by ``--admission`` (policy applied or webhook registered, then
+  probed; docs/admission.md), then the event writer, the
   router and the two readers (Docker events, Kubernetes watch);
 * every second the main loop ticks the router (idle retirement, container actor
   restarts, scheduled full syncs), sweeps the liveness of every top-level actor and of
   the webhook server (pykka reports neither ``on_start`` failures nor dead threads), and
   restarts what died with backoff inside a restart budget: more than
   ``--restart-budget`` restarts within ``--restart-window`` seconds ends the process
-  with exit code 3 and a message naming the last failure; it also re-registers the
-  webhook configuration every ``--webhook-recheck`` seconds and, hourly, renews the
+  with exit code 3 and a message naming the last failure; in webhook mode it also
+  re-registers the webhook configuration every ``--webhook-recheck`` seconds and, hourly, renews the
   webhook certificates when due (reload + re-register with the new CA bundle);
 * SIGINT/SIGTERM stop everything within a few seconds; mirrors stay, ``EngineReady``
-  becomes False/Stopped and the webhook configuration is deleted so that Container
-  writes are not blocked while the service is stopped on purpose.
+  becomes False/Stopped; in webhook mode the configuration is deleted so that Container
+  writes are not blocked while the service is stopped on purpose, in policy mode the
+  policy stays and keeps rejecting invalid values.
 
 The router is restarted together with the readers' target (rest-for-one): the readers
 keep running and send through :class:`RouterHandle`, which always points at the live
@@ -44,6 +46,8 @@ import pykka
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from actors import admission
+from actors.admission import MODES, AdmissionError, PolicyAdmission, WebhookSettings
 from actors.certs import ensure_certificates
 from actors.container import ContainerActor
 from actors.crds import install_crds
@@ -89,6 +93,12 @@ class Config:
     startup_timeout: float
     resync_interval: float = 600.0
     skip_crd_install: bool = False
+    # Admission (docs/admission.md)
+    admission: str = "auto"
+    skip_admission_install: bool = False
+    admission_timeout: float = 30.0
+    webhook_host: str = "127.0.0.1"
+    webhook_url: str | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -152,7 +162,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--webhook-port",
         type=int,
         default=0,
-        help="admission webhook port on 127.0.0.1 (0: pick a free one)",
+        help="webhook mode: port on --webhook-host (0: pick a free one)",
     )
     parser.add_argument(
         "--webhook-recheck",
@@ -178,6 +188,37 @@ def parse_args(argv: list[str] | None = None) -> Config:
         action="store_true",
         help="never write CRDs (no CRD permission needed): only check that they are "
         "installed and served; an admin installs them with: dockmirror crds | kubectl apply -f -",
+    )
+    # --- admission (docs/admission.md) ---
+    parser.add_argument(
+        "--admission",
+        choices=MODES,
+        default="auto",
+        help="how invalid action annotations are rejected: a ValidatingAdmissionPolicy "
+        "(policy), the service's webhook (webhook), nothing (none); auto: policy if the "
+        "apiserver serves it, else webhook",
+    )
+    parser.add_argument(
+        "--skip-admission-install",
+        action="store_true",
+        help="policy mode: do not apply the policy, only check that an admin did "
+        "(`dockmirror policy | kubectl apply -f -`)",
+    )
+    parser.add_argument(
+        "--admission-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait at start until the policy or webhook denies a probe",
+    )
+    parser.add_argument(
+        "--webhook-host",
+        default="127.0.0.1",
+        help="webhook mode: address to listen on, put in the registered URL and the certificate",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        help="webhook mode: URL the apiserver uses to reach the webhook (registered as is)",
     )
     parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -209,6 +250,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         startup_timeout=args.startup_timeout,
         resync_interval=max(0.0, args.resync_interval),
         skip_crd_install=args.skip_crd_install,
+        admission=args.admission,
+        skip_admission_install=args.skip_admission_install,
+        admission_timeout=args.admission_timeout,
+        webhook_host=args.webhook_host,
+        webhook_url=args.webhook_url,
     )
 
 
@@ -351,21 +397,37 @@ class Supervisor:
                 self.stop_event.wait(1.0)
 
     def start_webhook(self) -> None:
-        bundle = ensure_certificates(self.config.state_dir)
-        self.webhook = WebhookServer(
-            bundle.cert_path, bundle.key_path, port=self.config.webhook_port
-        )
-        self.webhook.start()
-        self.registration = WebhookRegistration(
-            self.api_client,
-            self.config.namespace,
-            self.webhook.port,
-            bundle.ca_pem,
-            server=self.webhook,
-        )
-        self.registration.register()
-        self.registration.wait_until_called(timeout=30.0)
+        """Admission by ``--admission`` (docs/admission.md); main thread, at start.
+
+        Any failure ends the start with one line and exit code 2, leaving no webhook
+        configuration behind (``actors/admission.py``). ``self.webhook`` and
+        ``self.registration`` are set in webhook mode only.
+        """
+        cfg = self.config
+        self.webhook: WebhookServer | None = None
+        self.registration: WebhookRegistration | None = None
         self.webhook_checked = time.monotonic()
+        try:
+            self.admission_mode = admission.choose_mode(cfg.admission, self.http)
+            if self.admission_mode == "policy":
+                if not cfg.skip_admission_install:
+                    admission.remove_stale_webhook(self.api_client, cfg.namespace)
+                policy = PolicyAdmission(
+                    self.http, cfg.namespace, install=not cfg.skip_admission_install
+                )
+                policy.ensure(timeout=cfg.admission_timeout)
+            elif self.admission_mode == "webhook":
+                self.webhook, self.registration = admission.start_webhook(
+                    self.api_client, cfg.namespace, self.webhook_settings(), cfg.admission_timeout
+                )
+            else:
+                log.warning("admission mode none: invalid action annotations are not rejected")
+        except AdmissionError as exc:
+            raise SystemExit(f"dockmirror: {exc}") from exc
+
+    def webhook_settings(self) -> WebhookSettings:
+        cfg = self.config
+        return WebhookSettings(cfg.state_dir, cfg.webhook_port, cfg.webhook_host, cfg.webhook_url)
 
     def _on_death(self, name: str, error: str) -> None:
         """Called from a dying actor's thread; the main loop restarts it."""
@@ -452,10 +514,10 @@ class Supervisor:
         for name in ("events", "router", "docker-events", "kube-watch"):
             self.start_actor(name)
         log.info(
-            "dockmirror running: namespace %s, docker %s, webhook %s",
+            "dockmirror running: namespace %s, docker %s, admission %s",
             self.config.namespace,
             self.docker.base_url,
-            self.webhook.url,
+            self.registration.url if self.registration is not None else self.admission_mode,
         )
         while not self.stop_event.wait(1.0):
             if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
@@ -491,10 +553,12 @@ class Supervisor:
         for name, ref in self.refs.items():
             if name not in dead and not ref.is_alive():
                 dead[name] = "found dead by liveness sweep (on_start failure or stopped)"
-        if not self.webhook.is_alive():
+        if self.webhook is not None and not self.webhook.is_alive():
             dead["webhook"] = "webhook server thread died"
         for name, error in dead.items():
             self.restart(name, error)
+        if self.registration is None:
+            return  # not webhook mode: no configuration to recheck, no certificates
         if time.monotonic() - self.webhook_checked >= self.config.webhook_recheck:
             self.webhook_checked = time.monotonic()
             try:
@@ -512,7 +576,9 @@ class Supervisor:
         that write fails, the ``--webhook-recheck`` re-registration retries it with the
         already updated ``ca_pem``."""
         try:
-            bundle = ensure_certificates(self.config.state_dir)
+            bundle = ensure_certificates(
+                self.config.state_dir, hosts=self.webhook_settings().cert_hosts
+            )
             if not bundle.renewed:
                 return
             log.info("webhook certificates renewed; reloading them and re-registering")
@@ -541,7 +607,10 @@ class Supervisor:
         if name == "webhook":
             self.webhook.stop()
             self.webhook = WebhookServer(
-                self.webhook._cert_path, self.webhook._key_path, port=self.webhook.port
+                self.webhook._cert_path,
+                self.webhook._key_path,
+                port=self.webhook.port,
+                host=self.config.webhook_host,
             )
             self.webhook.start()
             return
@@ -591,11 +660,14 @@ class Supervisor:
             self.engine_status.set_ready(False, "Stopped", "Container engine stopped")
         except KubeError as exc:
             log.warning("EngineReady not set to Stopped: %s", exc)
-        try:
-            self.registration.delete()
-        except Exception as exc:
-            log.warning("webhook configuration not deleted: %s", exc)
-        self.webhook.stop()
+        # Policy mode leaves its manifests: they keep rejecting invalid values meanwhile.
+        if self.registration is not None:
+            try:
+                self.registration.delete()
+            except Exception as exc:
+                log.warning("webhook configuration not deleted: %s", exc)
+        if self.webhook is not None:
+            self.webhook.stop()
         self.journal.close()
         log.info("dockmirror stopped")
 

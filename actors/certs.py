@@ -5,10 +5,10 @@
 * ``ca.crt`` / ``ca.key`` -- a private CA (ECDSA P-256, 10 years) whose certificate goes
   into the ValidatingWebhookConfiguration's ``caBundle``;
 * ``tls.crt`` / ``tls.key`` -- the serving certificate (ECDSA P-256, 1 year, SANs
-  IP 127.0.0.1 and DNS localhost, EKU serverAuth) signed by that CA.
+  IP 127.0.0.1, DNS localhost and the ``hosts`` given, EKU serverAuth) signed by that CA.
 
 Existing files are reused. The serving certificate is regenerated when it is unreadable,
-does not match its key, is not signed by the CA, lacks the 127.0.0.1 SAN, is not yet
+does not match its key, is not signed by the CA, lacks one of those SANs, is not yet
 valid, or expires within ``renew_before``. The CA is regenerated (and with it the serving
 certificate) when it is unreadable, does not match its key, or expires within
 ``renew_before`` plus one serving lifetime, so a serving certificate never outlives its
@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -139,8 +140,24 @@ def _make_ca(now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
     return cert, key
 
 
+def _san_entries(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """127.0.0.1 and localhost, then each extra host as an IP or a DNS name."""
+    entries: list[x509.GeneralName] = [x509.IPAddress(LOOPBACK), x509.DNSName("localhost")]
+    for host in hosts:
+        try:
+            entry: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            entry = x509.DNSName(host)
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
 def _make_serving(
-    now: datetime, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+    now: datetime,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    hosts: Sequence[str] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
@@ -168,7 +185,7 @@ def _make_serving(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK), x509.DNSName("localhost")]),
+            x509.SubjectAlternativeName(_san_entries(hosts)),
             critical=False,
         )
         .add_extension(
@@ -180,13 +197,16 @@ def _make_serving(
     return cert, key
 
 
-def _serving_ok(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+def _serving_ok(
+    cert: x509.Certificate, ca_cert: x509.Certificate, hosts: Sequence[str] = ()
+) -> bool:
     try:
         cert.verify_directly_issued_by(ca_cert)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
-    return LOOPBACK in san.get_values_for_type(x509.IPAddress)
+    have = set(san)
+    return all(entry in have for entry in _san_entries(hosts))
 
 
 def ensure_certificates(
@@ -194,8 +214,13 @@ def ensure_certificates(
     *,
     now: datetime | None = None,
     renew_before: timedelta = timedelta(days=30),
+    hosts: Sequence[str] = (),
 ) -> CertBundle:
-    """Create, reuse or renew the webhook CA and serving certificate (see module doc)."""
+    """Create, reuse or renew the webhook CA and serving certificate (see module doc).
+
+    ``hosts`` are extra SANs (IP addresses or DNS names: ``--webhook-host`` and the host
+    of ``--webhook-url``); a serving certificate lacking one of them is regenerated.
+    """
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -233,12 +258,12 @@ def ensure_certificates(
 
     serving = None if new_ca else _load_pair(cert_path, key_path)
     if serving is not None and not (
-        _valid_for(serving[0], now, renew_before) and _serving_ok(serving[0], ca_cert)
+        _valid_for(serving[0], now, renew_before) and _serving_ok(serving[0], ca_cert, hosts)
     ):
         serving = None
     renewed = serving is None
     if serving is None:
-        cert, key = _make_serving(now, ca_cert, ca_key)
+        cert, key = _make_serving(now, ca_cert, ca_key, hosts)
         _atomic_write(key_path, _key_pem(key), FILE_MODE)
         _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_MODE)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from actors import admission_policy
 from actors.crds import (
     CONTAINER_CRD_NAME,
     CONTAINER_CREATE_REQUEST_CRD_NAME,
@@ -48,9 +49,9 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 ADMISSION_GROUP = "admissionregistration.k8s.io"
 ADMISSION_MODES = ("policy", "webhook", "none")
 
-#: The cluster-scoped ValidatingAdmissionPolicy (one for every dockmirror namespace;
-#: each namespace has its own binding). Agreed with the admission-policy work of issue 11.
-POLICY_NAME = f"dockmirror.{GROUP}"
+# The cluster-scoped ValidatingAdmissionPolicy (one for every dockmirror namespace) and
+# each namespace's binding: the names come from the module that makes them.
+POLICY_NAME = admission_policy.POLICY_NAME
 
 #: The label every object made here carries (``kubectl get ... -l`` finds them).
 LABELS = {"app.kubernetes.io/name": "dockmirror"}
@@ -61,7 +62,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 
 def policy_binding_name(namespace: str) -> str:
     """The ValidatingAdmissionPolicyBinding of ``namespace``."""
-    return f"dockmirror-{namespace}"
+    return admission_policy.binding_name(namespace)
 
 
 def webhook_configuration_name(namespace: str) -> str:

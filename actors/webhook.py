@@ -14,7 +14,7 @@ DEBUG only.
 
 :class:`WebhookRegistration` creates or replaces the ValidatingWebhookConfiguration that
 points the API server at it, deletes it, and probes that the API server really calls it.
-See docs/webhook.md.
+See docs/admission.md.
 """
 
 from __future__ import annotations
@@ -693,13 +693,20 @@ class WebhookRegistration:
         ca_pem: bytes,
         *,
         server: WebhookServer | None = None,
+        host: str = "127.0.0.1",
+        url: str | None = None,
     ):
+        """``host`` is the address the server listens on (``--webhook-host``) and goes
+        into the registered URL; ``url`` (``--webhook-url``) replaces that URL as is,
+        for an API server that reaches us another way (a tunnel, a proxy)."""
         self._api = k8s.AdmissionregistrationV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
         self.namespace = namespace
         self.port = port
         self.ca_pem = ca_pem
         self._server = server
+        self.host = host
+        self.url_override = url
 
     @property
     def name(self) -> str:
@@ -707,7 +714,12 @@ class WebhookRegistration:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}{VALIDATE_PATH}"
+        """The URL the API server calls: ``--webhook-url`` as is, else built from the
+        host and port (IPv6 literals bracketed)."""
+        if self.url_override:
+            return self.url_override
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}{VALIDATE_PATH}"
 
     def body(self) -> dict[str, Any]:
         return {

@@ -86,6 +86,14 @@ def namespace(api_client: k8s.ApiClient, request: pytest.FixtureRequest) -> Iter
     except ApiException as e:
         if e.status != 404:
             raise
+    # A policy-mode service (the default) leaves its cluster-scoped binding on purpose.
+    try:
+        k8s.AdmissionregistrationV1Api(api_client).delete_validating_admission_policy_binding(
+            f"dockmirror-{name}"
+        )
+    except ApiException as e:
+        if e.status != 404:
+            raise
 
 
 class ContainerFactory:

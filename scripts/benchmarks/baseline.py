@@ -16,9 +16,11 @@ It uses the same thin ports as the service (``DockerPort``, ``MirrorStore``), so
 comparison measures the architecture, not the HTTP clients. It does not create
 mirrors: the bench runs dockmirror first on the same namespace, stops it, then runs
 this (docs/performance.md). To pay the same admission cost as the service (the
-client's annotation write and the removal are UPDATEs that pass the webhook), it
-registers the service's validating webhook for its namespace (``--no-webhook`` to
-skip), served by a server thread, which is the only other thread.
+client's annotation write and the removal are UPDATEs that pass admission), it sets up
+the same admission as the service: ``--admission policy`` (default) applies the
+service's ValidatingAdmissionPolicy and binding, ``--admission webhook`` registers the
+service's validating webhook, served by a server thread (the only other thread),
+``--admission none`` (or ``--no-webhook``) skips admission.
 
 Stale watch events (the echo of its own lastAction write still shows the annotation)
 are skipped by resourceVersion: an event no newer than the last object it wrote for
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", default=None)
     parser.add_argument("--docker-host", default=None)
     parser.add_argument("--state-dir", default=None, help="webhook TLS files (default: tmp)")
-    parser.add_argument("--no-webhook", action="store_true")
+    parser.add_argument("--admission", choices=("policy", "webhook", "none"), default="policy")
+    parser.add_argument("--no-webhook", action="store_true", help="same as --admission none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # SIGTERM ends the loop through SystemExit, so the finally below unregisters.
@@ -199,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     docker = DockerPort(args.docker_host)
     webhook = registration = None
     try:
-        if not args.no_webhook:
+        mode = "none" if args.no_webhook else args.admission
+        if mode == "policy":
+            from actors.admission import PolicyAdmission
+
+            PolicyAdmission(store.http, args.namespace).ensure(timeout=30.0)
+        elif mode == "webhook":
             from actors.certs import ensure_certificates
             from actors.webhook import WebhookRegistration, WebhookServer
 

@@ -263,12 +263,12 @@ class Kube:
 
     def cleanup_namespace(self, namespace: str, workers: int = 8) -> None:
         """Strip finalizers (nothing runs to do it) and delete the namespace."""
-        with contextlib.suppress(KubeError):
-            self.http.request(
-                "DELETE",
-                f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
-                f"dockmirror-{namespace}",
-            )
+        for kind in ("validatingwebhookconfigurations", "validatingadmissionpolicybindings"):
+            with contextlib.suppress(KubeError):
+                self.http.request(
+                    "DELETE",
+                    f"/apis/admissionregistration.k8s.io/v1/{kind}/dockmirror-{namespace}",
+                )
         for plural in (CONTAINERS, CONTAINER_NAMESPACES):
             try:
                 items = self.http.request("GET", custom_path(namespace, plural)).get("items")

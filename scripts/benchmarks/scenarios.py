@@ -80,8 +80,12 @@ def _rv(obj: dict[str, Any]) -> str:
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, workdir: Path, profile: Path | None) -> None:
+    def __init__(
+        self, sizes: Sizes, workdir: Path, profile: Path | None, admission: str = "policy"
+    ) -> None:
         self.sizes = sizes
+        #: ``--admission`` of both the service and the baseline (policy or webhook).
+        self.admission = admission
         self.env = devenv_env()
         self.run_id = time.strftime("%H%M%S") + secrets.token_hex(2)
         self.ns = f"bench-{self.run_id}"
@@ -93,13 +97,13 @@ class Bench:
         self.processes: list[Process] = []
         self.watchers: list[Watcher] = []
         self.results: dict[str, dict[str, Any]] = {}
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {"admission": admission}
 
     # --- processes ----------------------------------------------------------------------
     def start_ours(self, namespace: str) -> Process:
         proc = Process("ours", namespace, self.workdir, self.env)
         self.processes.append(proc)
-        proc.start()
+        proc.start("--admission", self.admission)
         proc.wait_log("dockmirror running", timeout=120)
         wait_for(
             lambda: proc.alive() and self.kube.engine_ready(namespace) == ("True", "Connected"),
@@ -111,7 +115,7 @@ class Bench:
     def start_baseline(self) -> Process:
         proc = Process("baseline", self.ns, self.workdir, self.env)
         self.processes.append(proc)
-        proc.start()
+        proc.start("--admission", self.admission)
         proc.wait_log("baseline running", timeout=60)
         return proc
 
@@ -379,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--latency-actions", type=int, help="override the action count")
     parser.add_argument("--throughput-s", type=float, help="override the throughput window")
+    parser.add_argument(
+        "--admission",
+        choices=("policy", "webhook"),
+        default="policy",
+        help="admission mode of the service and the baseline (docs/admission.md)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     if args.latency_actions:
@@ -393,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
-    bench = Bench(sizes, workdir, args.profile)
+    bench = Bench(sizes, workdir, args.profile, args.admission)
     started = time.monotonic()
     code = 0
     try:
@@ -411,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     results = bench.results
     print(
-        f"dockmirror bench{' --quick' if args.quick else ''}, run {bench.run_id}, "
+        f"dockmirror bench{' --quick' if args.quick else ''} --admission {args.admission}, "
+        f"run {bench.run_id}, "
         f"{elapsed:.0f} s, {machine()}"
     )
     print(f"sizes: {sizes}")

@@ -93,7 +93,9 @@ class Env:
             self.api_client,
             self.namespace,
             self.workdir / name,
-            extra_args=("--webhook-recheck", str(webhook_recheck)),
+            # The campaigns' invariants (bad-input's webhook cases) assume webhook mode,
+            # the default before --admission existed (docs/admission.md).
+            extra_args=("--admission", "webhook", "--webhook-recheck", str(webhook_recheck)),
             env=env,
         )
         self.services.append(svc)

@@ -24,7 +24,8 @@ def mode(path: Path) -> int:
 def test_start_tightens_loose_state_files_and_reads_an_old_ledger(
     service_factory: Callable[..., Service],
 ) -> None:
-    svc = service_factory(start=False)
+    # Webhook mode: the webhook's TLS files are checked too (policy mode has none).
+    svc = service_factory(start=False, extra_args=("--admission", "webhook"))
     svc.state_dir.mkdir(parents=True)
     svc.state_dir.chmod(0o755)
     ledger = svc.state_dir / f"actions-{svc.namespace}.jsonl"

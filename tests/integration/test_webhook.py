@@ -1,7 +1,8 @@
 """The admission webhook of the real running service, driven with kubectl (spec §5.1;
 §7 scenarios 19, 20, 30, 31, 32) and its lifecycle: registered while the service runs,
 deleted on a clean stop, left in place (blocking Container writes) after a crash, and
-re-registered on start and every ``--webhook-recheck`` seconds. See docs/webhook.md.
+re-registered on start and every ``--webhook-recheck`` seconds. The service runs with
+``--admission webhook`` (the default picks the policy). See docs/admission.md.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
@@ -66,6 +68,16 @@ def last_action(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 def annotations(obj: dict[str, Any]) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+#: The service's default is --admission auto, which picks the policy on the devenv.
+WEBHOOK_MODE = ("--admission", "webhook")
+
+
+@pytest.fixture
+def service(service_factory) -> Service:
+    """A running service in webhook mode."""
+    return service_factory(extra_args=WEBHOOK_MODE)
 
 
 def journal_mark(service: Service) -> tuple[int, int]:
@@ -130,7 +142,7 @@ def test_32_webhook_offline_invalid_value_consumed_without_docker(
     service_factory, run_container, docker_client, api_client, kubectl
 ):
     # Re-registration is pushed far out so that the offline window is ours to close.
-    service = service_factory(extra_args=("--webhook-recheck", "3600"))
+    service = service_factory(extra_args=(*WEBHOOK_MODE, "--webhook-recheck", "3600"))
     ns = service.namespace
     admission = k8s.AdmissionregistrationV1Api(api_client)
     c = run_container(stop_timeout=1)
@@ -201,7 +213,7 @@ def test_32_webhook_offline_invalid_value_consumed_without_docker(
 
 
 def test_deleted_configuration_is_re_registered_by_recheck(service_factory, api_client, kubectl):
-    service = service_factory(extra_args=("--webhook-recheck", "2"))
+    service = service_factory(extra_args=(*WEBHOOK_MODE, "--webhook-recheck", "2"))
     ns = service.namespace
     first_uid = read_config(api_client, ns)["metadata"]["uid"]
     k8s.AdmissionregistrationV1Api(api_client).delete_validating_webhook_configuration(

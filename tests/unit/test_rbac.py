@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from actors import rbac
+from actors import admission_policy, rbac
 from actors.rbac import rbac_manifests
 from actors.webhook import WebhookRegistration
 
@@ -261,8 +261,9 @@ def test_webhook_mode_grants_its_named_configuration() -> None:
 def test_policy_mode_grants_the_named_policy_and_binding() -> None:
     items = manifests(admission="policy", skip_crd_install=True)
     policy, binding = rbac.POLICY_NAME, rbac.policy_binding_name(NS)
-    assert policy == "dockmirror.containers.rancherdesktop.io"
-    assert binding == f"dockmirror-{NS}"
+    # The names the service applies (actors/admission_policy.py), not copies of them.
+    manifests_applied = admission_policy.policy_manifests(NS)
+    assert [m["metadata"]["name"] for m in manifests_applied] == [policy, binding]
     expected = {
         (A, "validatingadmissionpolicies", "create", "*"),
         (A, "validatingadmissionpolicybindings", "create", "*"),

@@ -180,7 +180,9 @@ def test_cert_check_waits_for_its_interval(
 ) -> None:
     calls: list[Path] = []
     monkeypatch.setattr(
-        supervisor, "ensure_certificates", lambda d: calls.append(d) or FakeBundle(b"x", False)
+        supervisor,
+        "ensure_certificates",
+        lambda d, **_kw: calls.append(d) or FakeBundle(b"x", False),
     )
     sup.sweep()
     assert calls == []
@@ -194,7 +196,9 @@ def test_cert_check_waits_for_its_interval(
 def test_unrenewed_certificates_change_nothing(
     sup: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(supervisor, "ensure_certificates", lambda d: FakeBundle(b"same", False))
+    monkeypatch.setattr(
+        supervisor, "ensure_certificates", lambda d, **_kw: FakeBundle(b"same", False)
+    )
     sup.certs_checked = time.monotonic() - CERT_CHECK_INTERVAL - 1
     sup.sweep()
     assert sup.webhook.reloads == 0  # type: ignore[attr-defined]
@@ -226,7 +230,9 @@ def test_renewal_reloads_and_re_registers_with_new_ca(
 def test_failed_re_registration_after_renewal_is_retried_by_the_recheck(
     sup: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(supervisor, "ensure_certificates", lambda d: FakeBundle(b"new-ca", True))
+    monkeypatch.setattr(
+        supervisor, "ensure_certificates", lambda d, **_kw: FakeBundle(b"new-ca", True)
+    )
     sup.registration.fail = True  # type: ignore[attr-defined]
     sup.certs_checked = time.monotonic() - CERT_CHECK_INTERVAL - 1
     sup.sweep()  # logged, not raised
