@@ -52,8 +52,10 @@ from actors.docker_port import DockerPort
 from actors.engine_status import EngineStatus
 from actors.event_writer import EmitGate, EventWriterActor
 from actors.heap_report import HeapGrowthReporter
+from actors.http_endpoint import DEFAULT_HTTP_ADDRESS, http_address_arg
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
+from actors.probe_wiring import Probes
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
 from actors.state_dir import StateError, open_state
 from actors.webhook import WebhookRegistration, WebhookServer
@@ -87,6 +89,7 @@ class Config:
     webhook_recheck: float
     startup_timeout: float
     resync_interval: float = 600.0
+    http_address: str = DEFAULT_HTTP_ADDRESS
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -171,6 +174,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=60.0,
         help="seconds to wait for the apiserver at start",
     )
+    parser.add_argument(
+        "--http-address",
+        type=http_address_arg,
+        default=DEFAULT_HTTP_ADDRESS,
+        help="HOST:PORT of the /healthz, /readyz and /metrics endpoint (port 0: pick a free "
+        "one; empty: off)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -200,6 +210,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         webhook_recheck=args.webhook_recheck,
         startup_timeout=args.startup_timeout,
         resync_interval=max(0.0, args.resync_interval),
+        http_address=args.http_address,
     )
 
 
@@ -279,6 +290,8 @@ class Supervisor:
         self.dropped_reported = 0
         # Opt-in leak hunting (docs/reliability.md); None unless DOCKMIRROR_TRACEMALLOC is set.
         self.heap_report = HeapGrowthReporter.from_env()
+        # /healthz, /readyz, /metrics (actors/probe_wiring.py); started by run().
+        self.probes = Probes(config)
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
@@ -399,6 +412,7 @@ class Supervisor:
                 ledger=self.ledger,
                 engine_status=self.engine_status,
                 emit=self._emit,
+                metrics=self.probes.metrics,
                 settings=RouterSettings(
                     max_active=self.config.max_active_containers,
                     idle_timeout_s=self.config.idle_timeout,
@@ -429,6 +443,7 @@ class Supervisor:
     # --- supervision (main thread) ------------------------------------------------------
     def run(self) -> int:
         self.build()
+        self.probes.start(self)
         self.prepare_kubernetes()
         self.start_webhook()
         for name in ("events", "router", "docker-events", "kube-watch"):
@@ -477,6 +492,7 @@ class Supervisor:
             dead["webhook"] = "webhook server thread died"
         for name, error in dead.items():
             self.restart(name, error)
+        self.probes.observe_liveness(self)
         if time.monotonic() - self.webhook_checked >= self.config.webhook_recheck:
             self.webhook_checked = time.monotonic()
             try:
@@ -520,6 +536,7 @@ class Supervisor:
             self.stop_event.set()
             return
         log.warning("restarting %s: %s", name, error)
+        self.probes.metrics.actor_restarted(name)
         if name == "webhook":
             self.webhook.stop()
             self.webhook = WebhookServer(
@@ -559,6 +576,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         log.info("dockmirror stopping")
+        self.probes.stopping()
         for name in ("docker-events", "kube-watch", "router", "events"):
             ref = self.refs.get(name)
             if ref is None:
@@ -579,6 +597,7 @@ class Supervisor:
             log.warning("webhook configuration not deleted: %s", exc)
         self.webhook.stop()
         self.journal.close()
+        self.probes.stop()
         log.info("dockmirror stopped")
 
 
@@ -599,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.code, file=sys.stderr)
             return EXIT_STARTUP
         raise
+    finally:
+        supervisor.probes.stop()
 
 
 if __name__ == "__main__":
