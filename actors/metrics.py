@@ -61,7 +61,8 @@ SYNC_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 6
 #: never finishes (its mirror deleted meanwhile) must not grow this without bound.
 MAX_PENDING_ACTIONS = 10_000
 
-#: Every series name the endpoint exposes (the families' names, without ``_total`` etc.).
+#: Every metric family the endpoint exposes in the Prometheus text format (names without
+#: ``_total``, ``_bucket`` etc.; the Info ``dockmirror_admission`` is the gauge ``..._info``).
 SERIES = (
     "dockmirror_actions",
     "dockmirror_action_duration_seconds",
@@ -75,7 +76,7 @@ SERIES = (
     "dockmirror_actor_restarts",
     "dockmirror_full_sync_duration_seconds",
     "dockmirror_engine_ready",
-    "dockmirror_admission",
+    "dockmirror_admission_info",
     "dockmirror_leader",
 )
 
