@@ -56,8 +56,10 @@ from actors.docker_port import DockerPort
 from actors.engine_status import EngineStatus
 from actors.event_writer import EmitGate, EventWriterActor
 from actors.heap_report import HeapGrowthReporter
+from actors.http_endpoint import DEFAULT_HTTP_ADDRESS, http_address_arg
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
+from actors.probe_wiring import Probes
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
 from actors.startup_checks import StartupCheckError, check_crds_served
 from actors.state_dir import StateError, open_state
@@ -99,6 +101,7 @@ class Config:
     admission_timeout: float = 30.0
     webhook_host: str = "127.0.0.1"
     webhook_url: str | None = None
+    http_address: str = DEFAULT_HTTP_ADDRESS
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -220,6 +223,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=None,
         help="webhook mode: URL the apiserver uses to reach the webhook (registered as is)",
     )
+    parser.add_argument(
+        "--http-address",
+        type=http_address_arg,
+        default=DEFAULT_HTTP_ADDRESS,
+        help="HOST:PORT of the /healthz, /readyz and /metrics endpoint (port 0: pick a free "
+        "one; empty: off)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -255,6 +265,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         admission_timeout=args.admission_timeout,
         webhook_host=args.webhook_host,
         webhook_url=args.webhook_url,
+        http_address=args.http_address,
     )
 
 
@@ -334,6 +345,8 @@ class Supervisor:
         self.dropped_reported = 0
         # Opt-in leak hunting (docs/reliability.md); None unless DOCKMIRROR_TRACEMALLOC is set.
         self.heap_report = HeapGrowthReporter.from_env()
+        # /healthz, /readyz, /metrics (actors/probe_wiring.py); started by run().
+        self.probes = Probes(config)
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
@@ -479,6 +492,7 @@ class Supervisor:
                 ledger=self.ledger,
                 engine_status=self.engine_status,
                 emit=self._emit,
+                metrics=self.probes.metrics,
                 settings=RouterSettings(
                     max_active=self.config.max_active_containers,
                     idle_timeout_s=self.config.idle_timeout,
@@ -509,6 +523,7 @@ class Supervisor:
     # --- supervision (main thread) ------------------------------------------------------
     def run(self) -> int:
         self.build()
+        self.probes.start(self)
         self.prepare_kubernetes()
         self.start_webhook()
         for name in ("events", "router", "docker-events", "kube-watch"):
@@ -557,6 +572,7 @@ class Supervisor:
             dead["webhook"] = "webhook server thread died"
         for name, error in dead.items():
             self.restart(name, error)
+        self.probes.observe_liveness(self)
         if self.registration is None:
             return  # not webhook mode: no configuration to recheck, no certificates
         if time.monotonic() - self.webhook_checked >= self.config.webhook_recheck:
@@ -604,6 +620,7 @@ class Supervisor:
             self.stop_event.set()
             return
         log.warning("restarting %s: %s", name, error)
+        self.probes.metrics.actor_restarted(name)
         if name == "webhook":
             self.webhook.stop()
             self.webhook = WebhookServer(
@@ -646,6 +663,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         log.info("dockmirror stopping")
+        self.probes.stopping()
         for name in ("docker-events", "kube-watch", "router", "events"):
             ref = self.refs.get(name)
             if ref is None:
@@ -669,6 +687,7 @@ class Supervisor:
         if self.webhook is not None:
             self.webhook.stop()
         self.journal.close()
+        self.probes.stop()
         log.info("dockmirror stopped")
 
 
@@ -689,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.code, file=sys.stderr)
             return EXIT_STARTUP
         raise
+    finally:
+        supervisor.probes.stop()
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ from actors.kube_port import (
     resource_version_of,
 )
 from actors.ledger import LedgerWriteError, RestartLedger, RestartRecord, current_boot_id
+from actors.metrics import NO_METRICS, NoMetrics
 from actors.mirror_status import comparable_status, compute_conditions, mirror_status
 from actors.port_errors import PortError, is_retryable, retry_after_of
 from actors.timefmt import kube_now
@@ -146,6 +147,7 @@ class ContainerDeps:
     ledger: RestartLedger
     report: Callable[[Message], None]  # tell the router; never raises
     emit: Callable[[EmitEvent], None]  # tell the event writer; never raises
+    metrics: NoMetrics = NO_METRICS  # action outcomes and latency (actors/metrics.py)
 
 
 # The CRD requires these status fields whenever ``status`` exists. A hand-made Container
@@ -501,12 +503,14 @@ class ContainerActor(JournaledActor):
             self._remove_annotation_if_still(obj, value)
             return
         stamp = annotation_write_time(obj)
+        self.deps.metrics.action_seen(self.container_id, value, stamp)
         outcome = self._outcome
         if outcome is None or (outcome.action, outcome.stamp) != (value, stamp):
             outcome = self._outcome = self._run_action(value, stamp, obj)
         else:
             self.note("recording the outcome already known", detail={"action": value})
         self._finish(outcome, obj)
+        self.deps.metrics.action_done(self.container_id, value, stamp, outcome.error)
         self._outcome = None
 
     def _run_action(self, action: str, stamp: str, obj: dict[str, Any]) -> _Outcome:

@@ -102,6 +102,9 @@ class Journal:
         self._closed = False
         self.lost_total = 0
         self.unencodable = 0
+        #: Called with every recorded entry, outside the lock, by the recording thread
+        #: (the metrics' ``on_entry``); must be quick and never raise.
+        self.listener: Callable[[Entry], None] | None = None
         if path is not None:
             with self._lock:
                 self._open_or_fail()
@@ -121,10 +124,13 @@ class Journal:
         """
         with self._lock:
             try:
-                return self._record(entry)
+                seq = self._record(entry)
             except Exception:  # a bug here must not kill the calling actor
                 log.exception("journal: unexpected failure; entry dropped")
-                return entry.seq
+                seq = entry.seq
+        if self.listener is not None:
+            self.listener(entry)
+        return seq
 
     def _stamp(self, entry: Entry) -> int:
         self._seq += 1

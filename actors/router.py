@@ -50,6 +50,7 @@ from actors.engine_status import EngineStatus
 from actors.journal import Journal
 from actors.kube_port import KubeError, MirrorStore, annotation_of, is_terminating
 from actors.ledger import RestartLedger
+from actors.metrics import NO_METRICS, NoMetrics, RouterDepths
 from actors.port_errors import retry_after_of
 from actors.retry_queue import RetryQueue
 from messages.base import Message
@@ -133,6 +134,7 @@ class RouterActor(JournaledActor):
         on_death: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wake_at: Callable[[float, Callable[[], None]], None] | None = None,
+        metrics: NoMetrics = NO_METRICS,
     ) -> None:
         super().__init__(journal=journal, name="router", on_death=on_death)
         self.docker = docker
@@ -158,6 +160,7 @@ class RouterActor(JournaledActor):
         self.next_resync: float | None = None
         self._wake_at = wake_at or _TimerWakeup(clock).wake_at
         self._deps: ContainerDeps | None = None
+        self.metrics = metrics
 
     def handlers(self) -> dict[type, Callable[[Any], None]]:
         return {
@@ -192,7 +195,9 @@ class RouterActor(JournaledActor):
             ledger=self.ledger,
             report=self._tell_self,
             emit=self.emit,
+            metrics=self.metrics,
         )
+        self.metrics.bind_router(self.queue_depths)
         # Recover open restart dispatches even for containers without an event soon.
         for container_id in self.ledger.open_ids():
             self._deliver(container_id, Recover(reason="open restart record"))
@@ -234,6 +239,11 @@ class RouterActor(JournaledActor):
                 self.log.warning("container actors still busy %.0f s after router failure", wait_s)
                 return
 
+    def queue_depths(self) -> RouterDepths:
+        """For the metrics scrape, which calls it from its HTTP thread: only sizes are
+        read (``len`` of a dict is atomic under the GIL; a gauge may be a moment old)."""
+        return RouterDepths(len(self.backlog), len(self.retries), self._threads())
+
     def _tell_self(self, message: Message) -> None:
         try:
             self.actor_ref.tell(message)
@@ -252,6 +262,7 @@ class RouterActor(JournaledActor):
     def _on_docker_lost(self, message: DockerLost) -> None:
         self.engine_up = False
         self.ready = False
+        self.metrics.engine_ready(False)
         self.retries.succeeded(FULL_SYNC)  # the reconnect's EngineReachable resyncs
         self.outstanding.clear()
         self._write_ready(False, "ConnectFailed", message.reason)
@@ -277,6 +288,7 @@ class RouterActor(JournaledActor):
         self.retries.succeeded(FULL_SYNC)
         self.engine_up = True
         self.sync_token += 1
+        self.metrics.full_sync_started()
         live = set(ids)
         self.outstanding = set(ids)
         for obj in mirrors:
@@ -328,6 +340,7 @@ class RouterActor(JournaledActor):
             else:
                 self.note("EngineReady not written", detail={"error": str(exc)})
             return
+        self.metrics.engine_ready(ready)
         if ready:
             self.retries.succeeded(ENGINE_READY)
 
@@ -443,6 +456,7 @@ class RouterActor(JournaledActor):
             self.settings.restart_backoff_s * (2 ** (count - 1)),
         )
         failure.restart_at = now + delay
+        self.metrics.actor_restarted("container")
         self.note(
             "container actor died; restart scheduled",
             detail={"container": container_id, "error": error, "in_s": delay},
@@ -522,6 +536,7 @@ class RouterActor(JournaledActor):
         delay = self.retries.failed(
             message.container_id, self.clock(), not_before_s=message.retry_after_s
         )
+        self.metrics.retry_scheduled(message.container_id)
         self.note(
             "retry scheduled",
             detail={
@@ -542,6 +557,7 @@ class RouterActor(JournaledActor):
     def _retry_later(self, key: str, text: str, exc: Exception) -> None:
         """One of the router's own steps failed: retry it with its backoff."""
         delay = self.retries.failed(key, self.clock(), not_before_s=retry_after_of(exc) or 0.0)
+        self.metrics.retry_scheduled(key)
         self.note(text, detail={"error": str(exc)[:500], "retry_in_s": round(delay, 3)})
         self._arm_wakeup()
 

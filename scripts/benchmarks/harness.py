@@ -144,6 +144,8 @@ class Process:
                 *common,
                 "--state-dir",
                 str(state),
+                "--http-address",
+                "127.0.0.1:0",  # a free port: runs must not collide on the default
                 *extra,
             ]
         return [

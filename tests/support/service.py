@@ -126,6 +126,10 @@ class Service:
                     str(self.trace_file),
                     "--idle-timeout",
                     "3",
+                    # Several services run at once (and other worktrees' on the same host):
+                    # a free port each instead of the fixed default; extra_args may override.
+                    "--http-address",
+                    "127.0.0.1:0",
                     *self.extra_args,
                 ],
                 stdout=log,
