@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import queue
 import signal
 import sys
@@ -44,6 +45,7 @@ from actors.certs import ensure_certificates
 from actors.config import Config
 from actors.container import ContainerActor
 from actors.crds import install_crds
+from actors.docker_endpoint import DockerEndpointError, resolve_docker_endpoint
 from actors.docker_events import DockerEventsReader
 from actors.docker_port import DockerPort
 from actors.engine_status import EngineStatus
@@ -182,7 +184,12 @@ class Supervisor:
         self.api_client = k8s_client.ApiClient(configuration)
         self.http = KubeHttp(self.api_client)
         self.store = MirrorStore(self.http, cfg.namespace)
-        self.docker = DockerPort(cfg.docker_host, pool_size=pool_size)
+        try:
+            endpoint = resolve_docker_endpoint(cfg.docker_host, os.environ)
+        except DockerEndpointError as exc:
+            raise SystemExit(f"dockmirror: {exc}") from None
+        log.info("Docker endpoint: %s", endpoint.describe())
+        self.docker = DockerPort(endpoint.host, pool_size=pool_size, tls=endpoint.tls)
         self.engine_status = EngineStatus(self.http, cfg.namespace)
 
     def prepare_kubernetes(self) -> None:
