@@ -27,7 +27,6 @@ router; the new router starts with a full sync.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import logging
@@ -39,24 +38,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pykka
 from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
-from actors import admission
-from actors.admission import MODES, AdmissionError, PolicyAdmission, WebhookSettings
+from actors import admission, cli
+from actors.admission import AdmissionError, PolicyAdmission, WebhookSettings
 from actors.certs import ensure_certificates
+from actors.config import Config
 from actors.container import ContainerActor
 from actors.crds import install_crds
+from actors.docker_endpoint import DockerEndpointError, resolve_docker_endpoint
 from actors.docker_events import DockerEventsReader
 from actors.docker_port import DockerPort
 from actors.engine_status import EngineStatus
 from actors.event_writer import EmitGate, EventWriterActor
 from actors.heap_report import HeapGrowthReporter
-from actors.http_endpoint import DEFAULT_HTTP_ADDRESS, http_address_arg
+from actors.kube_connect import (
+    KubeconfigError,
+    fatal_message,
+    load_client_configuration,
+    unreachable_message,
+)
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
 from actors.probe_wiring import Probes
@@ -75,198 +78,6 @@ EXIT_STARTUP = 2
 #: Seconds between checks that the webhook's TLS material is still valid (renewal is
 #: due 30 days before expiry, so hourly is plenty; the check is a few file reads).
 CERT_CHECK_INTERVAL = 3600.0
-
-
-@dataclass
-class Config:
-    namespace: str
-    kubeconfig: str | None
-    docker_host: str | None
-    state_dir: Path
-    trace_file: Path | None
-    trace_max_mb: int
-    trace_backups: int
-    max_active_containers: int
-    idle_timeout: float
-    restart_budget: int
-    restart_window: float
-    webhook_port: int
-    webhook_recheck: float
-    startup_timeout: float
-    resync_interval: float = 600.0
-    skip_crd_install: bool = False
-    # Admission (docs/admission.md)
-    admission: str = "auto"
-    skip_admission_install: bool = False
-    admission_timeout: float = 30.0
-    webhook_host: str = "127.0.0.1"
-    webhook_url: str | None = None
-    http_address: str = DEFAULT_HTTP_ADDRESS
-
-
-def parse_args(argv: list[str] | None = None) -> Config:
-    state_default = (
-        Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "dockmirror"
-    )
-    parser = argparse.ArgumentParser(
-        prog="python supervisor.py",
-        description="Mirror Docker containers into Kubernetes Container resources and run "
-        "containers.rancherdesktop.io/action requests.",
-    )
-    parser.add_argument(
-        "--namespace",
-        default="rancher-desktop",
-        help="Kubernetes namespace of the mirrors (created if missing)",
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        default=os.environ.get("KUBECONFIG"),
-        help="kubeconfig path (default: $KUBECONFIG, then ~/.kube/config)",
-    )
-    parser.add_argument(
-        "--docker-host",
-        default=os.environ.get("DOCKER_HOST"),
-        help="Docker endpoint (default: $DOCKER_HOST, then the local socket)",
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=state_default,
-        help="certificates, restart ledger and default trace location",
-    )
-    parser.add_argument(
-        "--trace-file",
-        default=None,
-        help="journal path (default: <state-dir>/trace.jsonl; '-' disables)",
-    )
-    parser.add_argument(
-        "--trace-max-mb", type=int, default=64, help="rotate the journal at this size"
-    )
-    parser.add_argument("--trace-backups", type=int, default=3, help="rotated journal files kept")
-    parser.add_argument(
-        "--max-active-containers",
-        type=int,
-        default=128,
-        help="container actors alive at once (threads)",
-    )
-    parser.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=10.0,
-        help="seconds before an idle container actor retires",
-    )
-    parser.add_argument(
-        "--restart-budget", type=int, default=10, help="top-level actor restarts allowed per window"
-    )
-    parser.add_argument(
-        "--restart-window", type=float, default=60.0, help="seconds of the restart budget window"
-    )
-    parser.add_argument(
-        "--webhook-port",
-        type=int,
-        default=0,
-        help="webhook mode: port on --webhook-host (0: pick a free one)",
-    )
-    parser.add_argument(
-        "--webhook-recheck",
-        type=float,
-        default=30.0,
-        help="seconds between checks that the webhook configuration exists",
-    )
-    parser.add_argument(
-        "--resync-interval",
-        type=float,
-        default=600.0,
-        help="seconds between safety-net checks of pending annotations and terminating "
-        "mirrors (0: off)",
-    )
-    parser.add_argument(
-        "--startup-timeout",
-        type=float,
-        default=60.0,
-        help="seconds to wait for the apiserver at start",
-    )
-    parser.add_argument(
-        "--skip-crd-install",
-        action="store_true",
-        help="never write CRDs (no CRD permission needed): only check that they are "
-        "installed and served; an admin installs them with: dockmirror crds | kubectl apply -f -",
-    )
-    # --- admission (docs/admission.md) ---
-    parser.add_argument(
-        "--admission",
-        choices=MODES,
-        default="auto",
-        help="how invalid action annotations are rejected: a ValidatingAdmissionPolicy "
-        "(policy), the service's webhook (webhook), nothing (none); auto: policy if the "
-        "apiserver serves it, else webhook",
-    )
-    parser.add_argument(
-        "--skip-admission-install",
-        action="store_true",
-        help="policy mode: do not apply the policy, only check that an admin did "
-        "(`dockmirror policy | kubectl apply -f -`)",
-    )
-    parser.add_argument(
-        "--admission-timeout",
-        type=float,
-        default=30.0,
-        help="seconds to wait at start until the policy or webhook denies a probe",
-    )
-    parser.add_argument(
-        "--webhook-host",
-        default="127.0.0.1",
-        help="webhook mode: address to listen on, put in the registered URL and the certificate",
-    )
-    parser.add_argument(
-        "--webhook-url",
-        default=None,
-        help="webhook mode: URL the apiserver uses to reach the webhook (registered as is)",
-    )
-    parser.add_argument(
-        "--http-address",
-        type=http_address_arg,
-        default=DEFAULT_HTTP_ADDRESS,
-        help="HOST:PORT of the /healthz, /readyz and /metrics endpoint (port 0: pick a free "
-        "one; empty: off)",
-    )
-    parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    trace: Path | None
-    if args.trace_file == "-":
-        trace = None
-    elif args.trace_file:
-        trace = Path(args.trace_file)
-    else:
-        trace = args.state_dir / "trace.jsonl"
-    return Config(
-        namespace=args.namespace,
-        kubeconfig=args.kubeconfig,
-        docker_host=args.docker_host,
-        state_dir=args.state_dir,
-        trace_file=trace,
-        trace_max_mb=args.trace_max_mb,
-        trace_backups=args.trace_backups,
-        max_active_containers=args.max_active_containers,
-        idle_timeout=args.idle_timeout,
-        restart_budget=args.restart_budget,
-        restart_window=args.restart_window,
-        webhook_port=args.webhook_port,
-        webhook_recheck=args.webhook_recheck,
-        startup_timeout=args.startup_timeout,
-        resync_interval=max(0.0, args.resync_interval),
-        skip_crd_install=args.skip_crd_install,
-        admission=args.admission,
-        skip_admission_install=args.skip_admission_install,
-        admission_timeout=args.admission_timeout,
-        webhook_host=args.webhook_host,
-        webhook_url=args.webhook_url,
-        http_address=args.http_address,
-    )
 
 
 MALLOC_TRIM_INTERVAL_S = 60.0
@@ -361,7 +172,7 @@ class Supervisor:
             state = open_state(
                 cfg.state_dir,
                 namespace=cfg.namespace,
-                trace_file=cfg.trace_file,
+                trace_file=cfg.journal_file(),
                 trace_max_bytes=cfg.trace_max_mb * 1024 * 1024,
                 trace_backups=cfg.trace_backups,
             )
@@ -372,20 +183,30 @@ class Supervisor:
         # Every container actor may hold a connection; the client's default pool (5 per
         # CPU) made parallel actions drop and re-handshake connections.
         pool_size = cfg.max_active_containers + 16
-        configuration = k8s_client.Configuration()
-        k8s_config.load_kube_config(config_file=cfg.kubeconfig, client_configuration=configuration)
+        try:
+            configuration, self.kube_target = load_client_configuration(cfg.kubeconfig)
+        except KubeconfigError as exc:
+            raise SystemExit(f"dockmirror: {exc}") from None
         configuration.connection_pool_maxsize = pool_size
         self.api_client = k8s_client.ApiClient(configuration)
         self.http = KubeHttp(self.api_client)
         self.store = MirrorStore(self.http, cfg.namespace)
-        self.docker = DockerPort(cfg.docker_host, pool_size=pool_size)
+        try:
+            endpoint = resolve_docker_endpoint(cfg.docker_host, os.environ)
+        except DockerEndpointError as exc:
+            raise SystemExit(f"dockmirror: {exc}") from None
+        log.info("Docker endpoint: %s", endpoint.describe())
+        self.docker = DockerPort(endpoint.host, pool_size=pool_size, tls=endpoint.tls)
         self.engine_status = EngineStatus(self.http, cfg.namespace)
 
     def prepare_kubernetes(self) -> None:
         """CRDs, namespace, ContainerNamespace/moby; waits for the apiserver at start.
 
+        Main thread. What waiting cannot fix (401, 403) ends the start at once with one
+        line (``SystemExit``, printed by ``main``); anything else is retried every second
+        until ``--startup-timeout``, then ends the start the same way.
         A :class:`StartupCheckError` (a CRD not installed under ``--skip-crd-install``, a
-        namespace that is missing and may not be created) ends the start at once.
+        namespace that is missing and may not be created) ends the start at once too.
         """
         deadline = time.monotonic() + self.config.startup_timeout
         while True:
@@ -401,13 +222,20 @@ class Supervisor:
             except StartupCheckError as exc:
                 raise SystemExit(f"dockmirror: {exc}") from exc
             except Exception as exc:
+                self.exit_if_fatal(exc)
                 if time.monotonic() >= deadline or self.stop_event.is_set():
-                    raise SystemExit(
-                        f"dockmirror: cannot prepare the Kubernetes API within "
-                        f"{self.config.startup_timeout:.0f} s: {exc}"
-                    ) from exc
+                    message = unreachable_message(
+                        exc, self.kube_target, self.config.startup_timeout
+                    )
+                    raise SystemExit(f"dockmirror: {message}") from exc
                 log.warning("apiserver not ready yet (%s); retrying", exc)
                 self.stop_event.wait(1.0)
+
+    def exit_if_fatal(self, exc: BaseException) -> None:
+        """End the start with one line if ``exc`` is a 401/403 (see actors/kube_connect)."""
+        message = fatal_message(exc, self.kube_target, self.config.namespace)
+        if message is not None:
+            raise SystemExit(f"dockmirror: {message}") from exc
 
     def start_webhook(self) -> None:
         """Admission by ``--admission`` (docs/admission.md); main thread, at start.
@@ -525,7 +353,11 @@ class Supervisor:
         self.build()
         self.probes.start(self)
         self.prepare_kubernetes()
-        self.start_webhook()
+        try:
+            self.start_webhook()
+        except Exception as exc:
+            self.exit_if_fatal(exc)  # e.g. no permission to register the webhook
+            raise
         for name in ("events", "router", "docker-events", "kube-watch"):
             self.start_actor(name)
         log.info(
@@ -692,7 +524,12 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
+    """``dockmirror`` and ``python supervisor.py``: options and subcommands (actors/cli.py)."""
+    return cli.main(argv, run=run_service)
+
+
+def run_service(config: Config) -> int:
+    """Run the service until a signal or a fatal error; returns the exit code."""
     supervisor = Supervisor(config)
 
     def on_signal(signum: int, _frame: object) -> None:

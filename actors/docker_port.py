@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.tls
 import docker.types
 import docker.utils
 import requests.exceptions
@@ -269,8 +270,12 @@ class DockerPort:
         call_timeout_s: float = CALL_TIMEOUT_S,
         ping_timeout_s: float = PING_TIMEOUT_S,
         pool_size: int = docker.constants.DEFAULT_MAX_POOL_SIZE,
+        tls: docker.tls.TLSConfig | None = None,
     ):
+        """``base_url`` and ``tls`` as resolved by :mod:`actors.docker_endpoint`; the TLS
+        configuration applies to the shared client and to every event-stream client."""
         self._base_url = base_url or docker.constants.DEFAULT_UNIX_SOCKET
+        self._tls = tls
         self._call_timeout = call_timeout_s
         self._ping_timeout = ping_timeout_s
         self._pool_size = pool_size
@@ -291,6 +296,7 @@ class DockerPort:
                     version="auto",
                     timeout=self._ping_timeout,
                     max_pool_size=self._pool_size,
+                    tls=self._tls,
                 )
                 api.timeout = self._call_timeout
                 self._api = api
@@ -413,7 +419,10 @@ class DockerPort:
         client: docker.APIClient | None = None
         try:
             client = docker.APIClient(
-                base_url=self._base_url, version=api_version, timeout=self._ping_timeout
+                base_url=self._base_url,
+                version=api_version,
+                timeout=self._ping_timeout,
+                tls=self._tls,
             )
             params: dict[str, Any] = {
                 "filters": docker.utils.convert_filters({"type": ["container"]}),

@@ -53,6 +53,7 @@ from actors.ledger import RestartLedger
 from actors.metrics import NO_METRICS, NoMetrics, RouterDepths
 from actors.port_errors import retry_after_of
 from actors.retry_queue import RetryQueue
+from actors.sync_progress import SyncProgress
 from messages.base import Message
 from messages.inbound import (
     ActorFailed,
@@ -157,6 +158,7 @@ class RouterActor(JournaledActor):
         self.engine_up = False
         self.ready = False
         self.retries = RetryQueue()
+        self.progress = SyncProgress()
         self.next_resync: float | None = None
         self._wake_at = wake_at or _TimerWakeup(clock).wake_at
         self._deps: ContainerDeps | None = None
@@ -265,6 +267,7 @@ class RouterActor(JournaledActor):
         self.metrics.engine_ready(False)
         self.retries.succeeded(FULL_SYNC)  # the reconnect's EngineReachable resyncs
         self.outstanding.clear()
+        self.progress.abandoned()
         self._write_ready(False, "ConnectFailed", message.reason)
 
     def _on_engine_reachable(self, message: EngineReachable) -> None:
@@ -291,6 +294,7 @@ class RouterActor(JournaledActor):
         self.metrics.full_sync_started()
         live = set(ids)
         self.outstanding = set(ids)
+        self.progress.started(len(ids), self.clock())
         for obj in mirrors:
             name = (obj.get("metadata") or {}).get("name") or ""
             if name:
@@ -320,6 +324,8 @@ class RouterActor(JournaledActor):
 
     def _mark_ready(self) -> None:
         self.ready = True
+        if (line := self.progress.done(self.clock())) is not None:
+            self.log.info("%s", line)
         self._write_ready(True, "Connected", "Container engine synced")
 
     def _write_ready(self, ready: bool, reason: str, text: str) -> None:
@@ -464,6 +470,8 @@ class RouterActor(JournaledActor):
 
     def _on_tick(self, message: Tick) -> None:
         now = self.clock()
+        if not self.ready and (line := self.progress.report(len(self.outstanding), now)):
+            self.log.info("%s", line)
         # Liveness sweep: pykka reports neither on_start failures nor anything else.
         for container_id, child in list(self.children.items()):
             if not child.ref.is_alive():

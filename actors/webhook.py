@@ -773,8 +773,14 @@ class WebhookRegistration:
                 current = self._api.read_validating_webhook_configuration(self.name)
                 body = self.body()
                 body["metadata"]["resourceVersion"] = current.metadata.resource_version
-                self._api.replace_validating_webhook_configuration(self.name, body)
-                logger.info("replaced ValidatingWebhookConfiguration %s", self.name)
+                stored = self._api.replace_validating_webhook_configuration(self.name, body)
+                # The apiserver skips an update that changes nothing and keeps the
+                # resourceVersion: the periodic recheck (--webhook-recheck) is then
+                # silent, and only a real repair (edited, new CA bundle) is logged.
+                if stored.metadata.resource_version == current.metadata.resource_version:
+                    logger.debug("ValidatingWebhookConfiguration %s is up to date", self.name)
+                else:
+                    logger.info("replaced ValidatingWebhookConfiguration %s", self.name)
                 return
             except ApiException as exc:
                 if exc.status not in (404, 409):  # deleted or changed meanwhile: retry

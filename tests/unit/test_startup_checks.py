@@ -16,6 +16,7 @@ import pytest
 
 import supervisor
 from actors import startup_checks
+from actors.config import load_config
 from actors.engine_status import EngineStatus, NamespaceMissing
 from actors.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
 from actors.startup_checks import (
@@ -215,11 +216,10 @@ def make_config(tmp_path: Path, **over: Any) -> Config:
     return Config(**values)
 
 
-def test_skip_crd_install_option_parses(monkeypatch: pytest.MonkeyPatch) -> None:
-    # parse_args configures the root logger; keep the test session's logging as it is.
-    monkeypatch.setattr(supervisor.logging, "basicConfig", lambda **_: None)
-    assert supervisor.parse_args(["--skip-crd-install"]).skip_crd_install is True
-    assert supervisor.parse_args([]).skip_crd_install is False
+def test_skip_crd_install_option_parses() -> None:
+    assert load_config(["--skip-crd-install"], {}).skip_crd_install is True
+    assert load_config([], {"DOCKMIRROR_SKIP_CRD_INSTALL": "yes"}).skip_crd_install is True
+    assert load_config([], {}).skip_crd_install is False
 
 
 def _supervisor(

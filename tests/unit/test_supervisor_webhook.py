@@ -89,7 +89,7 @@ def make_config(tmp_path: Path, **over: Any) -> Config:
         kubeconfig=None,
         docker_host=None,
         state_dir=tmp_path,
-        trace_file=None,
+        trace_file="-",
         trace_max_mb=1,
         trace_backups=1,
         max_active_containers=4,

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from actors import trace_cli as trace
 from actors.journal import Journal
 from messages.journal import Effect, Note, Received
-from scripts import trace
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "scripts" / "trace"
