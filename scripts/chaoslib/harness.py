@@ -435,14 +435,19 @@ class OutcomeWatch:
             self._watch.stop()
         self._thread.join(timeout=10)
 
-    def _see(self, obj: dict[str, Any]) -> None:
+    def _see(self, obj: dict[str, Any], relisted: bool = False) -> None:
+        """Record ``obj``'s lastAction if it differs from the last one seen. Equal
+        consecutive values are one record: the racer never repeats a container's
+        previous value, so two outcomes in a row never share an action."""
         meta = obj.get("metadata") or {}
         name, rv = meta.get("name"), int(meta.get("resourceVersion") or 0)
         la = (obj.get("status") or {}).get("lastAction")
+        ann = annotations_of(obj)
         with self._lock:
             self._seen_rv[name] = max(rv, self._seen_rv.get(name, 0))
             if la and la != self._last.get(name):
-                self.records.setdefault(name, []).append(OutcomeRecord(rv, la))
+                record = OutcomeRecord(rv, la, ann.get(REQUEST_ID) or "", ann.get(ACTION), relisted)
+                self.records.setdefault(name, []).append(record)
             self._last[name] = la
 
     def _relist(self, gap_from: int | None) -> None:
@@ -451,7 +456,7 @@ class OutcomeWatch:
         )
         list_rv = listed["metadata"]["resourceVersion"]
         for obj in listed["items"]:
-            self._see(obj)
+            self._see(obj, relisted=gap_from is not None)
         with self._lock:
             if gap_from is not None:
                 self.gaps.append((gap_from, int(list_rv)))

@@ -270,10 +270,22 @@ def restart_problems(
 # --- every request, strictly (invariant 2, per request) --------------------------------
 @dataclass(frozen=True)
 class OutcomeRecord:
-    """A ``status.lastAction`` value as the harness's watch saw it appear."""
+    """A ``status.lastAction`` value as the harness's watch saw it appear.
+
+    ``marker`` is the harness's request marker on the object version that carried the
+    record and ``pending`` its action annotation (None: consumed). The service writes
+    ``lastAction`` before it removes the annotation, so the version a watch delivers
+    names the request in the slot: the answered one when the actions agree, else a later
+    one (the answered request was replaced while in flight). A ``relisted`` record was
+    read by the list after a watch gap: that version may be later still (the next
+    request may already be in the slot) and ``rv`` is only an upper bound.
+    """
 
     rv: int  # resourceVersion of the object version that first carried it
     last_action: dict[str, Any]
+    marker: str = ""
+    pending: str | None = None
+    relisted: bool = False
 
 
 @dataclass
@@ -350,6 +362,20 @@ def model_maybe(states: frozenset[str], action: str) -> frozenset[str]:
     return states | {MODEL[(action, s)][2] for s in states}
 
 
+def _may_answer(requests: list[Request], k: int, rec: OutcomeRecord) -> bool:
+    """Whether ``rec`` can be the outcome of request ``k`` by resourceVersion: written
+    after it and, unless ``k`` was replaced in the slot (its outcome may land after the
+    next write), before the next request was written. A relisted record's ``rv`` is only
+    an upper bound, so it is not held to the second bound. ``write_rv`` of an ambiguous
+    write is a lower bound above the racer's read, which followed the consumption."""
+    req = requests[k]
+    if req.write_rv >= rec.rv:
+        return False
+    if req.replaced or rec.relisted or k + 1 == len(requests):
+        return True
+    return rec.rv < requests[k + 1].write_rv
+
+
 def _in_gap(lo: int, hi: float, gaps: list[tuple[int, int]]) -> bool:
     return any(after < hi and upto > lo for after, upto in gaps)
 
@@ -366,12 +392,22 @@ def match_outcomes(
     """Attribute every ``lastAction`` record of one container to the request it answers.
 
     ``requests`` in write order, ``records`` in resourceVersion order (every distinct
-    ``lastAction`` the watch saw). A record answers the first unanswered request written
-    before it (``write_rv < rv``) with the same action; requests skipped on the way must
-    have been replaced in the slot. A record with the action of the request answered
-    last is a replay of it (a crash between the outcome write and the annotation
-    removal repeats the write with new times). ``gaps`` are resourceVersion ranges
-    ``(after, upto]`` the watch may have missed (a relist after 410 Gone).
+    ``lastAction`` the watch saw). A record can only answer a request with its action
+    written before it (``write_rv < rv``) and, unless that request was replaced in the
+    slot, before the next request was written (the racer writes the next request only
+    after it saw this one consumed, and the service writes ``lastAction`` before it
+    consumes). A record carrying a known request marker (:class:`OutcomeRecord`)
+    answers that request when the actions agree, else the latest candidate before it.
+    Without a marker it answers the first unanswered candidate; requests skipped on the
+    way must have been replaced in the slot. A record with the action of the request
+    answered last is a replay of it (a crash between the outcome write and the
+    annotation removal repeats the write with new times). ``gaps`` are resourceVersion
+    ranges ``(after, upto]`` the watch may have missed (a relist after 410 Gone).
+
+    After a gap the first-candidate rule alone would shift records onto older requests
+    of the same action whose own records fell into the gap, and report the newest
+    request as lost (engine campaign, apiserver restart); the marker and the upper
+    bound pin each record to its own request.
 
     Classes: *completed* (own record seen), *overwritten* (replaced in the slot, no
     record), *unverified* (no record, but its window overlaps a gap), *lost* (none of
@@ -383,16 +419,23 @@ def match_outcomes(
     """
     m = Matching()
     answered: dict[int, list[OutcomeRecord]] = {}
+    by_marker = {r.request_id: k for k, r in enumerate(requests) if r.request_id}
     nxt, last = 0, None
     for rec in records:
         action = rec.last_action.get("action")
+        slot = by_marker.get(rec.marker) if rec.marker else None
+        hi = len(requests)
+        if slot is not None:
+            hi = slot + 1 if requests[slot].value == action else slot
         cands = [
             k
-            for k in range(nxt, len(requests))
-            if requests[k].value == action and requests[k].write_rv < rec.rv
+            for k in range(nxt, hi)
+            if requests[k].value == action and _may_answer(requests, k, rec)
         ]
         clean = [k for k in cands if all(requests[j].replaced for j in range(nxt, k))]
-        if clean:
+        if slot is not None and cands:
+            k = cands[-1]  # the marker bounds it: the latest candidate, never an older one
+        elif slot is None and clean:
             k = clean[0]
         elif last is not None and requests[last].value == action:
             answered[last].append(rec)

@@ -265,3 +265,26 @@ def test_consumed_needs_the_final_requests_marker_and_no_annotation() -> None:
     assert _consumed(done, CID, "r2") is done[CID]
     assert _consumed(done, CID, "r3") is None  # a later request's consumption is not ours
     assert _consumed({}, CID, "r2") is None
+
+
+def test_outcome_watch_keeps_the_marker_and_flags_relisted_records() -> None:
+    from scripts.chaoslib.harness import OutcomeWatch
+
+    listed = {"metadata": {"resourceVersion": "40"}, "items": []}
+    api = SimpleNamespace(list_namespaced_custom_object=lambda *a: listed)
+    w = OutcomeWatch(SimpleNamespace(api=api, namespace="ns"))
+    stop = {"action": "stop", "state": "Succeeded"}
+    unpause = {"action": "unpause", "state": "Failed", "error": "not running"}
+    w._see(_obj(6, stop, {ACTION: "stop", REQUEST_ID: "r1"}))
+    # 410 Gone: the relist sees a later version (annotation consumed) after a gap.
+    listed["items"] = [_obj(38, unpause, {REQUEST_ID: "r3"})]
+    w._relist(gap_from=6)
+    records, gaps = w.snapshot()
+    first, second = records[CID]
+    assert (first.marker, first.pending, first.relisted) == ("r1", "stop", False)
+    assert (second.rv, second.marker, second.pending, second.relisted) == (38, "r3", None, True)
+    assert gaps == [(6, 40)]
+    # The initial list (no gap) is not a relist.
+    w2 = OutcomeWatch(SimpleNamespace(api=api, namespace="ns"))
+    w2._relist(gap_from=None)
+    assert w2.snapshot()[0][CID][0].relisted is False and w2.snapshot()[1] == []

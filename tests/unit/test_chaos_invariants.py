@@ -325,6 +325,99 @@ def test_a_watch_gap_makes_a_missing_outcome_unverified_not_lost() -> None:
     assert m.lost == [0]
 
 
+# Engine campaign 9a5c9203, container 105d210e696d, requests 20-27 as the journal shows
+# them (value, write rv, replaced): the apiserver restarted, the harness's watch had seen
+# up to rv 27126 and relisted at 27423 (410 Gone). The relist carried request 25's
+# unpause/Failed; the watch then saw request 26's pause/Failed at 27433 and 27's start.
+APISERVER_RESTART = (
+    ("start", 27097),
+    ("stop", 27146, True),  # replaced by 22 while in flight (it still got stop/Succeeded)
+    ("unpause", 27169),
+    ("pause", 27329),  # its pause/Failed (27357), 24's stop and 22's record: in the gap
+    ("stop", 27396),
+    ("unpause", 27421),
+    ("pause", 27432),
+    ("start", 27441),
+)
+NOT_RUNNING = "Container x is not running"
+
+
+def _apiserver_restart_records(markers: bool) -> list[OutcomeRecord]:
+    def mk(i: int) -> str:
+        return f"r{i}" if markers else ""
+
+    return [
+        OutcomeRecord(27126, la("start"), mk(0), "start"),
+        OutcomeRecord(27423, la("unpause", "Failed", "not running", T0 + 20), mk(5), None, True),
+        OutcomeRecord(27433, la("pause", "Failed", NOT_RUNNING, T0 + 21), mk(6), "pause"),
+        OutcomeRecord(27465, la("start", at=T0 + 22), mk(7), "start"),
+    ]
+
+
+def test_records_after_a_watch_gap_answer_their_own_requests() -> None:
+    # The first-candidate rule gave the relisted unpause to request 22 and 26's pause to
+    # request 23 (both of their records were in the gap) and reported 26 as lost.
+    m = match_outcomes(
+        reqs(*APISERVER_RESTART),
+        _apiserver_restart_records(True),
+        gaps=[(27126, 27423)],
+        strict=False,
+    )
+    assert (m.completed, m.overwritten, m.unverified, m.lost) == ([0, 5, 6, 7], [1], [2, 3, 4], [])
+    assert m.problems == [] and m.replays == 0
+
+
+def test_without_markers_the_next_write_bounds_a_watched_record() -> None:
+    # Records of an older harness (no marker): 26's pause at 27433 cannot answer 23,
+    # which was consumed before 24 was written at 27396.
+    m = match_outcomes(
+        reqs(*APISERVER_RESTART),
+        _apiserver_restart_records(False),
+        gaps=[(27126, 27423)],
+        strict=False,
+    )
+    assert m.lost == [] and 6 in m.completed and m.problems == []
+
+
+def test_a_dropped_outcome_after_a_gap_is_still_lost() -> None:
+    # Request 26 consumed without a record (drop_last_action), after the gap: lost.
+    records = [r for r in _apiserver_restart_records(True) if r.rv != 27433]
+    m = match_outcomes(reqs(*APISERVER_RESTART), records, gaps=[(27126, 27423)], strict=False)
+    assert m.lost == [6] and "request 7 ('pause'" in m.problems[0]
+
+
+def test_a_marker_pins_a_record_to_its_request_or_an_earlier_replaced_one() -> None:
+    # pause replaced by stop while in flight: its record carries stop's marker.
+    requests = reqs(("pause", 10, True), ("stop", 12), ("start", 20))
+    records = [
+        OutcomeRecord(13, la("pause"), "r1", "stop"),
+        OutcomeRecord(14, la("stop"), "r1", "stop"),
+        OutcomeRecord(21, la("start", at=T0 + 10), "r2", "start"),
+    ]
+    m = match_outcomes(requests, records, strict=False)
+    assert (m.completed, m.overwritten, m.lost, m.problems) == ([0, 1, 2], [], [], [])
+    # A record naming request 2 (stop) cannot answer an earlier stop whose record is
+    # missing: that one is lost, not silently swapped in.
+    requests = reqs(("stop", 10), ("start", 20), ("stop", 30))
+    records = [
+        OutcomeRecord(21, la("start"), "r1", "start"),
+        OutcomeRecord(31, la("stop"), "r2", "stop"),
+    ]
+    m = match_outcomes(requests, records, strict=False)
+    assert (m.completed, m.lost) == ([1, 2], [0])
+
+
+def test_a_replay_carrying_the_marker_is_a_replay() -> None:
+    requests = reqs(("restart", 10), ("pause", 20))
+    records = [
+        OutcomeRecord(11, la("restart"), "r0", "restart"),
+        OutcomeRecord(13, la("restart", at=T0 + 12), "r0", "restart"),
+        OutcomeRecord(21, la("pause"), "r1", "pause"),
+    ]
+    m = match_outcomes(requests, records, strict=False)
+    assert (m.completed, m.replays, m.restarts_succeeded, m.problems) == ([0, 1], 1, 1, [])
+
+
 def test_model_step_and_maybe() -> None:
     states, why = model_step(frozenset({"running", "paused"}), "start", la("start"))
     assert (states, why) == (frozenset({"running"}), None)
