@@ -303,6 +303,15 @@ class Matching:
     # outcome may hide in a watch gap): each may have run once before it was replaced.
     restarts_unanswered: int = 0
     problems: list[str] = field(default_factory=list)
+    # Per record (same order): the request index it answers, or None (answers none).
+    owners: list[int | None] = field(default_factory=list)
+    replay_records: set[int] = field(default_factory=set)  # indexes of replay records
+
+    def request_class(self, k: int) -> str:
+        for name in ("completed", "overwritten", "unverified", "lost"):
+            if k in getattr(self, name):
+                return name
+        return "?"
 
 
 # Strict model of one container that nobody but the service touches (spec §4.4).
@@ -440,6 +449,8 @@ def match_outcomes(
         elif last is not None and requests[last].value == action:
             answered[last].append(rec)
             m.replays += 1
+            m.replay_records.add(len(m.owners))
+            m.owners.append(last)
             continue
         elif cands:
             k = cands[0]  # the requests skipped on the way end up lost
@@ -447,7 +458,9 @@ def match_outcomes(
             m.problems.append(
                 f"lastAction {_brief(rec.last_action)} at rv {rec.rv} answers no request"
             )
+            m.owners.append(None)
             continue
+        m.owners.append(k)
         answered[k] = [rec]
         nxt, last = k + 1, k
     for k, req in enumerate(requests):
@@ -496,6 +509,61 @@ def match_outcomes(
                 f"Docker ends {final_docker_state!r}, the outcomes predict {sorted(states)}"
             )
     return m
+
+
+def harness_view(
+    container_id: str,
+    requests: list[Request],
+    records: list[OutcomeRecord],
+    gaps: list[tuple[int, int]],
+    matching: Matching,
+    restart_events: list[dict[str, Any]],
+    *,
+    restarts_succeeded: int = 0,
+    restarts_bound: int = 0,
+    problems: list[str] = (),
+) -> dict[str, Any]:
+    """What the harness saw and concluded for one container, as JSON-able data: the
+    diagnosis of a failed campaign must not need a rerun (``settle_and_check`` writes it
+    next to the service's journal for every failing container)."""
+    return {
+        "container": container_id,
+        "problems": list(problems),
+        "requests": [
+            {
+                "n": k + 1,
+                "value": r.value,
+                "marker": r.request_id,
+                "write_rv": r.write_rv,
+                "written_at": _hms(r.written_at),
+                "replaced": r.replaced,
+                "class": matching.request_class(k),
+            }
+            for k, r in enumerate(requests)
+        ],
+        "records": [
+            {
+                "rv": rec.rv,
+                "last_action": rec.last_action,
+                "marker": rec.marker,
+                "pending": rec.pending,
+                "relisted": rec.relisted,
+                "answers": (
+                    None
+                    if i >= len(matching.owners) or matching.owners[i] is None
+                    else matching.owners[i] + 1
+                ),
+                "replay": i in matching.replay_records,
+            }
+            for i, rec in enumerate(records)
+        ],
+        "gaps": [list(g) for g in gaps],
+        "restarts": {
+            "succeeded_requests": restarts_succeeded,
+            "may_have_run": restarts_bound,
+            "docker_events": restart_events,
+        },
+    }
 
 
 def _brief(la: dict[str, Any]) -> str:
