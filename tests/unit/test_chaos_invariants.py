@@ -418,6 +418,44 @@ def test_a_replay_carrying_the_marker_is_a_replay() -> None:
     assert (m.completed, m.replays, m.restarts_succeeded, m.problems) == ([0, 1], 1, 1, [])
 
 
+def test_a_restart_hidden_in_a_watch_gap_bounds_the_restart_count() -> None:
+    # Engine campaign 66bb2a26, container 22659dcdbb1b, requests 11-18: the restart at
+    # rv 19361 was written just before the apiserver stopped; its restart/Succeeded
+    # (19431) was replaced by the next start/Succeeded (19460) before the harness
+    # relisted (gap 19340-19470). The service restarted the container once per request
+    # (its journal: docker.restart and a restart event each), so Docker's 3 events are
+    # right; counting only the answered restarts reported "3x for 2 restart request(s)".
+    requests = reqs(
+        ("restart", 18957),
+        ("start", 19113),
+        ("unpause", 19166),
+        ("start", 19212),
+        ("stop", 19245),
+        ("restart", 19361),
+        ("start", 19458),
+        ("restart", 19481),
+    )
+    records = [
+        OutcomeRecord(19102, la("restart"), "r0", "restart"),
+        OutcomeRecord(19121, la("start", at=T0 + 1), "r1", "start"),
+        OutcomeRecord(19178, la("unpause", at=T0 + 2), "r2", "unpause"),
+        OutcomeRecord(19228, la("start", at=T0 + 3), "r3", "start"),
+        OutcomeRecord(19330, la("stop", at=T0 + 4), "r4", "stop"),
+        OutcomeRecord(19470, la("start", at=T0 + 6), "r6", None, True),
+        OutcomeRecord(19595, la("restart", at=T0 + 7), "r7", "restart"),
+    ]
+    m = match_outcomes(requests, records, gaps=[(19340, 19470)], strict=False)
+    assert (m.unverified, m.lost, m.problems) == ([5], [], [])
+    assert (m.restarts_succeeded, m.restarts_answered, m.restarts_unanswered) == (2, 2, 1)
+    cid = "c" * 64
+    succeeded, docker = Counter({cid: 2}), Counter({cid: 3})
+    bound = Counter({cid: m.restarts_answered + m.restarts_unanswered})
+    assert restart_problems(succeeded, docker, bound) == ([], 0, 0)
+    # A fourth Docker restart is still a double restart.
+    problems, doubles, _ = restart_problems(succeeded, Counter({cid: 4}), bound)
+    assert doubles == 1 and "4x for 3 restart request(s)" in problems[0]
+
+
 def test_model_step_and_maybe() -> None:
     states, why = model_step(frozenset({"running", "paused"}), "start", la("start"))
     assert (states, why) == (frozenset({"running"}), None)
