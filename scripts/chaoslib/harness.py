@@ -8,6 +8,7 @@ Everything created here is labelled ``dockmirror.chaos=<run id>`` and removed by
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import subprocess
 import threading
@@ -29,6 +30,7 @@ from actors import faults
 from scripts.chaoslib.invariants import (
     ACTION,
     Book,
+    Matching,
     OutcomeRecord,
     RacerError,
     Request,
@@ -37,6 +39,7 @@ from scripts.chaoslib.invariants import (
     docker_view_from_inspect,
     docker_view_from_list,
     exit_problem,
+    harness_view,
     identity_problems,
     last_action_problems,
     match_outcomes,
@@ -338,13 +341,17 @@ class RestartCounter:
     end of a long campaign would miss most of them. A streaming subscriber (filtered on
     the daemon side) sees every event live; a finite ``events(since, until)`` read at the
     end fills any gap (e.g. while the stream reconnected) and both are merged by
-    (container, timeNano).
+    (container, timeNano): an event replayed by a reconnect (``since`` has whole-second
+    precision) or read again at the end is the same daemon record, with the same
+    ``timeNano``. The daemon keeps events in memory only, so after an engine restart
+    neither source can return an event of the previous daemon twice.
     """
 
     def __init__(self, env: Env) -> None:
         self.env = env
         self.since = time.time() - 1
-        self.seen: set[tuple[str, int]] = set()
+        # (container, timeNano) -> where it was first seen: "live" or "final"
+        self.seen: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stream: Any = None
@@ -361,9 +368,10 @@ class RestartCounter:
             self._stream.close()
         self._thread.join(timeout=5)
 
-    def _add(self, ev: dict[str, Any]) -> None:
+    def _add(self, ev: dict[str, Any], source: str = "live") -> None:
+        key = (ev.get("id") or ev["Actor"]["ID"], int(ev.get("timeNano", 0)))
         with self._lock:
-            self.seen.add((ev.get("id") or ev["Actor"]["ID"], int(ev.get("timeNano", 0))))
+            self.seen.setdefault(key, source)
 
     def _run(self) -> None:
         since = self.since
@@ -390,9 +398,18 @@ class RestartCounter:
             for ev in self.env.docker.api.events(
                 since=self.since, until=time.time(), filters=self._filters, decode=True
             ):
-                self._add(ev)
+                self._add(ev, "final")
         with self._lock:
             return Counter(cid for cid, _ in self.seen if cid in container_ids)
+
+    def events_of(self, container_id: str) -> list[dict[str, Any]]:
+        """The restart events counted for one container (for the harness view)."""
+        with self._lock:
+            return [
+                {"timeNano": t, "source": src}
+                for (cid, t), src in sorted(self.seen.items())
+                if cid == container_id
+            ]
 
 
 class OutcomeWatch:
@@ -437,14 +454,19 @@ class OutcomeWatch:
             self._watch.stop()
         self._thread.join(timeout=10)
 
-    def _see(self, obj: dict[str, Any]) -> None:
+    def _see(self, obj: dict[str, Any], relisted: bool = False) -> None:
+        """Record ``obj``'s lastAction if it differs from the last one seen. Equal
+        consecutive values are one record: the racer never repeats a container's
+        previous value, so two outcomes in a row never share an action."""
         meta = obj.get("metadata") or {}
         name, rv = meta.get("name"), int(meta.get("resourceVersion") or 0)
         la = (obj.get("status") or {}).get("lastAction")
+        ann = annotations_of(obj)
         with self._lock:
             self._seen_rv[name] = max(rv, self._seen_rv.get(name, 0))
             if la and la != self._last.get(name):
-                self.records.setdefault(name, []).append(OutcomeRecord(rv, la))
+                record = OutcomeRecord(rv, la, ann.get(REQUEST_ID) or "", ann.get(ACTION), relisted)
+                self.records.setdefault(name, []).append(record)
             self._last[name] = la
 
     def _relist(self, gap_from: int | None) -> None:
@@ -453,7 +475,7 @@ class OutcomeWatch:
         )
         list_rv = listed["metadata"]["resourceVersion"]
         for obj in listed["items"]:
-            self._see(obj)
+            self._see(obj, relisted=gap_from is not None)
         with self._lock:
             if gap_from is not None:
                 self.gaps.append((gap_from, int(list_rv)))
@@ -829,8 +851,9 @@ def settle_and_check(
     totals = Counter()
     restarts_answered = Counter()
     per_request: list[str] = []
+    matchings: dict[str, Matching] = {}
     for cid in sorted(book.requests):
-        m = match_outcomes(
+        m = matchings[cid] = match_outcomes(
             book.requests[cid],
             records.get(cid, []),
             gaps=gaps,
@@ -857,6 +880,29 @@ def settle_and_check(
         +book.restarts_succeeded, seen, +restarts_answered
     )
     racer_errors = driver.racers.errors
+    status_problems = [f"{cid[:12]}: {why}" for cid, why in sorted(mismatches.items())]
+    failing = (driver.problems, per_request, outcome, rproblems, stuck, status_problems)
+    views = write_harness_views(
+        env.workdir / result.name,
+        {
+            cid: harness_view(
+                cid,
+                book.requests.get(cid, []),
+                records.get(cid, []),
+                gaps,
+                matchings.get(cid) or Matching(),
+                restarts.events_of(cid),
+                restarts_succeeded=book.restarts_succeeded.get(cid, 0),
+                restarts_bound=restarts_answered.get(cid, 0),
+                problems=mine,
+            )
+            for cid in sorted(ours)
+            if (mine := _problems_of(cid, *failing))
+        },
+    )
+    driver_problems, per_request, outcome, rproblems, stuck, status_problems = (
+        _with_views(problems, views) for problems in failing
+    )
 
     result.figures.update(
         requested=book.requested,
@@ -879,7 +925,7 @@ def settle_and_check(
         racer_errors=len(racer_errors),
     )
     result.fail("stuck annotation", stuck)
-    result.fail("driver", driver.problems)
+    result.fail("driver", driver_problems)
     result.fail("request outcome", per_request)
     result.fail(
         "identity",
@@ -896,9 +942,40 @@ def settle_and_check(
             ],
         )
     result.fail("lastAction", outcome)
-    result.fail("status", [f"{cid[:12]}: {why}" for cid, why in sorted(mismatches.items())])
+    result.fail("status", status_problems)
     result.fail("restart count", rproblems)
     result.fail("racer", racer_problems(racer_errors))
+
+
+def _problems_of(container_id: str, *lists: list[str]) -> list[str]:
+    """The problems naming this container (they start with its 12-digit prefix)."""
+    prefix = f"{container_id[:12]}:"
+    return [p for problems in lists for p in problems if p.startswith(prefix)]
+
+
+def write_harness_views(directory: Path, views: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """Write each failing container's harness view as ``harness-view-<id12>.json`` into
+    the campaign's directory (next to the service's journal); returns id -> path. A
+    write that fails costs the view, never the verdict."""
+    paths: dict[str, Path] = {}
+    for cid, view in views.items():
+        path = directory / f"harness-view-{cid[:12]}.json"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(view, indent=1, sort_keys=True, default=str) + "\n")
+        except OSError as exc:
+            log(f"could not write {path}: {exc}")
+            continue
+        paths[cid] = path
+    return paths
+
+
+def _with_views(problems: list[str], views: dict[str, Path]) -> list[str]:
+    """Each problem naming a container with a written view, with that view's path."""
+    by_prefix = {f"{cid[:12]}:": path for cid, path in views.items()}
+    return [
+        f"{p} [harness view: {by_prefix[p[:13]]}]" if p[:13] in by_prefix else p for p in problems
+    ]
 
 
 def docker_cli(env: Env, *args: str, timeout: float = 30) -> int:

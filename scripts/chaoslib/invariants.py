@@ -270,10 +270,22 @@ def restart_problems(
 # --- every request, strictly (invariant 2, per request) --------------------------------
 @dataclass(frozen=True)
 class OutcomeRecord:
-    """A ``status.lastAction`` value as the harness's watch saw it appear."""
+    """A ``status.lastAction`` value as the harness's watch saw it appear.
+
+    ``marker`` is the harness's request marker on the object version that carried the
+    record and ``pending`` its action annotation (None: consumed). The service writes
+    ``lastAction`` before it removes the annotation, so the version a watch delivers
+    names the request in the slot: the answered one when the actions agree, else a later
+    one (the answered request was replaced while in flight). A ``relisted`` record was
+    read by the list after a watch gap: that version may be later still (the next
+    request may already be in the slot) and ``rv`` is only an upper bound.
+    """
 
     rv: int  # resourceVersion of the object version that first carried it
     last_action: dict[str, Any]
+    marker: str = ""
+    pending: str | None = None
+    relisted: bool = False
 
 
 @dataclass
@@ -291,6 +303,15 @@ class Matching:
     # outcome may hide in a watch gap): each may have run once before it was replaced.
     restarts_unanswered: int = 0
     problems: list[str] = field(default_factory=list)
+    # Per record (same order): the request index it answers, or None (answers none).
+    owners: list[int | None] = field(default_factory=list)
+    replay_records: set[int] = field(default_factory=set)  # indexes of replay records
+
+    def request_class(self, k: int) -> str:
+        for name in ("completed", "overwritten", "unverified", "lost"):
+            if k in getattr(self, name):
+                return name
+        return "?"
 
 
 # Strict model of one container that nobody but the service touches (spec §4.4).
@@ -350,6 +371,20 @@ def model_maybe(states: frozenset[str], action: str) -> frozenset[str]:
     return states | {MODEL[(action, s)][2] for s in states}
 
 
+def _may_answer(requests: list[Request], k: int, rec: OutcomeRecord) -> bool:
+    """Whether ``rec`` can be the outcome of request ``k`` by resourceVersion: written
+    after it and, unless ``k`` was replaced in the slot (its outcome may land after the
+    next write), before the next request was written. A relisted record's ``rv`` is only
+    an upper bound, so it is not held to the second bound. ``write_rv`` of an ambiguous
+    write is a lower bound above the racer's read, which followed the consumption."""
+    req = requests[k]
+    if req.write_rv >= rec.rv:
+        return False
+    if req.replaced or rec.relisted or k + 1 == len(requests):
+        return True
+    return rec.rv < requests[k + 1].write_rv
+
+
 def _in_gap(lo: int, hi: float, gaps: list[tuple[int, int]]) -> bool:
     return any(after < hi and upto > lo for after, upto in gaps)
 
@@ -366,12 +401,22 @@ def match_outcomes(
     """Attribute every ``lastAction`` record of one container to the request it answers.
 
     ``requests`` in write order, ``records`` in resourceVersion order (every distinct
-    ``lastAction`` the watch saw). A record answers the first unanswered request written
-    before it (``write_rv < rv``) with the same action; requests skipped on the way must
-    have been replaced in the slot. A record with the action of the request answered
-    last is a replay of it (a crash between the outcome write and the annotation
-    removal repeats the write with new times). ``gaps`` are resourceVersion ranges
-    ``(after, upto]`` the watch may have missed (a relist after 410 Gone).
+    ``lastAction`` the watch saw). A record can only answer a request with its action
+    written before it (``write_rv < rv``) and, unless that request was replaced in the
+    slot, before the next request was written (the racer writes the next request only
+    after it saw this one consumed, and the service writes ``lastAction`` before it
+    consumes). A record carrying a known request marker (:class:`OutcomeRecord`)
+    answers that request when the actions agree, else the latest candidate before it.
+    Without a marker it answers the first unanswered candidate; requests skipped on the
+    way must have been replaced in the slot. A record with the action of the request
+    answered last is a replay of it (a crash between the outcome write and the
+    annotation removal repeats the write with new times). ``gaps`` are resourceVersion
+    ranges ``(after, upto]`` the watch may have missed (a relist after 410 Gone).
+
+    After a gap the first-candidate rule alone would shift records onto older requests
+    of the same action whose own records fell into the gap, and report the newest
+    request as lost (engine campaign, apiserver restart); the marker and the upper
+    bound pin each record to its own request.
 
     Classes: *completed* (own record seen), *overwritten* (replaced in the slot, no
     record), *unverified* (no record, but its window overlaps a gap), *lost* (none of
@@ -383,20 +428,29 @@ def match_outcomes(
     """
     m = Matching()
     answered: dict[int, list[OutcomeRecord]] = {}
+    by_marker = {r.request_id: k for k, r in enumerate(requests) if r.request_id}
     nxt, last = 0, None
     for rec in records:
         action = rec.last_action.get("action")
+        slot = by_marker.get(rec.marker) if rec.marker else None
+        hi = len(requests)
+        if slot is not None:
+            hi = slot + 1 if requests[slot].value == action else slot
         cands = [
             k
-            for k in range(nxt, len(requests))
-            if requests[k].value == action and requests[k].write_rv < rec.rv
+            for k in range(nxt, hi)
+            if requests[k].value == action and _may_answer(requests, k, rec)
         ]
         clean = [k for k in cands if all(requests[j].replaced for j in range(nxt, k))]
-        if clean:
+        if slot is not None and cands:
+            k = cands[-1]  # the marker bounds it: the latest candidate, never an older one
+        elif slot is None and clean:
             k = clean[0]
         elif last is not None and requests[last].value == action:
             answered[last].append(rec)
             m.replays += 1
+            m.replay_records.add(len(m.owners))
+            m.owners.append(last)
             continue
         elif cands:
             k = cands[0]  # the requests skipped on the way end up lost
@@ -404,7 +458,9 @@ def match_outcomes(
             m.problems.append(
                 f"lastAction {_brief(rec.last_action)} at rv {rec.rv} answers no request"
             )
+            m.owners.append(None)
             continue
+        m.owners.append(k)
         answered[k] = [rec]
         nxt, last = k + 1, k
     for k, req in enumerate(requests):
@@ -453,6 +509,61 @@ def match_outcomes(
                 f"Docker ends {final_docker_state!r}, the outcomes predict {sorted(states)}"
             )
     return m
+
+
+def harness_view(
+    container_id: str,
+    requests: list[Request],
+    records: list[OutcomeRecord],
+    gaps: list[tuple[int, int]],
+    matching: Matching,
+    restart_events: list[dict[str, Any]],
+    *,
+    restarts_succeeded: int = 0,
+    restarts_bound: int = 0,
+    problems: list[str] = (),
+) -> dict[str, Any]:
+    """What the harness saw and concluded for one container, as JSON-able data: the
+    diagnosis of a failed campaign must not need a rerun (``settle_and_check`` writes it
+    next to the service's journal for every failing container)."""
+    return {
+        "container": container_id,
+        "problems": list(problems),
+        "requests": [
+            {
+                "n": k + 1,
+                "value": r.value,
+                "marker": r.request_id,
+                "write_rv": r.write_rv,
+                "written_at": _hms(r.written_at),
+                "replaced": r.replaced,
+                "class": matching.request_class(k),
+            }
+            for k, r in enumerate(requests)
+        ],
+        "records": [
+            {
+                "rv": rec.rv,
+                "last_action": rec.last_action,
+                "marker": rec.marker,
+                "pending": rec.pending,
+                "relisted": rec.relisted,
+                "answers": (
+                    None
+                    if i >= len(matching.owners) or matching.owners[i] is None
+                    else matching.owners[i] + 1
+                ),
+                "replay": i in matching.replay_records,
+            }
+            for i, rec in enumerate(records)
+        ],
+        "gaps": [list(g) for g in gaps],
+        "restarts": {
+            "succeeded_requests": restarts_succeeded,
+            "may_have_run": restarts_bound,
+            "docker_events": restart_events,
+        },
+    }
 
 
 def _brief(la: dict[str, Any]) -> str:

@@ -265,3 +265,162 @@ def test_consumed_needs_the_final_requests_marker_and_no_annotation() -> None:
     assert _consumed(done, CID, "r2") is done[CID]
     assert _consumed(done, CID, "r3") is None  # a later request's consumption is not ours
     assert _consumed({}, CID, "r2") is None
+
+
+def test_outcome_watch_keeps_the_marker_and_flags_relisted_records() -> None:
+    from scripts.chaoslib.harness import OutcomeWatch
+
+    listed = {"metadata": {"resourceVersion": "40"}, "items": []}
+    api = SimpleNamespace(list_namespaced_custom_object=lambda *a: listed)
+    w = OutcomeWatch(SimpleNamespace(api=api, namespace="ns"))
+    stop = {"action": "stop", "state": "Succeeded"}
+    unpause = {"action": "unpause", "state": "Failed", "error": "not running"}
+    w._see(_obj(6, stop, {ACTION: "stop", REQUEST_ID: "r1"}))
+    # 410 Gone: the relist sees a later version (annotation consumed) after a gap.
+    listed["items"] = [_obj(38, unpause, {REQUEST_ID: "r3"})]
+    w._relist(gap_from=6)
+    records, gaps = w.snapshot()
+    first, second = records[CID]
+    assert (first.marker, first.pending, first.relisted) == ("r1", "stop", False)
+    assert (second.rv, second.marker, second.pending, second.relisted) == (38, "r3", None, True)
+    assert gaps == [(6, 40)]
+    # The initial list (no gap) is not a relist.
+    w2 = OutcomeWatch(SimpleNamespace(api=api, namespace="ns"))
+    w2._relist(gap_from=None)
+    assert w2.snapshot()[0][CID][0].relisted is False and w2.snapshot()[1] == []
+
+
+def test_restart_counter_merges_live_and_final_reads_of_the_same_event() -> None:
+    from scripts.chaoslib.harness import RestartCounter
+
+    live = {"id": CID, "Actor": {"ID": CID}, "time": 100, "timeNano": 100_000_000_001}
+    # Read again at the end; an API without the deprecated "id" names it by Actor.ID.
+    again = {"Actor": {"ID": CID}, "time": 100, "timeNano": 100_000_000_001}
+    missed = {"Actor": {"ID": CID}, "time": 101, "timeNano": 101_000_000_002}
+    other = {"Actor": {"ID": "o" * 64}, "time": 101, "timeNano": 101_000_000_003}
+    api = SimpleNamespace(events=lambda **kw: iter([again, missed, other]))
+    rc = RestartCounter(SimpleNamespace(label="l", docker=SimpleNamespace(api=api)))
+    rc._add(live)
+    rc._add(dict(live))  # replayed by a reconnect (since has whole-second precision)
+    assert rc.counts({CID}) == Counter({CID: 2})
+    assert rc.events_of(CID) == [
+        {"timeNano": 100_000_000_001, "source": "live"},
+        {"timeNano": 101_000_000_002, "source": "final"},
+    ]
+
+
+def test_harness_views_are_written_per_failing_container_and_named_in_problems(
+    tmp_path,
+) -> None:
+    import json
+
+    from scripts.chaoslib.harness import _problems_of, _with_views, write_harness_views
+    from scripts.chaoslib.invariants import OutcomeRecord, Request, harness_view, match_outcomes
+
+    requests = [
+        Request(CID, "stop", 10.0, "r0", 10),
+        Request(CID, "start", 11.0, "r1", 20, replaced=True),
+        Request(CID, "pause", 12.0, "r2", 21),
+    ]
+    la = {"action": "stop", "state": "Succeeded", "observedAt": "x", "completedAt": "x"}
+    records = [OutcomeRecord(11, la, "r0", "stop"), OutcomeRecord(30, la, "r0", None, True)]
+    m = match_outcomes(requests, records, gaps=[(25, 30)], strict=False)
+    problems = [f"{CID[:12]}: request 3 lost", f"{'d' * 12}: other", "no container"]
+    mine = _problems_of(CID, problems[:1], problems[1:])
+    assert mine == problems[:1]
+    view = harness_view(
+        CID,
+        requests,
+        records,
+        [(25, 30)],
+        m,
+        [{"timeNano": 5, "source": "final"}],
+        restarts_succeeded=0,
+        restarts_bound=1,
+        problems=mine,
+    )
+    paths = write_harness_views(tmp_path / "engine", {CID: view})
+    path = paths[CID]
+    assert path == tmp_path / "engine" / f"harness-view-{CID[:12]}.json"
+    data = json.loads(path.read_text())
+    assert [r["class"] for r in data["requests"]] == ["completed", "overwritten", "unverified"]
+    assert data["requests"][1]["replaced"] is True and data["requests"][2]["write_rv"] == 21
+    assert [(r["rv"], r["answers"], r["replay"], r["relisted"]) for r in data["records"]] == [
+        (11, 1, False, False),
+        (30, 1, True, True),
+    ]
+    assert data["gaps"] == [[25, 30]] and data["problems"] == mine
+    assert data["restarts"]["docker_events"] == [{"timeNano": 5, "source": "final"}]
+    tagged = _with_views(problems, paths)
+    assert tagged[0] == f"{problems[0]} [harness view: {path}]" and tagged[1:] == problems[1:]
+
+
+def _settle(tmp_path, records, restart_count: int = 0):
+    """settle_and_check on fakes: one container, requests of the engine campaign's
+    apiserver restart (test_chaos_invariants.APISERVER_RESTART), a relist gap."""
+    from scripts.chaoslib.harness import settle_and_check
+    from scripts.chaoslib.invariants import Book
+    from tests.unit.test_chaos_invariants import APISERVER_RESTART
+
+    book = Book()
+    for i, (value, rv, *replaced) in enumerate(APISERVER_RESTART):
+        book.record(CID, value, 1_000.0 + i, f"r{i}", rv).replaced = bool(replaced)
+    last = records[-1].last_action
+    mirror = {
+        "metadata": {"name": CID, "resourceVersion": "27486", "annotations": {}},
+        "status": {"status": "running", "lastAction": last},
+    }
+    view = {"status": "running"}
+    env = SimpleNamespace(
+        workdir=tmp_path,
+        mirrors=lambda: {CID: mirror},
+        docker_views=lambda ours: {CID: view},
+    )
+    driver = SimpleNamespace(
+        containers=[CID],
+        book=book,
+        initial={CID: "running"},
+        problems=[],
+        racers=RacerErrors(),
+        write_errors=0,
+        conflicts=0,
+    )
+    restarts = SimpleNamespace(
+        counts=lambda ours: Counter({CID: restart_count}) if restart_count else Counter(),
+        events_of=lambda cid: [{"timeNano": 1, "source": "live"}] * restart_count,
+    )
+    outcomes = SimpleNamespace(
+        caught_up=lambda mirrors: True, snapshot=lambda: ({CID: records}, [(27126, 27423)])
+    )
+    result = Result("engine")
+    settle_and_check(
+        env, result, driver, restarts, outcomes, strict=False, allow_gaps=True, mirror_timeout=0
+    )
+    return result
+
+
+def test_settle_passes_the_engine_campaigns_apiserver_restart(tmp_path) -> None:
+    from tests.unit.test_chaos_invariants import _apiserver_restart_records
+
+    result = _settle(tmp_path, _apiserver_restart_records(True))
+    assert result.ok, result.failures
+    assert (result.figures["lost"], result.figures["unverified"]) == (0, 3)
+    assert not list(tmp_path.glob("engine/harness-view-*.json"))
+
+
+def test_settle_writes_the_view_of_a_failing_container_and_names_it(tmp_path) -> None:
+    import json
+
+    from tests.unit.test_chaos_invariants import _apiserver_restart_records
+
+    # A real loss (26's outcome never written) and a restart nobody asked for.
+    records = [r for r in _apiserver_restart_records(True) if r.rv != 27433]
+    result = _settle(tmp_path, records, restart_count=1)
+    path = tmp_path / "engine" / f"harness-view-{CID[:12]}.json"
+    assert {"request outcome", "restart count"} <= result.failed_invariants
+    lost = [f for f in result.failures if f.startswith("request outcome")]
+    assert lost and all(f"[harness view: {path}]" in f for f in lost)
+    data = json.loads(path.read_text())
+    assert data["requests"][6]["class"] == "lost" and data["gaps"] == [[27126, 27423]]
+    assert data["restarts"]["docker_events"] == [{"timeNano": 1, "source": "live"}]
+    assert len(data["problems"]) == 2

@@ -325,6 +325,137 @@ def test_a_watch_gap_makes_a_missing_outcome_unverified_not_lost() -> None:
     assert m.lost == [0]
 
 
+# Engine campaign 9a5c9203, container 105d210e696d, requests 20-27 as the journal shows
+# them (value, write rv, replaced): the apiserver restarted, the harness's watch had seen
+# up to rv 27126 and relisted at 27423 (410 Gone). The relist carried request 25's
+# unpause/Failed; the watch then saw request 26's pause/Failed at 27433 and 27's start.
+APISERVER_RESTART = (
+    ("start", 27097),
+    ("stop", 27146, True),  # replaced by 22 while in flight (it still got stop/Succeeded)
+    ("unpause", 27169),
+    ("pause", 27329),  # its pause/Failed (27357), 24's stop and 22's record: in the gap
+    ("stop", 27396),
+    ("unpause", 27421),
+    ("pause", 27432),
+    ("start", 27441),
+)
+NOT_RUNNING = "Container x is not running"
+
+
+def _apiserver_restart_records(markers: bool) -> list[OutcomeRecord]:
+    def mk(i: int) -> str:
+        return f"r{i}" if markers else ""
+
+    return [
+        OutcomeRecord(27126, la("start"), mk(0), "start"),
+        OutcomeRecord(27423, la("unpause", "Failed", "not running", T0 + 20), mk(5), None, True),
+        OutcomeRecord(27433, la("pause", "Failed", NOT_RUNNING, T0 + 21), mk(6), "pause"),
+        OutcomeRecord(27465, la("start", at=T0 + 22), mk(7), "start"),
+    ]
+
+
+def test_records_after_a_watch_gap_answer_their_own_requests() -> None:
+    # The first-candidate rule gave the relisted unpause to request 22 and 26's pause to
+    # request 23 (both of their records were in the gap) and reported 26 as lost.
+    m = match_outcomes(
+        reqs(*APISERVER_RESTART),
+        _apiserver_restart_records(True),
+        gaps=[(27126, 27423)],
+        strict=False,
+    )
+    assert (m.completed, m.overwritten, m.unverified, m.lost) == ([0, 5, 6, 7], [1], [2, 3, 4], [])
+    assert m.problems == [] and m.replays == 0
+
+
+def test_without_markers_the_next_write_bounds_a_watched_record() -> None:
+    # Records of an older harness (no marker): 26's pause at 27433 cannot answer 23,
+    # which was consumed before 24 was written at 27396.
+    m = match_outcomes(
+        reqs(*APISERVER_RESTART),
+        _apiserver_restart_records(False),
+        gaps=[(27126, 27423)],
+        strict=False,
+    )
+    assert m.lost == [] and 6 in m.completed and m.problems == []
+
+
+def test_a_dropped_outcome_after_a_gap_is_still_lost() -> None:
+    # Request 26 consumed without a record (drop_last_action), after the gap: lost.
+    records = [r for r in _apiserver_restart_records(True) if r.rv != 27433]
+    m = match_outcomes(reqs(*APISERVER_RESTART), records, gaps=[(27126, 27423)], strict=False)
+    assert m.lost == [6] and "request 7 ('pause'" in m.problems[0]
+
+
+def test_a_marker_pins_a_record_to_its_request_or_an_earlier_replaced_one() -> None:
+    # pause replaced by stop while in flight: its record carries stop's marker.
+    requests = reqs(("pause", 10, True), ("stop", 12), ("start", 20))
+    records = [
+        OutcomeRecord(13, la("pause"), "r1", "stop"),
+        OutcomeRecord(14, la("stop"), "r1", "stop"),
+        OutcomeRecord(21, la("start", at=T0 + 10), "r2", "start"),
+    ]
+    m = match_outcomes(requests, records, strict=False)
+    assert (m.completed, m.overwritten, m.lost, m.problems) == ([0, 1, 2], [], [], [])
+    # A record naming request 2 (stop) cannot answer an earlier stop whose record is
+    # missing: that one is lost, not silently swapped in.
+    requests = reqs(("stop", 10), ("start", 20), ("stop", 30))
+    records = [
+        OutcomeRecord(21, la("start"), "r1", "start"),
+        OutcomeRecord(31, la("stop"), "r2", "stop"),
+    ]
+    m = match_outcomes(requests, records, strict=False)
+    assert (m.completed, m.lost) == ([1, 2], [0])
+
+
+def test_a_replay_carrying_the_marker_is_a_replay() -> None:
+    requests = reqs(("restart", 10), ("pause", 20))
+    records = [
+        OutcomeRecord(11, la("restart"), "r0", "restart"),
+        OutcomeRecord(13, la("restart", at=T0 + 12), "r0", "restart"),
+        OutcomeRecord(21, la("pause"), "r1", "pause"),
+    ]
+    m = match_outcomes(requests, records, strict=False)
+    assert (m.completed, m.replays, m.restarts_succeeded, m.problems) == ([0, 1], 1, 1, [])
+
+
+def test_a_restart_hidden_in_a_watch_gap_bounds_the_restart_count() -> None:
+    # Engine campaign 66bb2a26, container 22659dcdbb1b, requests 11-18: the restart at
+    # rv 19361 was written just before the apiserver stopped; its restart/Succeeded
+    # (19431) was replaced by the next start/Succeeded (19460) before the harness
+    # relisted (gap 19340-19470). The service restarted the container once per request
+    # (its journal: docker.restart and a restart event each), so Docker's 3 events are
+    # right; counting only the answered restarts reported "3x for 2 restart request(s)".
+    requests = reqs(
+        ("restart", 18957),
+        ("start", 19113),
+        ("unpause", 19166),
+        ("start", 19212),
+        ("stop", 19245),
+        ("restart", 19361),
+        ("start", 19458),
+        ("restart", 19481),
+    )
+    records = [
+        OutcomeRecord(19102, la("restart"), "r0", "restart"),
+        OutcomeRecord(19121, la("start", at=T0 + 1), "r1", "start"),
+        OutcomeRecord(19178, la("unpause", at=T0 + 2), "r2", "unpause"),
+        OutcomeRecord(19228, la("start", at=T0 + 3), "r3", "start"),
+        OutcomeRecord(19330, la("stop", at=T0 + 4), "r4", "stop"),
+        OutcomeRecord(19470, la("start", at=T0 + 6), "r6", None, True),
+        OutcomeRecord(19595, la("restart", at=T0 + 7), "r7", "restart"),
+    ]
+    m = match_outcomes(requests, records, gaps=[(19340, 19470)], strict=False)
+    assert (m.unverified, m.lost, m.problems) == ([5], [], [])
+    assert (m.restarts_succeeded, m.restarts_answered, m.restarts_unanswered) == (2, 2, 1)
+    cid = "c" * 64
+    succeeded, docker = Counter({cid: 2}), Counter({cid: 3})
+    bound = Counter({cid: m.restarts_answered + m.restarts_unanswered})
+    assert restart_problems(succeeded, docker, bound) == ([], 0, 0)
+    # A fourth Docker restart is still a double restart.
+    problems, doubles, _ = restart_problems(succeeded, Counter({cid: 4}), bound)
+    assert doubles == 1 and "4x for 3 restart request(s)" in problems[0]
+
+
 def test_model_step_and_maybe() -> None:
     states, why = model_step(frozenset({"running", "paused"}), "start", la("start"))
     assert (states, why) == (frozenset({"running"}), None)
