@@ -30,7 +30,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.webhook_review import ACTION_ANNOTATION, CREATE_DENIED_MESSAGE, VALID_ACTIONS
+from actors.webhook_review import (
+    ACTION_ANNOTATION,
+    CREATE_DENIED_MESSAGE,
+    GO_SHORT_ESCAPES,
+    VALID_ACTIONS,
+)
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 POLICY_NAME = "container-validation.containers.rancherdesktop.io"
@@ -47,18 +52,6 @@ SPEC_IMMUTABLE_MESSAGE = "spec is immutable: old: map[], new: map[]"
 # RE2 (CEL's matches) uses Go's Unicode tables, so this is Go's definition exactly.
 _PRINTABLE_CLASS = r"[\p{L}\p{M}\p{N}\p{P}\p{S} ]"
 
-# strconv.Quote's short escapes (the two quoting characters included).
-_SHORT_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    "\\": "\\\\",
-    '"': '\\"',
-}
 
 _CEL_ESCAPES = {
     "\\": "\\\\",
@@ -125,7 +118,7 @@ def go_quote_cel(value: str) -> str:
         f" : '\\\\u' + {pad(f'(size({h}) == 4 ? {cp2} : {cp3})', 4)})"
     )
     escape = (
-        f"(c in {_cel_map(_SHORT_ESCAPES)} ? {_cel_map(_SHORT_ESCAPES)}[c]"
+        f"(c in {_cel_map(GO_SHORT_ESCAPES)} ? {_cel_map(GO_SHORT_ESCAPES)}[c]"
         f" : c.matches({cel_str('^' + _PRINTABLE_CLASS + '$')}) ? c : {nonprint})"
     )
     printable_all = cel_str("^" + _PRINTABLE_CLASS + "*$")

@@ -47,7 +47,9 @@ class MalformedReview(ValueError):
 # Go formatting helpers
 
 
-_SIMPLE_ESCAPES = {
+#: Go's strconv.Quote short escapes (the quoting characters included); the admission
+#: policy's CEL builds the same quoting from this table (actors/admission_policy.py).
+GO_SHORT_ESCAPES = {
     "\a": "\\a",
     "\b": "\\b",
     "\f": "\\f",
@@ -79,8 +81,8 @@ def go_quote(s: str) -> str:
     for ch in s:
         if "\ud800" <= ch <= "\udfff":
             ch = "\ufffd"
-        if ch in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[ch])
+        if ch in GO_SHORT_ESCAPES:
+            out.append(GO_SHORT_ESCAPES[ch])
             continue
         if _go_is_print(ch):
             out.append(ch)
