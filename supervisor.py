@@ -54,6 +54,16 @@ from actors.event_writer import EmitGate, EventWriterActor
 from actors.heap_report import HeapGrowthReporter
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
+from actors.leader import (
+    LEADER,
+    STANDBY,
+    LeaderElector,
+    LeaderState,
+    LeaseClient,
+    LeaseTiming,
+    fence,
+    new_identity,
+)
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
 from actors.state_dir import StateError, open_state
 from actors.webhook import WebhookRegistration, WebhookServer
@@ -87,6 +97,11 @@ class Config:
     webhook_recheck: float
     startup_timeout: float
     resync_interval: float = 600.0
+    # Leader election (actors/leader.py): one active instance per namespace.
+    leader_elect: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -172,7 +187,31 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="seconds to wait for the apiserver at start",
     )
     parser.add_argument("--log-level", default=os.environ.get("DOCKMIRROR_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--no-leader-elect",
+        dest="leader_elect",
+        action="store_false",
+        help="do not take the namespace's Lease (run active even if another instance is)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        help="seconds a standby waits, after the Lease last changed, before taking it",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        help="seconds without a successful renewal after which the leader stops acting",
+    )
+    parser.add_argument(
+        "--retry-period", type=float, default=2.0, help="seconds between Lease renewals/attempts"
+    )
     args = parser.parse_args(argv)
+    timing_problem = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
+    if args.leader_elect and (problem := timing_problem.problem()):
+        parser.error(problem)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -200,6 +239,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         webhook_recheck=args.webhook_recheck,
         startup_timeout=args.startup_timeout,
         resync_interval=max(0.0, args.resync_interval),
+        leader_elect=args.leader_elect,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
     )
 
 
@@ -279,6 +322,9 @@ class Supervisor:
         self.dropped_reported = 0
         # Opt-in leak hunting (docs/reliability.md); None unless DOCKMIRROR_TRACEMALLOC is set.
         self.heap_report = HeapGrowthReporter.from_env()
+        # Leader election: "leader" | "standby" | "disabled", read by readiness/metrics.
+        self.leader_state = LeaderState()
+        self.elector: LeaderElector | None = None
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
@@ -312,6 +358,14 @@ class Supervisor:
         self.store = MirrorStore(self.http, cfg.namespace)
         self.docker = DockerPort(cfg.docker_host, pool_size=pool_size)
         self.engine_status = EngineStatus(self.http, cfg.namespace)
+        if cfg.leader_elect:
+            self.elector = LeaderElector(
+                LeaseClient(self.http, cfg.namespace),
+                new_identity(),
+                LeaseTiming(cfg.lease_duration, cfg.renew_deadline, cfg.retry_period),
+                state=self.leader_state,
+            )
+            self.leader_state.set(STANDBY)
 
     def prepare_kubernetes(self) -> None:
         """CRDs, namespace, ContainerNamespace/moby; waits for the apiserver at start."""
@@ -429,6 +483,9 @@ class Supervisor:
     # --- supervision (main thread) ------------------------------------------------------
     def run(self) -> int:
         self.build()
+        if not self.await_leadership():
+            self.journal.close()
+            return self.exit_code
         self.prepare_kubernetes()
         self.start_webhook()
         for name in ("events", "router", "docker-events", "kube-watch"):
@@ -439,7 +496,10 @@ class Supervisor:
             self.docker.base_url,
             self.webhook.url,
         )
+        if self.elector is not None:
+            self.elector.start_renewing(lambda why: fence(self.config.namespace, why))
         while not self.stop_event.wait(1.0):
+            self.check_leadership()
             if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
                 self.trimmed = time.monotonic()
                 release_freed_memory()
@@ -458,6 +518,29 @@ class Supervisor:
             self.sweep()
         self.shutdown()
         return self.exit_code
+
+    # --- leader election (actors/leader.py) ----------------------------------------------
+    def await_leadership(self) -> bool:
+        """Main thread, before anything acts: wait as a hot standby until we hold the
+        namespace's Lease. False when a signal stopped us while standing by (nothing was
+        started, nothing to undo)."""
+        if self.elector is None:
+            return True
+        ok = self.elector.acquire(self.stop_event, prepare=self.engine_status.ensure_namespace)
+        if ok:
+            self.journal.record(
+                Note(
+                    actor="supervisor",
+                    text="leader",
+                    detail={"identity": self.elector.identity},
+                )
+            )
+        return ok
+
+    def check_leadership(self) -> None:
+        """Main thread, every second: the watchdog for a renewer stuck in a slow request."""
+        if self.elector is not None and (reason := self.elector.lost()) is not None:
+            fence(self.config.namespace, reason)
 
     def sweep(self) -> None:
         dead: dict[str, str] = {}
@@ -578,6 +661,8 @@ class Supervisor:
         except Exception as exc:
             log.warning("webhook configuration not deleted: %s", exc)
         self.webhook.stop()
+        if self.elector is not None and self.leader_state.get() == LEADER:
+            self.elector.release()  # last: nothing of ours acts any more
         self.journal.close()
         log.info("dockmirror stopped")
 
