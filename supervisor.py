@@ -44,6 +44,7 @@ import pykka
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from actors import fence
 from actors.certs import ensure_certificates
 from actors.container import ContainerActor
 from actors.crds import install_crds
@@ -61,7 +62,6 @@ from actors.leader import (
     LeaderState,
     LeaseClient,
     LeaseTiming,
-    fence,
     new_identity,
 )
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
@@ -132,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--state-dir",
         type=Path,
         default=state_default,
-        help="certificates, restart ledger and default trace location",
+        help="certificates and default trace location",
     )
     parser.add_argument(
         "--trace-file",
@@ -325,20 +325,20 @@ class Supervisor:
         # Leader election: "leader" | "standby" | "disabled", read by readiness/metrics.
         self.leader_state = LeaderState()
         self.elector: LeaderElector | None = None
+        self.lost_reason: str | None = None  # set by the renewer thread
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
         """Open the state files, then the ports. Main thread, at start.
 
         The state directory comes first: its checks are local and fast, and a problem
-        there (a file of another owner, an unreadable ledger, a journal that cannot be
-        opened) ends the start with one line on stderr and exit code 2 (``main``).
+        there (a file of another owner, a journal that cannot be opened) ends the start
+        with one line on stderr and exit code 2 (``main``).
         """
         cfg = self.config
         try:
             state = open_state(
                 cfg.state_dir,
-                namespace=cfg.namespace,
                 trace_file=cfg.trace_file,
                 trace_max_bytes=cfg.trace_max_mb * 1024 * 1024,
                 trace_backups=cfg.trace_backups,
@@ -346,7 +346,6 @@ class Supervisor:
         except StateError as exc:
             raise SystemExit(f"dockmirror: {exc}") from exc
         self.journal = state.journal
-        self.ledger = state.ledger
         # Every container actor may hold a connection; the client's default pool (5 per
         # CPU) made parallel actions drop and re-handshake connections.
         pool_size = cfg.max_active_containers + 16
@@ -450,7 +449,6 @@ class Supervisor:
                 journal=self.journal,
                 docker=self.docker,
                 store=self.store,
-                ledger=self.ledger,
                 engine_status=self.engine_status,
                 emit=self._emit,
                 settings=RouterSettings(
@@ -482,10 +480,19 @@ class Supervisor:
 
     # --- supervision (main thread) ------------------------------------------------------
     def run(self) -> int:
+        """Build, then one leadership term after another until a signal stops us."""
         self.build()
-        if not self.await_leadership():
-            self.journal.close()
-            return self.exit_code
+        while self.await_leadership():
+            if not self.lead():
+                return self.exit_code
+            self.step_down()
+        self.journal.close()
+        return self.exit_code
+
+    def lead(self) -> bool:
+        """Start everything and supervise it while we lead (or always, without leader
+        election). Returns False after a clean stop (shutdown done), True when the
+        leadership was lost (the fence is up; :meth:`step_down` follows)."""
         self.prepare_kubernetes()
         self.start_webhook()
         for name in ("events", "router", "docker-events", "kube-watch"):
@@ -497,9 +504,10 @@ class Supervisor:
             self.webhook.url,
         )
         if self.elector is not None:
-            self.elector.start_renewing(lambda why: fence(self.config.namespace, why))
+            self.elector.start_renewing(self.on_leadership_lost)
         while not self.stop_event.wait(1.0):
-            self.check_leadership()
+            if self.leadership_lost():
+                return True
             if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
                 self.trimmed = time.monotonic()
                 release_freed_memory()
@@ -517,7 +525,7 @@ class Supervisor:
                     reader.tell(tick)
             self.sweep()
         self.shutdown()
-        return self.exit_code
+        return False
 
     # --- leader election (actors/leader.py) ----------------------------------------------
     def await_leadership(self) -> bool:
@@ -537,10 +545,51 @@ class Supervisor:
             )
         return ok
 
-    def check_leadership(self) -> None:
-        """Main thread, every second: the watchdog for a renewer stuck in a slow request."""
-        if self.elector is not None and (reason := self.elector.lost()) is not None:
-            fence(self.config.namespace, reason)
+    def on_leadership_lost(self, reason: str) -> None:
+        """The renewer thread saw the loss: raise the fence at once (every actor's next
+        Docker or Kubernetes call is refused); the main loop stops the actors."""
+        fence.raise_fence()
+        self.lost_reason = reason
+
+    def leadership_lost(self) -> bool:
+        """Main thread, every second; also the watchdog for a renewer stuck in a slow
+        request. On a loss: raise the fence and say so (one ERROR line)."""
+        if self.elector is None:
+            return False
+        reason = self.lost_reason or self.elector.lost()
+        if reason is None:
+            return False
+        fence.raise_fence()
+        log.error(
+            "lost the leadership of namespace %s: %s; stopped acting, standing by",
+            self.config.namespace,
+            reason,
+        )
+        self.journal.record(
+            Note(actor="supervisor", text="leadership lost", detail={"reason": reason})
+        )
+        return True
+
+    def step_down(self) -> None:
+        """Main thread, after a loss: stop every actor and the webhook server, then be a
+        standby like a fresh start. Nothing of the clean stop's writes happens
+        (``EngineReady`` Stopped, the webhook configuration's removal): those objects
+        belong to the new leader now."""
+        for name in ("docker-events", "kube-watch", "router", "events"):
+            ref = self.refs.pop(name, None)
+            if ref is not None:
+                with contextlib.suppress(Exception):
+                    ref.stop(block=True, timeout=5)
+        self.router.ref = None
+        self.events_ref = None
+        self.wait_container_actors_stopped()
+        self.webhook.stop()
+        while not self.deaths.empty():  # deaths of the stopped actors: nothing to restart
+            self.deaths.get_nowait()
+        assert self.elector is not None
+        self.elector.step_down()
+        self.lost_reason = None
+        fence.lower_fence()
 
     def sweep(self) -> None:
         dead: dict[str, str] = {}

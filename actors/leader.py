@@ -12,7 +12,8 @@ instance per namespace"):
   compared with ours;
 * the leader renews every ``retry_period``; if no renewal succeeded for
   ``renew_deadline`` seconds (or the Lease shows another holder), it has lost the
-  leadership and must stop acting at once (the supervisor fences: see ``supervisor.py``);
+  leadership and must stop acting at once: the supervisor raises the fence
+  (:mod:`actors.fence`), stops every actor and stands by again;
 * every write is conditional on the resourceVersion that was read (optimistic
   concurrency): of two candidates writing the same observation, one gets 409;
 * a clean stop releases the Lease (empty holder, 1 s duration: client-go's
@@ -448,6 +449,24 @@ class LeaderElector:
         self._thread = threading.Thread(target=run, name="lease-renewer", daemon=True)
         self._thread.start()
 
+    def step_down(self) -> None:
+        """After a loss, once everything stopped acting: stop renewing, be a standby.
+
+        Main thread. The Lease is not written: either another holder has it, or our
+        renewals do not reach the apiserver; if it still names us when the apiserver
+        answers again, the next :meth:`acquire` renews it at once (client-go does the
+        same), otherwise a standby's rules apply.
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timing.renew_deadline_s)
+        with self._lock:
+            self.decider.renewed_at = None
+            self._thread = None
+            self._stop = threading.Event()
+            self._waiting_for = None
+            self.state.set(STANDBY)
+
     def lost(self) -> str | None:
         """Why the leadership is lost, or None; any thread (the main loop's watchdog).
 
@@ -482,34 +501,3 @@ class LeaderElector:
             self.decider.renewed_at = None
             self.state.set(STANDBY)
             log.info("lease %s released", self.client.name)
-
-
-#: Exit code of a process that lost its leadership while running (it fenced itself).
-EXIT_LEADERSHIP_LOST = 4
-
-
-def fence(namespace: str, reason: str) -> None:
-    """Stop acting at once: end the process with :data:`EXIT_LEADERSHIP_LOST`.
-
-    Any thread (the renewer, or the main loop's watchdog). ``os._exit`` stops every
-    thread where it stands, as SIGKILL would: no container actor makes another Docker
-    call or Kubernetes write, and none of the clean stop's writes (``EngineReady``
-    Stopped, the webhook configuration's removal) hits objects that now belong to the
-    new leader. What was in flight is safe to cut, exactly as after a SIGKILL: the new
-    leader replays pending annotations, and a ``restart`` carries its dispatch record in
-    the cluster (docs/actions.md). A process supervisor (systemd ``Restart=on-failure``)
-    starts the process again, and it comes back as a standby.
-    """
-    log.error(
-        "lost the leadership of namespace %s: %s; exiting with code %d (stopped acting; "
-        "restart the service to stand by again)",
-        namespace,
-        reason,
-        EXIT_LEADERSHIP_LOST,
-    )
-    for handler in logging.getLogger().handlers:
-        try:
-            handler.flush()
-        except Exception:  # nothing may delay the fence
-            pass
-    os._exit(EXIT_LEADERSHIP_LOST)

@@ -49,7 +49,6 @@ from actors.docker_port import DockerError, DockerPort, DockerUnavailable
 from actors.engine_status import EngineStatus
 from actors.journal import Journal
 from actors.kube_port import KubeError, MirrorStore, annotation_of, is_terminating
-from actors.ledger import RestartLedger
 from actors.port_errors import retry_after_of
 from actors.retry_queue import RetryQueue
 from messages.base import Message
@@ -126,7 +125,6 @@ class RouterActor(JournaledActor):
         journal: Journal,
         docker: DockerPort,
         store: MirrorStore,
-        ledger: RestartLedger,
         engine_status: EngineStatus,
         emit: Callable[[EmitEvent], None],
         settings: RouterSettings | None = None,
@@ -137,7 +135,6 @@ class RouterActor(JournaledActor):
         super().__init__(journal=journal, name="router", on_death=on_death)
         self.docker = docker
         self.store = store
-        self.ledger = ledger
         self.engine_status = engine_status
         self.emit = emit
         self.settings = settings or RouterSettings()
@@ -189,13 +186,9 @@ class RouterActor(JournaledActor):
             docker=self.docker,
             store=self.store,
             journal=self.journal,
-            ledger=self.ledger,
             report=self._tell_self,
             emit=self.emit,
         )
-        # Recover open restart dispatches even for containers without an event soon.
-        for container_id in self.ledger.open_ids():
-            self._deliver(container_id, Recover(reason="open restart record"))
         self.retries.schedule(FULL_SYNC, self.clock())
         if self.settings.resync_interval_s > 0:
             self.next_resync = self.clock() + self.settings.resync_interval_s

@@ -266,3 +266,18 @@ def test_acquire_returns_false_when_stopped():
     stop = threading.Event()
     stop.set()
     assert elector(server, "b", clock).acquire(stop) is False
+
+
+def test_step_down_after_a_loss_then_renew_at_once_if_still_ours():
+    """Renewals failed (apiserver away) but nobody took the Lease: when the apiserver
+    answers again, the next acquire renews it at once (client-go does the same)."""
+    server, clock = FakeLeaseServer(), Clock()
+    a = elector(server, "a", clock)
+    a.try_once()
+    server.fail_next(100)
+    clock.now += 11
+    assert a.lost() is not None
+    a.step_down()
+    assert a.lost() is None and a.state.get() == STANDBY
+    server.failures.clear()
+    assert a.try_once().step is Step.RENEW and a.decider.leading
