@@ -93,7 +93,10 @@ class Env:
             self.api_client,
             self.namespace,
             self.workdir / name,
-            extra_args=("--webhook-recheck", str(webhook_recheck)),
+            # One instance per campaign: a Lease would only add its 15 s wait after every
+            # SIGKILL of the sigkill campaign (leader election has its own integration
+            # test, tests/integration/test_leader_election.py).
+            extra_args=("--webhook-recheck", str(webhook_recheck), "--no-leader-elect"),
             env=env,
         )
         self.services.append(svc)
