@@ -207,3 +207,55 @@ def test_clean_stop_hands_over_at_once(
     la = request_restart(standby, c.id, timeout=60)
     assert (la["action"], la["state"]) == ("restart", "Succeeded")
     assert restart_counts(docker_client, [c.id], since) == Counter({c.id: 1})
+
+
+def test_lease_taken_away_fences_then_the_instance_stands_by_and_leads_again(
+    service_factory, run_container, docker_client, api_client, namespace
+):
+    """Another holder appears in the Lease (as after renewals that did not land in time):
+    the instance stops acting at once, stands by, and - since that holder never renews -
+    takes the Lease back after the lease duration and starts again as a fresh start."""
+    svc = service_factory()
+    c = run_container(stop_timeout=1)
+    svc.wait_status(c.id, "running")
+    coordination = k8s.CoordinationV1Api(api_client)
+
+    def steal() -> bool:
+        lease = coordination.read_namespaced_lease(LEASE, namespace)
+        lease.spec.holder_identity = "thief"
+        coordination.replace_namespaced_lease(LEASE, namespace, lease)  # carries its RV
+        return True
+
+    wait_for(steal, timeout=10, ignore=(ApiException,), message="Lease rewritten")
+    wait_for(
+        lambda: (
+            "lost the leadership of namespace" in svc.log_since_start()
+            and "is held by thief" in svc.log_since_start()
+        ),
+        timeout=2 * RETRY_PERIOD_S + 5,
+        message="the instance fences and stands by",
+    )
+    assert svc.running, "fencing stops acting, not the process"
+    # A client asks meanwhile; its write passes once the instance leads again and has
+    # registered its webhook server (the stopped server's configuration refuses writes
+    # until then, docs/webhook.md) ...
+    since = int(time.time()) - 1
+    wait_for(
+        lambda: svc.annotate(c.id, "restart"),
+        timeout=LEASE_DURATION_S + 3 * RETRY_PERIOD_S + 40,
+        interval=0.2,
+        ignore=(ApiException,),
+        message="request written",
+    )
+    # ... and is carried out exactly once when the instance leads again.
+    obj = svc.wait_mirror(
+        c.id,
+        lambda m: ACTION not in annotations(m),
+        timeout=LEASE_DURATION_S + 3 * RETRY_PERIOD_S + 40,
+        message="request completed after the instance led again",
+    )
+    la = (obj.get("status") or {}).get("lastAction") or {}
+    assert (la.get("action"), la.get("state")) == ("restart", "Succeeded"), la
+    assert lease_holder(api_client, namespace) not in (None, "", "thief")
+    assert svc.log_since_start().count("dockmirror running") == 2
+    assert restart_counts(docker_client, [c.id], since) == Counter({c.id: 1})

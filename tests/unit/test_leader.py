@@ -281,3 +281,28 @@ def test_step_down_after_a_loss_then_renew_at_once_if_still_ours():
     assert a.lost() is None and a.state.get() == STANDBY
     server.failures.clear()
     assert a.try_once().step is Step.RENEW and a.decider.leading
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+def test_cli_defaults_and_opt_out():
+    import supervisor
+
+    cfg = supervisor.parse_args([])
+    assert (cfg.leader_elect, cfg.lease_duration, cfg.renew_deadline, cfg.retry_period) == (
+        True,
+        15.0,
+        10.0,
+        2.0,
+    )
+    assert supervisor.parse_args(["--no-leader-elect"]).leader_elect is False
+
+
+def test_cli_refuses_inconsistent_timing_in_one_line(capsys):
+    import supervisor
+
+    with pytest.raises(SystemExit) as exited:
+        supervisor.parse_args(["--lease-duration", "5"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("error: --lease-duration must be greater than --renew-deadline")
+    assert "Traceback" not in "\n".join(err)
