@@ -10,12 +10,14 @@ own event stream is the judge). A clean stop hands the Lease over at once.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from tests.support.devenv import DEVENV_SCRIPT, REPO_ROOT
 from tests.support.service import ACTION, DISPATCH, Service
 from tests.support.wait import wait_for
 
@@ -259,3 +261,46 @@ def test_lease_taken_away_fences_then_the_instance_stands_by_and_leads_again(
     assert lease_holder(api_client, namespace) not in (None, "", "thief")
     assert svc.log_since_start().count("dockmirror running") == 2
     assert restart_counts(docker_client, [c.id], since) == Counter({c.id: 1})
+
+
+def test_apiserver_outage_past_the_renew_deadline_fences_then_renews_at_once(
+    service_factory, run_container, docker_client, api_client, namespace
+):
+    """Renewals fail for longer than the renew deadline: the leader stops acting (it
+    cannot know whether another instance took over) but keeps running; when the
+    apiserver answers again the Lease still names it, so it leads again at once and
+    repairs what changed in Docker meanwhile. Stops and starts only this worktree's
+    apiserver (``scripts/devenv stop-apiserver``); the Docker engine is not touched."""
+    svc = service_factory()
+    c = run_container(stop_timeout=1)
+    svc.wait_status(c.id, "running")
+    holder = lease_holder(api_client, namespace)
+    stopped = False
+    try:
+        devenv("stop-apiserver")
+        stopped = True
+        wait_for(
+            lambda: "lost the leadership of namespace" in svc.log_since_start(),
+            timeout=10 + 2 * RETRY_PERIOD_S + 10,
+            message="the leader fences itself",
+        )
+        assert svc.running
+        c.stop(timeout=0)  # a Docker change while nobody mirrors
+        devenv("start-apiserver")
+        stopped = False
+    finally:
+        if stopped:
+            devenv("start-apiserver")
+    svc.wait_status(c.id, "exited", timeout=90)
+    assert lease_holder(api_client, namespace) == holder  # renewed, not re-acquired
+    assert svc.log_since_start().count("dockmirror running") == 2
+    assert svc.running
+
+
+def devenv(*args: str) -> None:
+    result = subprocess.run(
+        [str(DEVENV_SCRIPT), *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=180
+    )
+    assert result.returncode == 0, (
+        f"scripts/devenv {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    )
