@@ -42,7 +42,7 @@ from collections.abc import Callable
 import pykka
 from kubernetes import client as k8s_client
 
-from actors import admission, cli
+from actors import admission, cli, fence
 from actors.admission import AdmissionError, PolicyAdmission, WebhookSettings
 from actors.certs import ensure_certificates
 from actors.config import Config
@@ -62,6 +62,15 @@ from actors.kube_connect import (
 )
 from actors.kube_port import KubeError, KubeHttp, MirrorStore
 from actors.kube_watch import KubeWatchReader
+from actors.leader import (
+    LEADER,
+    STANDBY,
+    LeaderElector,
+    LeaderState,
+    LeaseClient,
+    LeaseTiming,
+    new_identity,
+)
 from actors.probe_wiring import Probes
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
 from actors.startup_checks import StartupCheckError, check_crds_served
@@ -158,20 +167,24 @@ class Supervisor:
         self.heap_report = HeapGrowthReporter.from_env()
         # /healthz, /readyz, /metrics (actors/probe_wiring.py); started by run().
         self.probes = Probes(config)
+        # Leader election: "leader" | "standby" | "disabled", read by readiness/metrics.
+        self.leader_state = LeaderState()
+        self.elector: LeaderElector | None = None
+        self.lost_reason: str | None = None  # set by the renewer thread
+        self.probes.leader_state = self.leader_state.get
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
         """Open the state files, then the ports. Main thread, at start.
 
         The state directory comes first: its checks are local and fast, and a problem
-        there (a file of another owner, an unreadable ledger, a journal that cannot be
-        opened) ends the start with one line on stderr and exit code 2 (``main``).
+        there (a file of another owner, a journal that cannot be opened) ends the start
+        with one line on stderr and exit code 2 (``main``).
         """
         cfg = self.config
         try:
             state = open_state(
                 cfg.state_dir,
-                namespace=cfg.namespace,
                 trace_file=cfg.journal_file(),
                 trace_max_bytes=cfg.trace_max_mb * 1024 * 1024,
                 trace_backups=cfg.trace_backups,
@@ -179,7 +192,6 @@ class Supervisor:
         except StateError as exc:
             raise SystemExit(f"dockmirror: {exc}") from exc
         self.journal = state.journal
-        self.ledger = state.ledger
         # Every container actor may hold a connection; the client's default pool (5 per
         # CPU) made parallel actions drop and re-handshake connections.
         pool_size = cfg.max_active_containers + 16
@@ -198,6 +210,14 @@ class Supervisor:
         log.info("Docker endpoint: %s", endpoint.describe())
         self.docker = DockerPort(endpoint.host, pool_size=pool_size, tls=endpoint.tls)
         self.engine_status = EngineStatus(self.http, cfg.namespace)
+        if cfg.leader_elect:
+            self.elector = LeaderElector(
+                LeaseClient(self.http, cfg.namespace),
+                new_identity(),
+                LeaseTiming(cfg.lease_duration, cfg.renew_deadline, cfg.retry_period),
+                state=self.leader_state,
+            )
+            self.leader_state.set(STANDBY)
 
     def prepare_kubernetes(self) -> None:
         """CRDs, namespace, ContainerNamespace/moby; waits for the apiserver at start.
@@ -317,7 +337,6 @@ class Supervisor:
                 journal=self.journal,
                 docker=self.docker,
                 store=self.store,
-                ledger=self.ledger,
                 engine_status=self.engine_status,
                 emit=self._emit,
                 metrics=self.probes.metrics,
@@ -350,8 +369,20 @@ class Supervisor:
 
     # --- supervision (main thread) ------------------------------------------------------
     def run(self) -> int:
+        """Build, then one leadership term after another until a signal stops us."""
         self.build()
         self.probes.start(self)
+        while self.await_leadership():
+            if not self.lead():
+                return self.exit_code
+            self.step_down()
+        self.journal.close()
+        return self.exit_code
+
+    def lead(self) -> bool:
+        """Start everything and supervise it while we lead (or always, without leader
+        election). Returns False after a clean stop (shutdown done), True when the
+        leadership was lost (the fence is up; :meth:`step_down` follows)."""
         self.prepare_kubernetes()
         try:
             self.start_webhook()
@@ -366,7 +397,11 @@ class Supervisor:
             self.docker.base_url,
             self.registration.url if self.registration is not None else self.admission_mode,
         )
+        if self.elector is not None:
+            self.elector.start_renewing(self.on_leadership_lost)
         while not self.stop_event.wait(1.0):
+            if self.leadership_lost():
+                return True
             if time.monotonic() - self.trimmed >= MALLOC_TRIM_INTERVAL_S:
                 self.trimmed = time.monotonic()
                 release_freed_memory()
@@ -384,7 +419,72 @@ class Supervisor:
                     reader.tell(tick)
             self.sweep()
         self.shutdown()
-        return self.exit_code
+        return False
+
+    # --- leader election (actors/leader.py) ----------------------------------------------
+    def await_leadership(self) -> bool:
+        """Main thread, before anything acts: wait as a hot standby until we hold the
+        namespace's Lease. False when a signal stopped us while standing by (nothing was
+        started, nothing to undo)."""
+        if self.elector is None:
+            return True
+        ok = self.elector.acquire(self.stop_event, prepare=self.engine_status.ensure_namespace)
+        if ok:
+            self.journal.record(
+                Note(
+                    actor="supervisor",
+                    text="leader",
+                    detail={"identity": self.elector.identity},
+                )
+            )
+        return ok
+
+    def on_leadership_lost(self, reason: str) -> None:
+        """The renewer thread saw the loss: raise the fence at once (every actor's next
+        Docker or Kubernetes call is refused); the main loop stops the actors."""
+        fence.raise_fence()
+        self.lost_reason = reason
+
+    def leadership_lost(self) -> bool:
+        """Main thread, every second; also the watchdog for a renewer stuck in a slow
+        request. On a loss: raise the fence and say so (one ERROR line)."""
+        if self.elector is None:
+            return False
+        reason = self.lost_reason or self.elector.lost()
+        if reason is None:
+            return False
+        fence.raise_fence()
+        log.error(
+            "lost the leadership of namespace %s: %s; stopped acting, standing by",
+            self.config.namespace,
+            reason,
+        )
+        self.journal.record(
+            Note(actor="supervisor", text="leadership lost", detail={"reason": reason})
+        )
+        return True
+
+    def step_down(self) -> None:
+        """Main thread, after a loss: stop every actor and the webhook server, then be a
+        standby like a fresh start. Nothing of the clean stop's writes happens
+        (``EngineReady`` Stopped, the webhook configuration's removal): those objects
+        belong to the new leader now."""
+        for name in ("docker-events", "kube-watch", "router", "events"):
+            ref = self.refs.pop(name, None)
+            if ref is not None:
+                with contextlib.suppress(Exception):
+                    ref.stop(block=True, timeout=5)
+        self.router.ref = None
+        self.events_ref = None
+        self.wait_container_actors_stopped()
+        if self.webhook is not None:
+            self.webhook.stop()
+        while not self.deaths.empty():  # deaths of the stopped actors: nothing to restart
+            self.deaths.get_nowait()
+        assert self.elector is not None
+        self.elector.step_down()
+        self.lost_reason = None
+        fence.lower_fence()
 
     def sweep(self) -> None:
         dead: dict[str, str] = {}
@@ -518,6 +618,8 @@ class Supervisor:
                 log.warning("webhook configuration not deleted: %s", exc)
         if self.webhook is not None:
             self.webhook.stop()
+        if self.elector is not None and self.leader_state.get() == LEADER:
+            self.elector.release()  # last: nothing of ours acts any more
         self.journal.close()
         self.probes.stop()
         log.info("dockmirror stopped")

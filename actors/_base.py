@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 import pykka
 
+from actors import fence
 from actors.docker_port import DockerError, DockerNotFound, DockerUnavailable
 from actors.journal import Journal
 from actors.kube_port import KubeConflict, KubeError, KubeNotFound, KubeUnavailable
@@ -133,11 +134,13 @@ class JournaledActor(pykka.ThreadingActor):
     ) -> T:
         """Run one Docker/Kubernetes call and journal it with its outcome and duration.
 
-        The call's exception (if any) is journaled and re-raised unchanged.
+        The call's exception (if any) is journaled and re-raised unchanged. Once this
+        process lost its leadership, the call is not made: :class:`actors.fence.Fenced`.
         """
         started = time.perf_counter()
         error: BaseException | None = None
         try:
+            fence.check()
             return fn(*args, **kwargs)
         except Exception as exc:
             error = exc

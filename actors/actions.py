@@ -8,8 +8,9 @@ container. Nothing here writes to Kubernetes; the actor does that.
   unreachable is *not* an outcome: :class:`DockerUnavailable` propagates and the
   annotation stays for after the reconnect.
 * :func:`last_action` builds the whole ``status.lastAction`` record.
-* :func:`annotation_write_time` and :func:`judge_restart_replay` implement the
-  exactly-once restart rule (docs/actions.md).
+* :class:`DispatchRecord`, :func:`annotation_write_time` and
+  :func:`judge_restart_replay` implement the exactly-once restart rule
+  (docs/actions.md, "Replays and exactly-once restart").
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+import msgspec
+
 from actors.docker_port import DockerError, DockerPort, DockerUnavailable
-from actors.kube_port import ACTION_ANNOTATION
-from actors.ledger import RestartRecord
+from actors.kube_port import ACTION_ANNOTATION, DISPATCH_ANNOTATION
 
 ACTIONS = ("start", "stop", "pause", "unpause", "restart")
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -134,6 +136,52 @@ def annotation_write_time(obj: dict[str, Any]) -> str:
     return latest
 
 
+class DispatchRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """A ``restart`` sent to Docker whose request is not finished yet.
+
+    Stored as JSON in the Container's ``dockmirror.rancherdesktop.io/restart-dispatch``
+    annotation, written (with the object's resourceVersion as precondition) *before*
+    the Docker call and removed in the same merge patch that removes the action
+    annotation. It lives in the cluster, so every instance of the service sees it: a
+    new leader taking over after a SIGKILL judges the replay exactly as the same
+    process would after a restart.
+    """
+
+    #: Docker's ``State.StartedAt`` before the call.
+    started_at: str = msgspec.field(default="", name="startedAt")
+    #: The action annotation's write stamp (``managedFields`` time) of the request.
+    annotation_time: str = msgspec.field(default="", name="annotationTime")
+
+
+_record_decoder = msgspec.json.Decoder(DispatchRecord)
+
+
+def encode_dispatch_record(record: DispatchRecord) -> str:
+    return msgspec.json.encode(record).decode()
+
+
+def dispatch_record_of(obj: dict[str, Any]) -> DispatchRecord | None:
+    """The object's dispatch record; None when absent or unreadable.
+
+    An unreadable value can only come from a hand edit (the service writes valid JSON,
+    and clients have no reason to touch it); it is treated as absent, so a pending
+    ``restart`` runs, rather than swallowing the request.
+    """
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(DISPATCH_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return _record_decoder.decode(value)
+    except msgspec.DecodeError:
+        return None
+
+
+def has_dispatch_record(obj: dict[str, Any]) -> bool:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return isinstance(annotations, dict) and DISPATCH_ANNOTATION in annotations
+
+
 class ReplayVerdict(Enum):
     NEW_REQUEST = "new_request"  # the open record is stale: a client asked again
     ALREADY_DONE = "already_done"  # Docker restarted the container after the dispatch
@@ -141,7 +189,7 @@ class ReplayVerdict(Enum):
 
 
 def judge_restart_replay(
-    record: RestartRecord,
+    record: DispatchRecord,
     obj: dict[str, Any],
     inspect: Callable[[], dict[str, Any]],
     *,
@@ -149,11 +197,12 @@ def judge_restart_replay(
     clock: Callable[[], float] = time.monotonic,
     wait: Callable[[float], None] = time.sleep,
 ) -> ReplayVerdict:
-    """Decide what a pending ``restart`` with an open ledger record means.
+    """Decide what a pending ``restart`` that carries a dispatch record means.
 
     1. If the annotation's write stamp (the apiserver's ``managedFields`` time) differs
        from the stamp recorded at dispatch, a client wrote it again: a new request; the
-       record outlived its request (crash after the annotation removal). Only apiserver
+       record outlived its request (the client rewrote the annotation while the
+       restart was in flight, so our removal kept both). Only apiserver
        stamps are compared with each other, never with this host's clock, so clock skew
        between the two machines or a wall-clock jump cannot change the verdict.
     2. Otherwise it is a replay. If Docker's ``State.StartedAt`` changed since the
@@ -171,25 +220,8 @@ def judge_restart_replay(
     deadline = clock() + settle_s
     while True:
         state = inspect().get("State") or {}
-        if (state.get("StartedAt") or "") != record.started_at_before:
+        if (state.get("StartedAt") or "") != record.started_at:
             return ReplayVerdict.ALREADY_DONE
         if clock() >= deadline:
             return ReplayVerdict.RUN_AGAIN
         wait(0.2)
-
-
-def seconds_since_dispatch(
-    record: RestartRecord, *, boot_id: str, monotonic_ns: int, wall_ns: int
-) -> float:
-    """How long ago ``record`` was dispatched, immune to wall-clock jumps.
-
-    Same boot: the monotonic clock's difference. Another boot: the daemon restarted
-    with the host since, so the restart is long finished or abandoned (infinity). A
-    record from before the monotonic stamp existed falls back to the wall clock,
-    clamped at zero so a backward jump can only make us wait the full grace, never less.
-    """
-    if record.boot_id and record.dispatch_mono_ns:
-        if record.boot_id != boot_id:
-            return float("inf")
-        return max(0.0, (monotonic_ns - record.dispatch_mono_ns) / 1e9)
-    return max(0.0, (wall_ns - record.dispatch_ns) / 1e9)

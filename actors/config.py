@@ -21,6 +21,7 @@ from pathlib import Path
 
 from actors.admission import MODES as ADMISSION_MODES
 from actors.http_endpoint import DEFAULT_HTTP_ADDRESS, AddressError, parse_http_address
+from actors.leader import LeaseTiming
 from actors.options import (
     OneLineParser,
     OptionError,
@@ -47,6 +48,7 @@ ACTORS = "actors and supervision"
 WEBHOOK = "admission webhook"
 ADMISSION = "admission"
 PROBES = "probes and metrics"
+LEADER = "leader election"
 LOGGING = "logging"
 
 
@@ -97,7 +99,7 @@ class Config:
 
     # --- state and journal ------------------------------------------------------------
     state_dir: Path = option(
-        help="certificates, restart ledger and default journal location",
+        help="certificates and the default journal location",
         group=STATE,
         default_factory=default_state_dir,
         metavar="DIR",
@@ -182,6 +184,27 @@ class Config:
         minimum=0,
     )
 
+    # --- leader election (actors/leader.py) ----------------------------------------------
+    leader_elect: bool = option(
+        True,
+        "hold the namespace's Lease: one active instance per namespace, others wait as hot "
+        "standbys (--no-leader-elect: run active even if another instance is)",
+        group=LEADER,
+    )
+    lease_duration: float = option(
+        15.0,
+        "seconds a standby waits, after the Lease last changed, before taking it",
+        group=LEADER,
+    )
+    renew_deadline: float = option(
+        10.0,
+        "seconds without a successful renewal after which the leader stops acting",
+        group=LEADER,
+    )
+    retry_period: float = option(
+        2.0, "seconds between Lease renewals and a standby's attempts", group=LEADER
+    )
+
     # --- probes and metrics -------------------------------------------------------------
     http_address: str = option(
         DEFAULT_HTTP_ADDRESS,
@@ -243,7 +266,13 @@ def load_config(
     parser: OneLineParser | None = None,
 ) -> Config:
     """Parse the ``run`` options; bad values exit 2 with one line (see actors.options)."""
-    return parse_into(Config, parser or build_run_parser(), argv, env)
+    parser = parser or build_run_parser()
+    config = parse_into(Config, parser, argv, env)
+    if config.leader_elect:
+        timing = LeaseTiming(config.lease_duration, config.renew_deadline, config.retry_period)
+        if (problem := timing.problem()) is not None:
+            parser.error(problem)
+    return config
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

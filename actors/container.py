@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,16 +36,19 @@ from actors import faults
 from actors._base import JournaledActor
 from actors.actions import (
     CONTAINER_ID,
+    DispatchRecord,
     ReplayVerdict,
     annotation_write_time,
     dispatch,
+    dispatch_record_of,
+    encode_dispatch_record,
+    has_dispatch_record,
     is_same_container,
     is_valid_action,
     judge_restart_replay,
     last_action,
     no_such_container_error,
     not_a_container_error,
-    seconds_since_dispatch,
     stop_timeout_of,
 )
 from actors.docker_port import (
@@ -56,10 +58,12 @@ from actors.docker_port import (
     DockerUnavailable,
     removal_in_progress,
 )
+from actors.fence import Fenced
 from actors.journal import Journal
 from actors.kube_port import (
     ACTION_ANNOTATION,
     ACTIONS_MANAGER,
+    DISPATCH_ANNOTATION,
     ENGINE_MANAGER,
     FINALIZER,
     KubeConflict,
@@ -74,7 +78,6 @@ from actors.kube_port import (
     is_terminating,
     resource_version_of,
 )
-from actors.ledger import LedgerWriteError, RestartLedger, RestartRecord, current_boot_id
 from actors.metrics import NO_METRICS, NoMetrics
 from actors.mirror_status import comparable_status, compute_conditions, mirror_status
 from actors.port_errors import PortError, is_retryable, retry_after_of
@@ -120,7 +123,6 @@ DEFAULT_STOP_TIMEOUT_S = 10
 RESTART_SETTLE_MARGIN_S = 5.0
 #: A refused ``lastAction`` is tried once more with its error text cut to this length.
 SHORT_ERROR_CHARS = 256
-_BOOT_ID = current_boot_id()
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,11 @@ class ContainerDeps:
     docker: DockerPort
     store: MirrorStore
     journal: Journal
-    ledger: RestartLedger
     report: Callable[[Message], None]  # tell the router; never raises
     emit: Callable[[EmitEvent], None]  # tell the event writer; never raises
     metrics: NoMetrics = NO_METRICS  # action outcomes and latency (actors/metrics.py)
+    #: Added to the container's stop grace before a replayed restart runs again.
+    restart_settle_margin_s: float = RESTART_SETTLE_MARGIN_S
 
 
 # The CRD requires these status fields whenever ``status`` exists. A hand-made Container
@@ -257,7 +260,7 @@ class ContainerActor(JournaledActor):
                 self._act(obj)
             else:
                 self._outcome = None
-                self.deps.ledger.close(self.container_id)
+                self._drop_stale_dispatch_record(obj)
 
         self._step(message, handle)
 
@@ -283,7 +286,7 @@ class ContainerActor(JournaledActor):
         """
         try:
             body()
-        except (DockerError, DockerUnavailable, KubeError, LedgerWriteError, RetryLater) as exc:
+        except (DockerError, DockerUnavailable, KubeError, RetryLater, Fenced) as exc:
             self._report_failure(exc)
             return False
         if isinstance(message, Recover) and message.reason == RETRY_REASON:
@@ -377,7 +380,7 @@ class ContainerActor(JournaledActor):
         if annotation_of(self._obj or obj) is not None:
             self._act(self._obj or obj)
         else:
-            self.deps.ledger.close(self.container_id)
+            self._drop_stale_dispatch_record(self._obj or obj)
 
     def _inspect_own(self) -> dict[str, Any] | None:
         """Inspect this container; None when Docker has no container with this very ID.
@@ -428,7 +431,6 @@ class ContainerActor(JournaledActor):
         A write that fails raises (the step is retried); a mirror already gone is done.
         """
         self._outcome = None
-        self.deps.ledger.close(self.container_id)
         obj = self._get()
         if obj is None:
             return
@@ -493,7 +495,7 @@ class ContainerActor(JournaledActor):
         value = annotation_of(obj)
         if value is None:
             self._outcome = None
-            self.deps.ledger.close(self.container_id)
+            self._drop_stale_dispatch_record(obj)
             return
         if is_terminating(obj):
             self.note("action skipped: mirror is being deleted", detail={"action": value})
@@ -528,37 +530,35 @@ class ContainerActor(JournaledActor):
         return _Outcome(action, stamp, error, observed_at)
 
     def _restart_exactly_once(self, obj: dict[str, Any]) -> str | None:
-        record = self.deps.ledger.open_record(self.container_id)
+        """Run a requested restart once, whatever crashed or changed leader before.
+
+        The dispatch record goes into the Container itself (a merge patch under the
+        object's resourceVersion) *before* the Docker call, and leaves it with the
+        action annotation, in one patch (:meth:`_remove_annotation_if_still`). So a
+        pending ``restart`` that carries a record was sent to Docker by some instance
+        and is judged a replay; one without a record was not sent. A failing record
+        write raises (the step is retried, the annotation stays): no restart without
+        its record.
+        """
+        record = dispatch_record_of(obj)
         if record is not None:
             verdict = self._judge_replay(record, obj)
             self.note("restart replay judged", detail={"verdict": verdict.value})
             if verdict is ReplayVerdict.ALREADY_DONE:
                 return None
-            if verdict is ReplayVerdict.NEW_REQUEST:
-                self.deps.ledger.close(self.container_id)
         try:
             inspect = self._inspect_own()
         except DockerError as exc:
             return str(exc)
         if inspect is None:
             return no_such_container_error(self.container_id)
-        try:
-            self.deps.ledger.dispatch(
-                RestartRecord(
-                    container_id=self.container_id,
-                    started_at_before=(inspect.get("State") or {}).get("StartedAt") or "",
-                    dispatch_ns=time.time_ns(),
-                    annotation_time=annotation_write_time(obj),
-                    boot_id=_BOOT_ID,
-                    dispatch_mono_ns=time.monotonic_ns(),
-                )
-            )
-        except LedgerWriteError as exc:
-            # Without the record a crash could run this restart twice: refuse it, with
-            # an outcome the client sees (lastAction Failed and the ActionFailed Event).
-            self.note("restart not run: ledger write failed", detail={"error": str(exc)})
-            self.log.error("restart of %s not run: %s", self.container_id[:12], exc)
-            return f"restart not run: the restart record could not be persisted: {exc}"
+        self._write_dispatch_record(
+            obj,
+            DispatchRecord(
+                started_at=(inspect.get("State") or {}).get("StartedAt") or "",
+                annotation_time=annotation_write_time(obj),
+            ),
+        )
         faults.hit("action.before_docker")
         self.log.info("restart container %s", self.container_id[:12])
         error = dispatch(self.docker, "restart", self.container_id, inspect=inspect)  # type: ignore[arg-type]
@@ -566,7 +566,58 @@ class ContainerActor(JournaledActor):
             dispatch(self.docker, "restart", self.container_id)  # type: ignore[arg-type]
         return error
 
-    def _judge_replay(self, record: RestartRecord, obj: dict[str, Any]) -> ReplayVerdict:
+    def _write_dispatch_record(self, obj: dict[str, Any], record: DispatchRecord) -> None:
+        """Store ``record`` on the mirror under ``obj``'s resourceVersion.
+
+        A 409 means someone wrote the object since ``obj`` (perhaps a new value of the
+        annotation): it propagates, so the step is retried from a fresh read rather than
+        restarting on a stale view. Every other error propagates too.
+        """
+        self._remember(
+            self.effect(
+                "kube",
+                "write_dispatch_record",
+                self.store.patch_metadata,
+                self.container_id,
+                {"annotations": {DISPATCH_ANNOTATION: encode_dispatch_record(record)}},
+                resource_version=resource_version_of(obj),
+                field_manager=ACTIONS_MANAGER,
+            )
+        )
+
+    def _drop_stale_dispatch_record(self, obj: dict[str, Any] | None) -> None:
+        """Remove a dispatch record left without its request (a client removed the
+        action annotation itself while a restart was in flight). A no-op without one."""
+        if obj is None or not has_dispatch_record(obj) or annotation_of(obj) is not None:
+            return
+
+        def drop(current: dict[str, Any], attempt: int) -> dict[str, Any]:
+            return self._remember(
+                self.effect(
+                    "kube",
+                    "drop_dispatch_record",
+                    self.store.patch_metadata,
+                    self.container_id,
+                    {"annotations": {DISPATCH_ANNOTATION: None}},
+                    resource_version=resource_version_of(current),
+                    field_manager=ACTIONS_MANAGER,
+                    detail={"attempt": attempt},
+                )
+            )
+
+        outcome, _ = self._write_retrying_conflicts(
+            obj,
+            needed=lambda cur: has_dispatch_record(cur) and annotation_of(cur) is None,
+            write=drop,
+        )
+        if outcome is _Write.CONFLICTED:
+            raise KubeConflict(409, "dispatch record not removed: conflicts persisted")
+
+    def _judge_replay(self, record: DispatchRecord, obj: dict[str, Any]) -> ReplayVerdict:
+        """Judge with Docker's StartedAt; if it has not moved, wait the container's grace
+        period plus a margin *from now* (the dispatch may have come from another
+        instance, whose clocks we never compare with ours) before running it again."""
+
         def inspect() -> dict[str, Any]:
             return self.docker.inspect(self.container_id)
 
@@ -575,10 +626,7 @@ class ContainerActor(JournaledActor):
             return ReplayVerdict.RUN_AGAIN  # dispatch reports Docker's NotFound text
         stop_timeout = stop_timeout_of(info)
         grace = DEFAULT_STOP_TIMEOUT_S if stop_timeout is None else max(0, stop_timeout)
-        elapsed = seconds_since_dispatch(
-            record, boot_id=_BOOT_ID, monotonic_ns=time.monotonic_ns(), wall_ns=time.time_ns()
-        )
-        settle = max(0.0, grace + RESTART_SETTLE_MARGIN_S - elapsed)
+        settle = grace + self.deps.restart_settle_margin_s
         try:
             return judge_restart_replay(record, obj, inspect, settle_s=settle)
         except DockerNotFound:
@@ -599,7 +647,6 @@ class ContainerActor(JournaledActor):
         if fresh is not None and not faults.bug("leave_annotation"):
             self._remove_annotation_if_still(fresh, action)
             faults.hit("action.after_annotation_removed")
-        self.deps.ledger.close(self.container_id)
         # After the removal: the client waits for the annotation to disappear, so the
         # Event's write must not compete with that one for the apiserver.
         self.deps.emit(
@@ -682,6 +729,9 @@ class ContainerActor(JournaledActor):
     def _remove_annotation_if_still(self, base: dict[str, Any], value: str) -> None:
         """Remove the annotation only while it still holds ``value`` (spec §4.5).
 
+        The restart dispatch record leaves in the same merge patch: the request and its
+        record end atomically, so no crash can leave one without the other.
+
         Raises KubeUnavailable when conflicts persist, so the request is replayed.
         """
 
@@ -692,7 +742,7 @@ class ContainerActor(JournaledActor):
                     "remove_annotation",
                     self.store.patch_metadata,
                     self.container_id,
-                    {"annotations": {ACTION_ANNOTATION: None}},
+                    {"annotations": {ACTION_ANNOTATION: None, DISPATCH_ANNOTATION: None}},
                     resource_version=resource_version_of(current),
                     field_manager=ACTIONS_MANAGER,
                     detail={"attempt": attempt, "value": value},

@@ -1,6 +1,6 @@
 """Private, durable files in the state directory: modes, ownership, directory fsync.
 
-Everything the service keeps on disk (restart ledger, journal and its rotated files,
+Everything the service keeps on disk (journal and its rotated files,
 the webhook's private keys) is readable by us only. The rules, one place for all of
 them (docs/architecture.md, "Files"):
 
@@ -14,14 +14,13 @@ them (docs/architecture.md, "Files"):
   :class:`StateFileError`, a one-line message the supervisor prints instead of a
   traceback (we never chown: a file of another user in our state dir is a
   configuration mistake or an attack, and either way not ours to adopt);
-* after every rename (ledger compaction, journal rotation, certificate writes) the
+* after every rename (journal rotation, certificate writes) the
   directory is fsync'd with :func:`fsync_dir` (or :func:`replace_durably`), so the
   rename itself survives a power loss and not only the file's data.
 
 These are plain functions, called by whichever thread owns the file (the supervisor's
-main thread at start, container actor threads for the ledger, any thread for the
-journal); they raise ``OSError`` (or ``StateFileError``) and leave it to the caller to
-decide what a failure means.
+main thread at start, any thread for the journal); they raise ``OSError`` (or
+``StateFileError``) and leave it to the caller to decide what a failure means.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ reorder or lose lines on a crash. Appending one short line under a lock costs a 
 microseconds, far below any Docker or Kubernetes call.
 
 Any thread may call :meth:`Journal.record`. Lines are flushed to the OS on every write
-(no fsync: the journal is a trace, not the source of truth; the restart ledger in
-:mod:`actors.ledger` is fsync'd). Rotation is size-based: ``trace.jsonl`` becomes
+(no fsync: the journal is a trace, not the source of truth; the restart dispatch
+record lives in the cluster, docs/actions.md). Rotation is size-based: ``trace.jsonl`` becomes
 ``trace.jsonl.1`` and older backups shift up to ``backups``; the directory is fsync'd
 after the renames. Files are created 0600 (:mod:`actors.durable`).
 

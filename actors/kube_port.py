@@ -68,6 +68,8 @@ CONTAINERS = "containers"
 CONTAINER_NAMESPACES = "containernamespaces"
 FINALIZER = "engine.rancherdesktop.io/mirror"
 ACTION_ANNOTATION = "containers.rancherdesktop.io/action"
+#: The service's own record of a ``restart`` sent to Docker (actors/actions.py).
+DISPATCH_ANNOTATION = "dockmirror.rancherdesktop.io/restart-dispatch"
 
 # Field managers. The engine's SSA writes own the mirrored fields and the conditions
 # derived from them (spec §2.6); lastAction is written by another manager so the

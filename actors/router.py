@@ -49,7 +49,6 @@ from actors.docker_port import DockerError, DockerPort, DockerUnavailable
 from actors.engine_status import EngineStatus
 from actors.journal import Journal
 from actors.kube_port import KubeError, MirrorStore, annotation_of, is_terminating
-from actors.ledger import RestartLedger
 from actors.metrics import NO_METRICS, NoMetrics, RouterDepths
 from actors.port_errors import retry_after_of
 from actors.retry_queue import RetryQueue
@@ -128,7 +127,6 @@ class RouterActor(JournaledActor):
         journal: Journal,
         docker: DockerPort,
         store: MirrorStore,
-        ledger: RestartLedger,
         engine_status: EngineStatus,
         emit: Callable[[EmitEvent], None],
         settings: RouterSettings | None = None,
@@ -140,7 +138,6 @@ class RouterActor(JournaledActor):
         super().__init__(journal=journal, name="router", on_death=on_death)
         self.docker = docker
         self.store = store
-        self.ledger = ledger
         self.engine_status = engine_status
         self.emit = emit
         self.settings = settings or RouterSettings()
@@ -194,15 +191,11 @@ class RouterActor(JournaledActor):
             docker=self.docker,
             store=self.store,
             journal=self.journal,
-            ledger=self.ledger,
             report=self._tell_self,
             emit=self.emit,
             metrics=self.metrics,
         )
         self.metrics.bind_router(self.queue_depths)
-        # Recover open restart dispatches even for containers without an event soon.
-        for container_id in self.ledger.open_ids():
-            self._deliver(container_id, Recover(reason="open restart record"))
         self.retries.schedule(FULL_SYNC, self.clock())
         if self.settings.resync_interval_s > 0:
             self.next_resync = self.clock() + self.settings.resync_interval_s

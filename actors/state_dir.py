@@ -2,7 +2,8 @@
 
 ``<state dir>`` (``--state-dir``) holds, all ours:
 
-* ``actions-<namespace>.jsonl`` -- the restart ledger (``.tmp`` during compaction);
+* ``actions-<namespace>.jsonl`` -- the restart ledger of versions before the dispatch
+  record moved into the cluster (docs/actions.md); no longer read, only checked;
 * ``trace.jsonl`` and ``trace.jsonl.N`` -- the journal, unless ``--trace-file`` puts it
   elsewhere;
 * ``webhook-tls/`` -- the webhook's CA and serving certificate with their keys.
@@ -10,9 +11,9 @@
 :func:`open_state` runs once in the supervisor's main thread, before anything talks
 to Kubernetes or Docker: it creates the directory (0700), checks what already exists
 (:func:`secure_state_dir`: too-open modes of ours are tightened with a log line, a
-foreign owner or a wrong file type is refused), then loads the ledger and opens the
-journal. Every failure is a :class:`StateError` whose text is one line, which the
-supervisor prints before exiting with code 2: nothing here may end in a traceback.
+foreign owner or a wrong file type is refused), then opens the journal. Every failure
+is a :class:`StateError` whose text is one line, which the supervisor prints before
+exiting with code 2: nothing here may end in a traceback.
 """
 
 from __future__ import annotations
@@ -30,17 +31,12 @@ from actors.durable import (
     make_private_dir,
 )
 from actors.journal import Journal
-from actors.ledger import LedgerLoadError, RestartLedger
 
 log = logging.getLogger("dockmirror.files")
 
 
 class StateError(Exception):
     """The state directory cannot be used; ``str()`` is one line for the user."""
-
-
-def ledger_path(state_dir: Path, namespace: str) -> Path:
-    return state_dir / f"actions-{namespace}.jsonl"
 
 
 def _is_journal_file(candidate: Path, journal: Path) -> bool:
@@ -53,7 +49,7 @@ def _is_journal_file(candidate: Path, journal: Path) -> bool:
 def secure_state_dir(state_dir: Path, *, journal: Path | None = None) -> list[str]:
     """Create the state dir (0700) and check everything of ours that already exists.
 
-    Ours: the restart ledgers ``actions-*.jsonl`` (and a compaction's ``.tmp``), the
+    Ours: old restart ledgers ``actions-*.jsonl`` (and a compaction's ``.tmp``), the
     journal and its rotated files (also when ``--trace-file`` puts them elsewhere; a
     missing directory for them is created 0700, an existing one is the user's and is
     left alone), the ``webhook-tls`` directory (0700) with its keys (0600) and
@@ -93,18 +89,16 @@ def secure_state_dir(state_dir: Path, *, journal: Path | None = None) -> list[st
 @dataclass
 class State:
     journal: Journal
-    ledger: RestartLedger
 
 
 def open_state(
     state_dir: Path,
     *,
-    namespace: str,
     trace_file: Path | None,
     trace_max_bytes: int,
     trace_backups: int,
 ) -> State:
-    """Check the state directory, then load the ledger and open the journal.
+    """Check the state directory, then open the journal.
 
     Main thread, at start. Raises :class:`StateError` with one line; a journal that
     cannot be opened at start is refused too (a typo in ``--trace-file`` should be an
@@ -115,13 +109,9 @@ def open_state(
             log.warning("state files: %s", fix)
     except StateFileError as exc:
         raise StateError(str(exc)) from exc
-    try:
-        ledger = RestartLedger(ledger_path(state_dir, namespace))
-    except LedgerLoadError as exc:
-        raise StateError(str(exc)) from exc
     journal = Journal(trace_file, max_bytes=trace_max_bytes, backups=trace_backups)
     error = journal.outage_error
     if error is not None:
         journal.close()
         raise StateError(f"cannot open the journal {trace_file}: {error}")
-    return State(journal=journal, ledger=ledger)
+    return State(journal=journal)

@@ -97,8 +97,16 @@ class Env:
             self.namespace,
             self.workdir / name,
             # The campaigns' invariants (bad-input's webhook cases) assume webhook mode,
-            # the default before --admission existed (docs/admission.md).
-            extra_args=("--admission", "webhook", "--webhook-recheck", str(webhook_recheck)),
+            # the default before --admission existed (docs/admission.md). One instance per
+            # campaign: a Lease would only add its 15 s wait after every SIGKILL of the
+            # sigkill campaign (tests/integration/test_leader_election.py covers election).
+            extra_args=(
+                "--admission",
+                "webhook",
+                "--webhook-recheck",
+                str(webhook_recheck),
+                "--no-leader-elect",
+            ),
             env=env,
         )
         self.services.append(svc)

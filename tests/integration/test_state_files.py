@@ -21,7 +21,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def test_start_tightens_loose_state_files_and_reads_an_old_ledger(
+def test_start_tightens_loose_state_files_including_an_old_ledger(
     service_factory: Callable[..., Service],
 ) -> None:
     # Webhook mode: the webhook's TLS files are checked too (policy mode has none).
@@ -29,7 +29,8 @@ def test_start_tightens_loose_state_files_and_reads_an_old_ledger(
     svc.state_dir.mkdir(parents=True)
     svc.state_dir.chmod(0o755)
     ledger = svc.state_dir / f"actions-{svc.namespace}.jsonl"
-    # A record written before boot_id/dispatch_mono_ns existed, for no real container.
+    # A ledger of a version before the dispatch record moved into the cluster: no longer
+    # read, but still ours, so its mode is checked like the others.
     ledger.write_bytes(b'{"container_id":"' + b"0" * 64 + b'","dispatch_ns":1,"op":"dispatch"}\n')
     ledger.chmod(0o644)
     svc.trace_file.write_bytes(b"")

@@ -4,7 +4,7 @@ Each :class:`Service` has its own namespace, state directory, trace file and log
 ``start()`` returns once ``EngineReady`` is True *for this run* (the supervisor logs
 ``dockmirror running`` only after writing False/Syncing, so a True seen after that line
 belongs to this run). ``kill()`` is a SIGKILL, for crash tests; ``restart()`` starts the
-same configuration again (same state dir, so the restart ledger survives).
+same configuration again (same state dir).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tests.support.wait import wait_for
 GROUP = "containers.rancherdesktop.io"
 VERSION = "v1alpha1"
 ACTION = "containers.rancherdesktop.io/action"
+DISPATCH = "dockmirror.rancherdesktop.io/restart-dispatch"
 T = TypeVar("T")
 
 

@@ -17,7 +17,6 @@ import pykka
 from actors.container import ContainerActor, ContainerDeps
 from actors.journal import Journal
 from actors.kube_port import ACTION_ANNOTATION, FINALIZER
-from actors.ledger import RestartLedger
 from messages.base import Message
 from messages.inbound import MirrorObserved, Tick
 from messages.journal import Effect, Entry, Note, decode_entry
@@ -97,7 +96,7 @@ def journal_entries(path: Path) -> list[Entry]:
 
 
 class Env:
-    """FakeDocker + FakeMirrorStore + journal + ledger + collectors for one test."""
+    """FakeDocker + FakeMirrorStore + journal + collectors for one test."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -105,7 +104,6 @@ class Env:
         self.store = FakeMirrorStore("rancher-desktop")
         self.journal_path = tmp_path / "trace.jsonl"
         self.journal = Journal(path=self.journal_path)
-        self.ledger = RestartLedger(tmp_path / "state" / "actions-rancher-desktop.jsonl")
         self.reports = Collector()
         self.events = Collector()
         self.deaths = Collector()
@@ -113,7 +111,6 @@ class Env:
             docker=self.docker,
             store=self.store,
             journal=self.journal,
-            ledger=self.ledger,
             report=self.reports,
             emit=self.events,
         )

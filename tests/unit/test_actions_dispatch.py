@@ -7,17 +7,19 @@ import secrets
 import pytest
 
 from actors.actions import (
+    DispatchRecord,
     ReplayVerdict,
     annotation_write_time,
     dispatch,
+    dispatch_record_of,
+    encode_dispatch_record,
+    has_dispatch_record,
     is_valid_action,
     judge_restart_replay,
     last_action,
-    seconds_since_dispatch,
 )
 from actors.docker_port import DockerUnavailable
-from actors.kube_port import ACTION_ANNOTATION
-from actors.ledger import RestartRecord
+from actors.kube_port import ACTION_ANNOTATION, DISPATCH_ANNOTATION
 from tests.fakes.docker import FakeDocker
 
 STATES = ("running", "paused", "exited", "created", "missing")
@@ -221,9 +223,10 @@ STAMP = "2025-06-15T15:06:40Z"  # the apiserver's stamp of the annotation write
 
 
 def _record(started: str = "S0", *, dispatch_ns: int = DISPATCH_NS, stamp: str = STAMP):
-    return RestartRecord(
-        container_id="c", started_at_before=started, dispatch_ns=dispatch_ns, annotation_time=stamp
-    )
+    """``dispatch_ns`` is the dispatching host's clock: it is not even stored any more,
+    which is the point of the tests below (no verdict may depend on it)."""
+    del dispatch_ns
+    return DispatchRecord(started_at=started, annotation_time=stamp)
 
 
 # The host clock at dispatch may disagree with the apiserver's by seconds (skew) or
@@ -290,38 +293,13 @@ def test_judge_run_again_after_settle_time():
     assert clock.now >= 1.0
 
 
-BOOT = "boot-a"
-
-
-def _mono_record(mono_ns: int, boot: str = BOOT) -> RestartRecord:
-    return RestartRecord(
-        container_id="c", dispatch_ns=DISPATCH_NS, boot_id=boot, dispatch_mono_ns=mono_ns
-    )
-
-
-@pytest.mark.parametrize("wall_jump_s", (-3600, -5, 0, 5, 86400))
-def test_seconds_since_dispatch_ignores_wall_clock_jumps(wall_jump_s):
-    elapsed = seconds_since_dispatch(
-        _mono_record(1_000 * 10**9),
-        boot_id=BOOT,
-        monotonic_ns=1_003 * 10**9,
-        wall_ns=DISPATCH_NS + wall_jump_s * 10**9,
-    )
-    assert elapsed == 3.0
-
-
-def test_seconds_since_dispatch_after_a_reboot_is_unbounded():
-    elapsed = seconds_since_dispatch(
-        _mono_record(1_000 * 10**9, boot="boot-old"),
-        boot_id=BOOT,
-        monotonic_ns=1 * 10**9,
-        wall_ns=DISPATCH_NS,
-    )
-    assert elapsed == float("inf")
-
-
-def test_seconds_since_dispatch_of_an_old_record_never_goes_negative():
-    old = RestartRecord(container_id="c", dispatch_ns=DISPATCH_NS)
-    kwargs = {"boot_id": BOOT, "monotonic_ns": 0}
-    assert seconds_since_dispatch(old, wall_ns=DISPATCH_NS + 2 * 10**9, **kwargs) == 2.0
-    assert seconds_since_dispatch(old, wall_ns=DISPATCH_NS - 3600 * 10**9, **kwargs) == 0.0
+def test_dispatch_record_round_trip_and_garbage():
+    record = DispatchRecord(started_at="S0", annotation_time=STAMP)
+    text = encode_dispatch_record(record)
+    assert text == '{"startedAt":"S0","annotationTime":"2025-06-15T15:06:40Z"}'
+    obj = {"metadata": {"annotations": {DISPATCH_ANNOTATION: text}}}
+    assert dispatch_record_of(obj) == record and has_dispatch_record(obj)
+    garbage = {"metadata": {"annotations": {DISPATCH_ANNOTATION: "{"}}}
+    assert dispatch_record_of(garbage) is None and has_dispatch_record(garbage)
+    assert dispatch_record_of({"metadata": {}}) is None
+    assert not has_dispatch_record({"metadata": {"annotations": None}})

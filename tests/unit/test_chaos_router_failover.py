@@ -31,7 +31,6 @@ def test_failed_router_waits_for_busy_children_before_reporting_death(tmp_path):
         journal=env.journal,
         docker=env.docker,
         store=env.store,
-        ledger=env.ledger,
         engine_status=status,
         emit=env.events,
         settings=RouterSettings(max_active=4, idle_timeout_s=60),

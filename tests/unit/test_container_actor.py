@@ -12,11 +12,15 @@ import pykka
 import pytest
 
 from actors import faults
-from actors.actions import not_a_container_error
+from actors.actions import (
+    DispatchRecord,
+    dispatch_record_of,
+    encode_dispatch_record,
+    not_a_container_error,
+)
 from actors.container import RETRY_REASON
 from actors.docker_port import DockerError
-from actors.kube_port import KubeNotFound
-from actors.ledger import RestartRecord
+from actors.kube_port import ACTIONS_MANAGER, DISPATCH_ANNOTATION, KubeNotFound
 from actors.timefmt import kube_time_from_ns
 from messages.inbound import (
     ContainerGone,
@@ -245,7 +249,7 @@ def test_action_happy_path(env: Env, action: str):
     assert env.docker.calls_of(action) == [cid]
     if action == "restart":
         assert env.docker.inspect(cid)["State"]["StartedAt"] > started
-        assert env.ledger.open_ids() == []
+        assert _record_on(env, cid) is None
     ok = _events(env, "ActionSucceeded")
     assert [(e.action, e.type) for e in ok] == [(action, "Normal")]
     barrier(ref)
@@ -361,7 +365,6 @@ def test_mirror_deleted_mid_action_ends_quietly(env: Env):
     assert env.effects("remove_annotation") == []
     assert env.deaths.items == []
     assert ref.is_alive()
-    assert env.ledger.open_ids() == []
 
 
 def test_not_found_on_patch_is_treated_as_gone(env: Env):
@@ -452,41 +455,75 @@ def test_stale_mirror_observed_is_ignored(env: Env):
     assert env.notes("stale mirror view ignored")
 
 
-# --- exactly-once restart (ledger) -------------------------------------------------------
+# --- exactly-once restart (dispatch record in the cluster) -----------------------------------
 
 
 def _ago(seconds: float) -> str:
     return kube_time_from_ns(time.time_ns() - int(seconds * 1e9))
 
 
-def test_open_record_and_started_at_changed_does_not_restart_again(env: Env):
+def _dispatched(env: Env, cid: str, started_at: str, stamp: str = "") -> None:
+    """What an instance leaves on the mirror when it dies right after the record write."""
+    record = DispatchRecord(started_at=started_at, annotation_time=stamp)
+    env.store.patch_metadata(
+        cid,
+        {"annotations": {DISPATCH_ANNOTATION: encode_dispatch_record(record)}},
+        resource_version=None,
+        field_manager=ACTIONS_MANAGER,
+    )
+
+
+def _record_on(env: Env, cid: str) -> str | None:
+    return (env.mirror(cid)["metadata"].get("annotations") or {}).get(DISPATCH_ANNOTATION)
+
+
+def test_restart_writes_its_record_before_docker_and_removes_it_with_the_annotation(env: Env):
     cid, ref = _synced(env)
     before = env.docker.inspect(cid)["State"]["StartedAt"]
-    env.store.client_annotate(cid, "restart", at=_ago(5))
-    env.ledger.dispatch(
-        RestartRecord(container_id=cid, started_at_before=before, dispatch_ns=time.time_ns())
-    )
-    env.docker.docker_restart_direct(cid)  # the crashed incarnation's restart went through
+    stamp = _ago(0)
+    gate = env.docker.block("restart", cid)
+    _request(env, ref, cid, "restart", at=stamp)
+    assert gate.wait_entered(5)
+    # The record is in the cluster while Docker restarts the container ...
+    record = dispatch_record_of(env.mirror(cid))
+    assert record == DispatchRecord(started_at=before, annotation_time=stamp)
+    gate.release()
+    la = _done(env, cid)
+    assert (la["action"], la["state"]) == ("restart", "Succeeded")
+    # ... and left in the very patch that removed the action annotation.
+    assert _record_on(env, cid) is None
+    removal = [e for e in env.effects("remove_annotation") if e.outcome == "ok"]
+    assert len(removal) == 1
+    assert env.store.calls_of("patch_metadata").count(cid) == 2  # record, then removal
+
+
+def test_record_and_started_at_changed_does_not_restart_again(env: Env):
+    cid, ref = _synced(env)
+    before = env.docker.inspect(cid)["State"]["StartedAt"]
+    stamp = _ago(5)
+    env.store.client_annotate(cid, "restart", at=stamp)
+    _dispatched(env, cid, before, stamp)
+    env.docker.docker_restart_direct(cid)  # the dead instance's restart went through
     env.docker.calls.clear()
     env.observe(ref, cid)
     la = _done(env, cid)
     assert la["action"] == "restart" and la["state"] == "Succeeded"
     assert env.docker.calls_of("restart") == []
-    assert env.ledger.open_ids() == []
+    assert _record_on(env, cid) is None
     barrier(ref)
     assert env.notes("restart replay judged")[-1].detail == {"verdict": "already_done"}
 
 
-def test_open_record_and_started_at_unchanged_after_settle_restarts_again(env: Env):
-    cid, ref = _synced(env)
+def test_record_and_started_at_unchanged_after_settle_restarts_again(env: Env, tmp_path):
+    env.deps.restart_settle_margin_s = 0.3
+    cid = env.docker.create("web", stop_timeout=0)
+    ref = env.start_actor(cid)
+    ref.tell(SyncContainer(reason="test"))
+    barrier(ref)
     before = env.docker.inspect(cid)["State"]["StartedAt"]
-    env.store.client_annotate(cid, "restart", at=_ago(120))
-    # Dispatched a minute ago: well past the 10 s grace + 5 s margin, so no waiting.
-    env.ledger.dispatch(
-        RestartRecord(
-            container_id=cid, started_at_before=before, dispatch_ns=time.time_ns() - 60 * 10**9
-        )
-    )
+    stamp = _ago(120)
+    env.store.client_annotate(cid, "restart", at=stamp)
+    _dispatched(env, cid, before, stamp)  # sent, but the daemon never restarted it
     env.docker.calls.clear()
     env.observe(ref, cid)
     la = _done(env, cid)
@@ -500,14 +537,7 @@ def test_open_record_and_started_at_unchanged_after_settle_restarts_again(env: E
 def test_annotation_rewritten_after_dispatch_is_a_new_request(env: Env):
     cid, ref = _synced(env)
     before = env.docker.inspect(cid)["State"]["StartedAt"]
-    env.ledger.dispatch(
-        RestartRecord(
-            container_id=cid,
-            started_at_before=before,
-            dispatch_ns=time.time_ns() - 60 * 10**9,
-            annotation_time=_ago(60),  # the stamp of the request that was dispatched
-        )
-    )
+    _dispatched(env, cid, before, _ago(60))  # the stamp of the request that was dispatched
     env.docker.docker_restart_direct(cid)  # StartedAt changed: would read as "already done"
     env.docker.calls.clear()
     env.store.client_annotate(cid, "restart")  # managedFields time: now, after the dispatch
@@ -515,8 +545,35 @@ def test_annotation_rewritten_after_dispatch_is_a_new_request(env: Env):
     la = _done(env, cid)
     assert la["state"] == "Succeeded"
     assert env.docker.calls_of("restart") == [cid]
+    assert _record_on(env, cid) is None
     barrier(ref)
     assert env.notes("restart replay judged")[-1].detail == {"verdict": "new_request"}
+
+
+def test_record_without_its_request_is_dropped(env: Env):
+    """A client removed the annotation itself while the restart was in flight."""
+    cid, ref = _synced(env)
+    _dispatched(env, cid, "S0", _ago(5))
+    env.observe(ref, cid)
+    wait_for(lambda: _record_on(env, cid) is None, timeout=5, message="record dropped")
+    assert env.docker.calls_of("restart") == []
+    assert env.last_action(cid) is None
+
+
+def test_unreadable_record_is_ignored_and_the_restart_runs(env: Env):
+    cid, ref = _synced(env)
+    env.store.patch_metadata(
+        cid,
+        {"annotations": {DISPATCH_ANNOTATION: "not json"}},
+        resource_version=None,
+        field_manager="kubectl-edit",
+    )
+    env.docker.calls.clear()
+    _request(env, ref, cid, "restart")
+    la = _done(env, cid)
+    assert la["state"] == "Succeeded"
+    assert env.docker.calls_of("restart") == [cid]
+    assert _record_on(env, cid) is None
 
 
 # --- fault points ----------------------------------------------------------------------------
@@ -547,14 +604,14 @@ def test_fault_in_restart_replay_runs_exactly_once(env: Env):
     faults.configure("action.after_docker=raise")
     _request(env, ref, cid, "restart")
     wait_for(lambda: env.deaths.items, timeout=5, message="on_death called")
-    assert env.ledger.open_ids() == [cid]
+    assert _record_on(env, cid) is not None  # the record survived the crash
     faults.configure("")
     fresh = env.start_actor(cid, incarnation=2)
     fresh.tell(Recover(reason="restart"))
     la = _done(env, cid)
     assert la["action"] == "restart" and la["state"] == "Succeeded"
     assert env.docker.calls_of("restart") == [cid]
-    assert env.ledger.open_ids() == []
+    assert _record_on(env, cid) is None
 
 
 def test_sync_postponed_when_docker_unavailable(env: Env):

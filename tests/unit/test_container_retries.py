@@ -14,8 +14,7 @@ import pytest
 
 from actors.container import RETRY_REASON
 from actors.docker_port import DockerError, DockerUnavailable
-from actors.kube_port import KubeForbidden, KubeInvalid, KubeUnavailable
-from actors.ledger import LedgerWriteError
+from actors.kube_port import DISPATCH_ANNOTATION, KubeForbidden, KubeInvalid, KubeUnavailable
 from messages.inbound import (
     ContainerGone,
     EmitEvent,
@@ -261,24 +260,26 @@ def test_forwarded_delete_of_a_misnamed_mirror_removes_no_container(env: Env):
     assert env.docker.calls_of("remove") == []
 
 
-# --- the ledger ------------------------------------------------------------------------
+# --- the restart dispatch record --------------------------------------------------------
 
 
-def test_restart_whose_record_cannot_be_persisted_is_refused_with_an_outcome(env: Env, monkeypatch):
+def test_restart_whose_dispatch_record_cannot_be_written_waits_and_runs_once(env: Env):
+    """No restart without its record in the cluster: the request stays and is retried."""
     cid, ref = _synced(env)
-
-    def full_disk(record):
-        raise LedgerWriteError("[Errno 28] No space left on device")
-
-    monkeypatch.setattr(env.ledger, "dispatch", full_disk)
+    env.store.fail_next("patch_metadata", KubeUnavailable(503, "etcd leader changed"))
     _request(env, ref, cid, "restart")
-    wait_for(lambda: env.annotation(cid) is None, timeout=5, message="request consumed")
-    recorded = env.last_action(cid)
-    assert recorded["state"] == "Failed"
-    assert "No space left on device" in recorded["error"]
+    wait_for(lambda: _failures(env), timeout=5, message="StepFailed reported")
+    barrier(ref)
     assert env.docker.calls_of("restart") == []
-    assert [e for e in env.events.of(EmitEvent) if e.reason == "ActionFailed"]
-    assert ref.is_alive()
+    assert env.annotation(cid) == "restart" and env.last_action(cid) is None
+    _retry(ref)
+    wait_for(lambda: env.annotation(cid) is None, timeout=5, message="request consumed")
+    assert (env.last_action(cid)["action"], env.last_action(cid)["state"]) == (
+        "restart",
+        "Succeeded",
+    )
+    assert env.docker.calls_of("restart") == [cid]
+    assert DISPATCH_ANNOTATION not in (env.mirror(cid)["metadata"].get("annotations") or {})
 
 
 def test_another_messages_success_does_not_cancel_the_pending_retry(env: Env):

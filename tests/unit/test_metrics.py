@@ -177,7 +177,6 @@ def test_router_and_container_actor_feed_the_metrics(tmp_path):
         journal=env.journal,
         docker=env.docker,
         store=env.store,
-        ledger=env.ledger,
         engine_status=status,
         emit=env.events,
         settings=RouterSettings(max_active=4, idle_timeout_s=60),

@@ -56,7 +56,6 @@ class Rig:
             journal=env.journal,
             docker=env.docker,
             store=env.store,
-            ledger=env.ledger,
             engine_status=self.status,
             emit=env.events,
             settings=self.settings,

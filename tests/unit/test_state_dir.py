@@ -29,7 +29,6 @@ def mode(path: Path) -> int:
 def open_it(state: Path, trace: Path | None = None) -> State:
     return open_state(
         state,
-        namespace="ns",
         trace_file=trace if trace is not None else state / "trace.jsonl",
         trace_max_bytes=1 << 20,
         trace_backups=2,
@@ -41,14 +40,12 @@ def test_fresh_state_dir_is_private_whatever_the_umask(tmp_path):
     try:
         opened = open_it(tmp_path / "a" / "b" / "state")
         opened.journal.record(Note(text="x"))
-        opened.ledger.close("nothing")
         opened.journal.close()
     finally:
         os.umask(old)
     state = tmp_path / "a" / "b" / "state"
     assert mode(state) == 0o700
     assert mode(state / "trace.jsonl") == 0o600
-    assert mode(state / "actions-ns.jsonl") == 0o600
 
 
 def test_existing_loose_modes_of_ours_are_tightened_and_logged(tmp_path, caplog):
@@ -155,7 +152,7 @@ def test_journal_that_cannot_be_opened_is_refused(tmp_path, monkeypatch):
     assert str(caught.value) == (f"cannot open the journal {trace}: Permission denied: {trace}")
 
 
-def test_unreadable_ledger_is_refused(tmp_path):
+def test_old_ledger_that_is_not_a_file_is_refused(tmp_path):
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / "actions-ns.jsonl").mkdir()  # not a file: refused by the checks already
