@@ -69,7 +69,6 @@ from actors.leader import (
     LeaderState,
     LeaseClient,
     LeaseTiming,
-    new_identity,
 )
 from actors.probe_wiring import Probes
 from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
@@ -192,6 +191,7 @@ class Supervisor:
         except StateError as exc:
             raise SystemExit(f"dockmirror: {exc}") from exc
         self.journal = state.journal
+        self.identity = state.identity
         # Every container actor may hold a connection; the client's default pool (5 per
         # CPU) made parallel actions drop and re-handshake connections.
         pool_size = cfg.max_active_containers + 16
@@ -213,7 +213,7 @@ class Supervisor:
         if cfg.leader_elect:
             self.elector = LeaderElector(
                 LeaseClient(self.http, cfg.namespace),
-                new_identity(),
+                self.identity,
                 LeaseTiming(cfg.lease_duration, cfg.renew_deadline, cfg.retry_period),
                 state=self.leader_state,
             )

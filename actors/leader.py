@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -54,15 +51,6 @@ LEASES_API = "/apis/coordination.k8s.io/v1"
 LEADER = "leader"
 STANDBY = "standby"
 DISABLED = "disabled"
-
-
-def new_identity() -> str:
-    """``holderIdentity`` of this process: hostname, pid and a random suffix.
-
-    The suffix makes a restarted process (same host, perhaps the same pid in a new
-    container) a different holder, so it never mistakes its predecessor's Lease for its own.
-    """
-    return f"{socket.gethostname()}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)

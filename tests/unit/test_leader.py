@@ -17,7 +17,6 @@ from actors.leader import (
     LeaseSpec,
     LeaseTiming,
     Step,
-    new_identity,
 )
 from tests.fakes.lease import FakeLeaseClient, FakeLeaseServer
 
@@ -136,10 +135,6 @@ def test_release_frees_the_lease_keeping_transitions():
 def test_timing_checks(timing, text):
     assert timing.problem() == text
     assert LeaseTiming().problem() is None
-
-
-def test_identities_differ_per_call():
-    assert new_identity() != new_identity()
 
 
 def test_lease_spec_round_trip_and_garbage():

@@ -6,6 +6,7 @@ import errno
 import functools
 import logging
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +17,14 @@ import supervisor
 from actors import state_dir
 from actors.durable import StateFileError, check_private, fsync_dir, make_private_dir
 from actors.journal import Journal
-from actors.state_dir import State, StateError, open_state, secure_state_dir
+from actors.state_dir import (
+    State,
+    StateError,
+    instance_identity,
+    lock_state_dir,
+    open_state,
+    secure_state_dir,
+)
 from messages.journal import Note
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
@@ -40,7 +48,7 @@ def test_fresh_state_dir_is_private_whatever_the_umask(tmp_path):
     try:
         opened = open_it(tmp_path / "a" / "b" / "state")
         opened.journal.record(Note(text="x"))
-        opened.journal.close()
+        opened.close()
     finally:
         os.umask(old)
     state = tmp_path / "a" / "b" / "state"
@@ -70,7 +78,7 @@ def test_existing_loose_modes_of_ours_are_tightened_and_logged(tmp_path, caplog)
     tls.chmod(0o775)
     with caplog.at_level(logging.WARNING, logger="dockmirror.files"):
         opened = open_it(state)
-    opened.journal.close()
+    opened.close()
     assert mode(state) == 0o700 and mode(tls) == 0o700
     for name in ("actions-ns.jsonl", "actions-other.jsonl", "trace.jsonl", "trace.jsonl.1"):
         assert mode(state / name) == 0o600, name
@@ -84,9 +92,9 @@ def test_existing_loose_modes_of_ours_are_tightened_and_logged(tmp_path, caplog)
 
 
 def test_a_second_start_changes_and_logs_nothing(tmp_path, caplog):
-    open_it(tmp_path / "s").journal.close()
+    open_it(tmp_path / "s").close()
     with caplog.at_level(logging.WARNING, logger="dockmirror.files"):
-        open_it(tmp_path / "s").journal.close()
+        open_it(tmp_path / "s").close()
     assert caplog.records == []
 
 
@@ -130,7 +138,7 @@ def test_state_dir_that_is_a_file_is_refused(tmp_path):
 
 def test_journal_elsewhere_gets_a_private_new_directory(tmp_path):
     trace = tmp_path / "logs" / "deep" / "trace.jsonl"
-    open_it(tmp_path / "state", trace).journal.close()
+    open_it(tmp_path / "state", trace).close()
     assert mode(trace.parent) == 0o700 and mode(trace) == 0o600
 
 
@@ -186,3 +194,24 @@ def test_state_file_error_is_the_durable_family(tmp_path):
     (tmp_path / "f").write_bytes(b"")
     with pytest.raises(StateFileError):
         check_private(tmp_path / "f", is_dir=True)
+
+
+def test_one_process_per_state_dir(tmp_path):
+    first = lock_state_dir(tmp_path)
+    try:
+        with pytest.raises(StateError) as refused:
+            lock_state_dir(tmp_path)  # another open file description: refused like a process
+        assert f"(pid {os.getpid()}) uses the state directory {tmp_path}" in str(refused.value)
+        assert "--state-dir" in str(refused.value)
+    finally:
+        os.close(first)
+    os.close(lock_state_dir(tmp_path))  # released with its fd (the kernel does it at exit)
+
+
+def test_instance_identity_is_kept_across_restarts(tmp_path):
+    identity = instance_identity(tmp_path)
+    assert identity.startswith(socket.gethostname() + "_")
+    assert instance_identity(tmp_path) == identity
+    assert stat.S_IMODE((tmp_path / "identity").stat().st_mode) == 0o600
+    (tmp_path / "other").mkdir()
+    assert instance_identity(tmp_path / "other") != identity  # another instance
