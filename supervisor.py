@@ -270,6 +270,7 @@ class Supervisor:
         self.webhook_checked = time.monotonic()
         try:
             self.admission_mode = admission.choose_mode(cfg.admission, self.http)
+            self.probes.set_admission_mode(self.admission_mode)
             if self.admission_mode == "policy":
                 if not cfg.skip_admission_install:
                     admission.remove_stale_webhook(self.api_client, cfg.namespace)
@@ -428,7 +429,11 @@ class Supervisor:
         started, nothing to undo)."""
         if self.elector is None:
             return True
-        ok = self.elector.acquire(self.stop_event, prepare=self.engine_status.ensure_namespace)
+        ok = self.elector.acquire(
+            self.stop_event,
+            prepare=self.engine_status.ensure_namespace,
+            fatal=self.exit_if_fatal,
+        )
         if ok:
             self.journal.record(
                 Note(

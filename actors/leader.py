@@ -344,6 +344,7 @@ class LeaderElector:
         self._thread: threading.Thread | None = None
         self._waiting_for: str | None = None  # the holder our standby line named
         self._last_error = ""
+        self.last_exception: KubeError | None = None  # of the latest round, for acquire()
 
     # --- one round --------------------------------------------------------------------
     def try_once(self) -> Plan:
@@ -368,8 +369,10 @@ class LeaderElector:
                 if self._last_error:
                     log.info("lease %s: the apiserver answers again", self.client.name)
                     self._last_error = ""
+                self.last_exception = None
                 return plan
             except KubeError as exc:
+                self.last_exception = exc
                 text = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, KubeConflict):
                     # Another candidate wrote first: expected, not worth a log line.
@@ -381,11 +384,19 @@ class LeaderElector:
                 return Plan(Step.WAIT, holder=observed.holder if observed else "")
 
     # --- standby (main thread) --------------------------------------------------------
-    def acquire(self, stop: threading.Event, prepare: Callable[[], None] | None = None) -> bool:
+    def acquire(
+        self,
+        stop: threading.Event,
+        prepare: Callable[[], None] | None = None,
+        fatal: Callable[[BaseException], None] | None = None,
+    ) -> bool:
         """Wait as a standby until this process holds the Lease; False when ``stop`` is set.
 
         ``prepare`` (creating the namespace) runs before each round until it succeeds.
-        Logs one line when it becomes a standby and one per change of holder.
+        ``fatal`` sees every error of ``prepare`` and of the Lease calls first and may end
+        the wait by raising (the supervisor's one-line exit for a 401 or 403: waiting
+        cannot fix missing credentials or permissions). Logs one line when it becomes a
+        standby and one per change of holder.
         """
         prepared = prepare is None
         while not stop.is_set():
@@ -394,12 +405,16 @@ class LeaderElector:
                     prepare()  # type: ignore[misc]
                     prepared = True
                 except KubeError as exc:
+                    if fatal is not None:
+                        fatal(exc)
                     text = f"{type(exc).__name__}: {exc}"
                     if text != self._last_error:
                         log.warning("namespace not ready for the lease: %s (retrying)", text)
                         self._last_error = text
             if prepared:
                 plan = self.try_once()
+                if fatal is not None and self.last_exception is not None:
+                    fatal(self.last_exception)
                 if self.decider.leading:
                     self.state.set(LEADER)
                     log.info(

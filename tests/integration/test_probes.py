@@ -50,7 +50,7 @@ def test_probes_and_metrics_of_the_running_service(service_factory, run_containe
     # "ok: starting" until the first liveness sweep (1 s after start), then "ok".
     wait_for(lambda: get(port, "/healthz") == (200, "ok\n"), timeout=10, message="/healthz ok")
     wait_for(lambda: get(port, "/readyz")[0] == 200, timeout=10, message="/readyz 200")
-    assert get(port, "/readyz")[1] == "ready: initial sync done (leader election disabled)\n"
+    assert get(port, "/readyz")[1] == "ready: initial sync done (leader)\n"
 
     before = scrape(port)
     assert set(SERIES) <= set(before), set(SERIES) - set(before)
@@ -76,12 +76,13 @@ def test_probes_and_metrics_of_the_running_service(service_factory, run_containe
     assert sample(after, sync, sync + "_count") >= 1
     assert sample(after, "dockmirror_engine_ready", "dockmirror_engine_ready") == 1
     alive = "dockmirror_actors_alive"
-    for actor in ("router", "events", "docker-events", "kube-watch", "webhook"):
+    # Default mode on the devenv: --admission auto picks the policy (no webhook server).
+    for actor in ("router", "events", "docker-events", "kube-watch"):
         assert sample(after, alive, alive, actor=actor) == 1, actor
     leader = "dockmirror_leader"
-    assert sample(after, leader, leader, state="disabled") == 1
+    assert sample(after, leader, leader, state="leader") == 1
     admission = "dockmirror_admission_info"
-    assert sample(after, admission, admission, mode="webhook") == 1
+    assert sample(after, admission, admission, mode="policy") == 1
     queues = {dict(labels)["queue"] for _, labels in after["dockmirror_queue_depth"]}
     assert queues == {"router_backlog", "retry_queue", "event_writer"}
 

@@ -53,12 +53,12 @@ def test_user_without_permissions_gets_one_line_naming_verb_and_resource(
     assert len(errors) == 1, done.stderr
     assert "Traceback" not in done.stderr
     line = errors[0]
-    # The first write at start is the CRD install (cluster scope).
+    # The first call at start is the leader election's read of the namespace's Lease.
     assert line.startswith(
-        "dockmirror: missing permission: create "
-        "customresourcedefinitions.apiextensions.k8s.io at the cluster scope ("
+        'dockmirror: missing permission: get leases.coordination.k8s.io in namespace "'
+        'no-permission-test" ('
     ), line
-    assert 'User "some-user" cannot create resource "customresourcedefinitions"' in line
+    assert 'User "some-user" cannot get resource "leases"' in line
     assert line.endswith(
         "apply what `dockmirror rbac --namespace no-permission-test --user some-user` prints"
     )

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from actors.config import load_config
-from actors.kube_port import KubeConflict, KubeNotFound
+from actors.kube_port import KubeConflict, KubeForbidden, KubeNotFound
 from actors.leader import (
     LEADER,
     STANDBY,
@@ -262,6 +262,33 @@ def test_acquire_returns_false_when_stopped():
     stop = threading.Event()
     stop.set()
     assert elector(server, "b", clock).acquire(stop) is False
+
+
+def test_acquire_hands_every_lease_error_to_fatal_first():
+    """The supervisor's hook ends the start with one line on a 401/403: no endless wait."""
+    server, clock = FakeLeaseServer(), Clock()
+    forbidden = KubeForbidden(403, 'leases.coordination.k8s.io "dockmirror" is forbidden')
+    server.fail_next(1, forbidden)
+    seen: list[BaseException] = []
+
+    class Refused(Exception):
+        pass
+
+    def fatal(exc: BaseException) -> None:
+        seen.append(exc)
+        raise Refused
+
+    with pytest.raises(Refused):
+        elector(server, "a", clock).acquire(threading.Event(), fatal=fatal)
+    assert seen == [forbidden]
+
+
+def test_a_restarted_instance_takes_its_own_lease_back_at_once():
+    """Same state directory, same identity (actors/state_dir.py): no lease wait."""
+    server, clock = FakeLeaseServer(), Clock()
+    assert elector(server, "a", clock).try_once().step is Step.CREATE
+    restarted = elector(server, "a", clock)  # the process died; the Lease still names it
+    assert restarted.try_once().step is Step.RENEW and restarted.decider.leading
 
 
 def test_step_down_after_a_loss_then_renew_at_once_if_still_ours():
