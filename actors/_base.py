@@ -4,7 +4,7 @@ Subclasses declare handlers by message type in ``handlers()`` and call
 :meth:`JournaledActor.effect` around every Docker or Kubernetes call, so each effect
 line names the message that caused it (``causation_id``).
 
-Failure semantics (pykka, see library notes §1.2): a handler that raises kills the
+Failure semantics (pykka 4): a handler that raises kills the
 actor; pykka then calls ``on_failure`` in the actor's thread, which tells the owner
 (``on_death`` callback) so it can restart the actor. ``on_start`` failures are not
 reported by pykka at all; owners also sweep ``is_alive()``. ``BaseException`` is never
@@ -56,7 +56,7 @@ class JournaledActor(pykka.ThreadingActor):
 
     actor_kind = "actor"
     # Daemon threads: a shutdown must not wait for a container actor stuck in a 10 s
-    # ``docker stop``; whatever it was doing is replayed at the next start (spec §4.7).
+    # ``docker stop``; whatever it was doing is replayed at the next start (docs/contract.md §4.7).
     use_daemon_thread = True
 
     def __init__(

@@ -1,9 +1,9 @@
-"""Action dispatch (spec §4.4) and the rules around it, as plain functions.
+"""Action dispatch (docs/contract.md §4.4) and the rules around it, as plain functions.
 
 Called only from a container actor's thread, which serializes everything for one
 container. Nothing here writes to Kubernetes; the actor does that.
 
-* :func:`dispatch` runs one action against Docker with the spec's pre-checks and
+* :func:`dispatch` runs one action against Docker with the contract's pre-checks and
   returns the error text for ``lastAction.error`` (None on success). Docker being
   unreachable is *not* an outcome: :class:`DockerUnavailable` propagates and the
   annotation stays for after the reconnect.
@@ -91,7 +91,7 @@ def dispatch(
             docker.restart(container_id, stop_timeout_s=stop_timeout_of(info))
         elif action == "pause":
             if state.get("Paused"):
-                return None  # already paused: success without a Docker call (spec §4.4)
+                return None  # already paused: success without a Docker call (docs/contract.md §4.4)
             docker.pause(container_id)
         elif action == "unpause":
             if not state.get("Running"):
@@ -109,7 +109,7 @@ def dispatch(
 
 
 def last_action(action: str, error: str | None, observed_at: str, completed_at: str) -> dict:
-    """The whole ``status.lastAction`` object; ``error`` only when Failed (spec §1.4)."""
+    """The whole ``status.lastAction``; ``error`` only when Failed (docs/contract.md §1.4)."""
     record: dict[str, Any] = {
         "action": action,
         "state": "Failed" if error is not None else "Succeeded",

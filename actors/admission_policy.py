@@ -1,4 +1,4 @@
-"""Admission without a callback: the ValidatingAdmissionPolicy manifests (spec §5.1).
+"""Admission without a callback: the ValidatingAdmissionPolicy manifests (docs/contract.md §5.1).
 
 Pure: :func:`policy_manifests` builds the objects, nothing here talks to the apiserver
 (``actors/admission.py`` installs and checks them). The policy is evaluated by the

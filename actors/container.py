@@ -6,7 +6,7 @@ different containers proceed in parallel (each actor is a thread).
 
 Handled messages:
 
-* :class:`SyncContainer` - inspect, write the mirror (spec §2.6), conditions (§1.6),
+* :class:`SyncContainer` - inspect, write the mirror (docs/contract.md §2.6), conditions (§1.6),
   then run a pending action if the mirror carries one;
 * :class:`MirrorObserved` - the watch's newer view of the mirror: forward a delete
   (§3.6) or run the action (§4.3);
@@ -106,7 +106,7 @@ class RetryLater(PortError):
     retry_after = 0.5
 
 
-# client-go's default conflict retry: 5 attempts (spec §3.4, §4.5).
+# client-go's default conflict retry: 5 attempts (docs/contract.md §3.4, §4.5).
 CONFLICT_ATTEMPTS = 5
 
 
@@ -329,7 +329,7 @@ class ContainerActor(JournaledActor):
             )
         )
 
-    # --- mirror sync (spec §2.6) ------------------------------------------------------
+    # --- mirror sync (docs/contract.md §2.6) ------------------------------------------------------
     def _sync(self) -> None:
         inspect = self._inspect_own()
         if inspect is None:
@@ -375,7 +375,8 @@ class ContainerActor(JournaledActor):
             self._emit_condition_changes(changed)
             if not has_finalizer(obj) and not is_terminating(obj):
                 # Our cached view still had the finalizer a client has since stripped;
-                # the apply's answer is current, so re-assert it now (spec §2.6, §7-47).
+                # the apply's answer is current, so re-assert it now (docs/contract.md §2.6,
+                # §7 scenario 47).
                 obj = self._apply_metadata() or obj
         if annotation_of(self._obj or obj) is not None:
             self._act(self._obj or obj)
@@ -410,7 +411,7 @@ class ContainerActor(JournaledActor):
             return None
 
     def _emit_condition_changes(self, changed: list[dict[str, Any]]) -> None:
-        """One ``ConditionChanged`` Event per changed condition (spec §1.6)."""
+        """One ``ConditionChanged`` Event per changed condition (docs/contract.md §1.6)."""
         for condition in changed:
             self.deps.emit(
                 EmitEvent(
@@ -424,7 +425,7 @@ class ContainerActor(JournaledActor):
                 )
             )
 
-    # --- deletion (spec §3.4, §3.6) ------------------------------------------------------
+    # --- deletion (docs/contract.md §3.4, §3.6) -------------------------------------
     def _remove_mirror(self) -> None:
         """Docker already removed the container: strip the finalizer, delete; no Docker call.
 
@@ -483,7 +484,7 @@ class ContainerActor(JournaledActor):
         if outcome is _Write.CONFLICTED:
             raise KubeConflict(409, "finalizer not stripped: conflicts persisted")
 
-    # --- actions (spec §4) -----------------------------------------------------------------
+    # --- actions (docs/contract.md §4) ---------------------------------------------------
     def _act(self, obj: dict[str, Any]) -> None:
         """Carry out the pending request on ``obj`` and record its outcome.
 
@@ -633,7 +634,7 @@ class ContainerActor(JournaledActor):
             return ReplayVerdict.RUN_AGAIN
 
     def _finish(self, outcome: _Outcome, obj: dict[str, Any]) -> None:
-        """Record the outcome, remove the annotation (spec §4.3 order), then emit an Event.
+        """Record the outcome, remove the annotation, then emit an Event (docs/contract.md §4.3).
 
         A failing write raises (the step is retried with the same outcome); see
         :meth:`_record_outcome` for a record the server refuses for good.
@@ -727,7 +728,7 @@ class ContainerActor(JournaledActor):
         return result if outcome is _Write.DONE else None
 
     def _remove_annotation_if_still(self, base: dict[str, Any], value: str) -> None:
-        """Remove the annotation only while it still holds ``value`` (spec §4.5).
+        """Remove the annotation only while it still holds ``value`` (docs/contract.md §4.5).
 
         The restart dispatch record leaves in the same merge patch: the request and its
         record end atomically, so no crash can leave one without the other.

@@ -1,7 +1,7 @@
 """CustomResourceDefinitions of the ``containers.rancherdesktop.io`` group, and an installer.
 
 Manifests are plain dicts (apiextensions.k8s.io/v1) built per call, so callers may
-mutate what they get. Contract: container-mirror-spec.md §1 (Container), §1.7
+mutate what they get. Contract: docs/contract.md §1 (Container), §1.7
 (ContainerCreateRequest) and §6.1 (ContainerNamespace).
 
 ``selectableFields`` needs Kubernetes >= 1.31 (GA in 1.32); we run 1.35.
@@ -202,8 +202,8 @@ def container_crd() -> dict[str, Any]:
         "selectableFields": [{"jsonPath": ".status.namespace"}],
         # kubectl drops its implicit AGE column once any column is declared, so Age is
         # listed explicitly.
-        # Deviation from §1.7 ("type boolean"): condition status is the *string*
-        # "True"/"False", and the apiserver's table converter renders a non-bool value
+        # Deviation from §1.7 ("type boolean"; docs/contract.md §9, D15): condition status is
+        # the *string* "True"/"False", and the apiserver's table converter renders a non-bool value
         # in a boolean column as empty (verified on 1.35), so upstream's column would
         # never show anything. Type string shows True/False as §7 scenario 52 expects.
         "additionalPrinterColumns": [
@@ -263,8 +263,8 @@ def container_create_request_crd() -> dict[str, Any]:
 def container_namespace_crd() -> dict[str, Any]:
     """``containernamespaces.containers.rancherdesktop.io`` (§6.1), short name ``cns``.
 
-    Deviation from §6.1 ("metadata only"): this port writes an ``EngineReady`` condition
-    on ``ContainerNamespace/moby`` so that
+    Deviation from §6.1 ("metadata only"; docs/contract.md §9, D2): this port writes an
+    ``EngineReady`` condition on ``ContainerNamespace/moby`` so that
     ``kubectl wait --for=condition=EngineReady containernamespace/moby`` works. The CRD
     therefore has a ``status`` holding ``conditions`` (metav1.Condition list-map keyed by
     ``type``) and a status subresource. There is still no spec and no printer column.

@@ -18,7 +18,7 @@ no answer within the call's bound            :class:`DockerTimeout`      yes
                                              (a ``DockerUnavailable``)
 ===========================================  ==========================  =========
 
-``str(DockerError)`` is exactly ``Error response from daemon: <message>`` as the spec's
+``str(DockerError)`` is exactly ``Error response from daemon: <message>`` as the contract's
 ``lastAction.error`` demands. :class:`DockerUnavailable` is never an action outcome
 ("retry after reconnect"); :class:`DockerTimeout` additionally means the engine may or
 may not have carried the call out.
@@ -58,10 +58,11 @@ log = logging.getLogger("dockmirror.docker_port")
 
 T = TypeVar("T")
 
-#: ``GET /_ping`` and ``GET /info`` (the daemon's clock): the spec's 5 s (§6.2). Also
-#: bounds the API version negotiation and the opening of the event stream, which the
-#: daemon answers at once (it flushes the headers before waiting for events). A hung
-#: engine is noticed within one ping, so this bounds how late EngineReady turns False.
+#: ``GET /_ping`` and ``GET /info`` (the daemon's clock): the contract's 5 s
+#: (docs/contract.md §3.2). Also bounds the API version negotiation and the opening of the
+#: event stream, which the daemon answers at once (it flushes the headers before
+#: waiting for events). A hung engine is noticed within one ping, so this bounds how
+#: late EngineReady turns False.
 PING_TIMEOUT_S = 5.0
 #: Ordinary calls (inspect, list, start, pause, unpause, remove, version): they take
 #: milliseconds on a healthy engine; a few tens of seconds covers a loaded one (a start
@@ -374,7 +375,7 @@ class DockerPort:
         """Stop; ``stop_timeout_s`` is the container's ``Config.StopTimeout`` (None: 10 s).
 
         It only bounds how long we wait for the answer; it is never sent as ``t``: the
-        container's own StopTimeout/StopSignal apply (spec §4.4).
+        container's own StopTimeout/StopSignal apply (docs/contract.md §4.4).
         """
         self._post_no_params("stop", container_id, stop_call_timeout(stop_timeout_s))
 

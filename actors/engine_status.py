@@ -4,7 +4,7 @@
 once the first full sync finished; the condition turns False with reason
 ``ConnectFailed`` while Docker is unreachable and ``Stopped`` after a clean shutdown.
 (Upstream writes ``ContainerEngineReady`` on its App object; this service has no App,
-so the condition lives on the ContainerNamespace it creates anyway, spec §6.1.)
+so the condition lives on the ContainerNamespace it creates anyway, docs/contract.md §6.1.)
 
 Blocking calls; used from the router's thread and from the supervisor's main thread.
 """
@@ -97,7 +97,7 @@ class EngineStatus:
             ) from exc
 
     def apply_moby(self) -> dict[str, Any]:
-        """Server-side apply ``ContainerNamespace/moby`` (no finalizer, spec §6.1)."""
+        """Server-side apply ``ContainerNamespace/moby`` (no finalizer, docs/contract.md §6.1)."""
         body = {
             "apiVersion": API_VERSION,
             "kind": "ContainerNamespace",

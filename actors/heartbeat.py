@@ -4,8 +4,8 @@ Why a heartbeat: the event stream has no read timeout (hours without an event ar
 normal), so a hung engine - process alive, not answering, e.g. ``kill -STOP`` of
 dockerd - leaves the stream silent instead of broken. The events reader therefore pings
 the engine every :data:`HEARTBEAT_INTERVAL_S` while the stream is open; one ping that
-fails within its bound means the engine is lost (spec §6.2 treats a failed 5 s ping the
-same way when connecting).
+fails within its bound means the engine is lost (docs/contract.md §3.2 treats a failed 5 s ping
+the same way when connecting).
 
 Bound on noticing a hang (issue 10: ``EngineReady`` False within 15 s): the engine
 stops right after a successful ping; the next ping is due :data:`HEARTBEAT_INTERVAL_S`

@@ -5,7 +5,7 @@ plain dicts anyway, returns ``None`` for some 201 answers and cannot send server
 apply to ``/status`` with a JSON body without content-type tricks. Every call here
 goes through ``ApiClient.call_api(..., _preload_content=False)`` and parses the body
 itself, so each write returns the object the server stored (its resourceVersion is
-the base for the next optimistic write, spec §4.5).
+the base for the next optimistic write, docs/contract.md §4.5).
 
 Every failure leaves this module as a :class:`KubeError` family with a retry decision
 (``retryable``, ``retry_after``; see :mod:`actors.port_errors`); nothing else escapes:
@@ -72,7 +72,7 @@ ACTION_ANNOTATION = "containers.rancherdesktop.io/action"
 DISPATCH_ANNOTATION = "dockmirror.rancherdesktop.io/restart-dispatch"
 
 # Field managers. The engine's SSA writes own the mirrored fields and the conditions
-# derived from them (spec §2.6); lastAction is written by another manager so the
+# derived from them (docs/contract.md §2.6); lastAction is written by another manager so the
 # engine's apply never removes it.
 ENGINE_MANAGER = "engine-controller"
 ACTIONS_MANAGER = "dockmirror-actions"
@@ -461,7 +461,7 @@ class MirrorStore:
 
     # --- engine writes (SSA, manager engine-controller) --------------------------
     def apply_metadata(self, name: str) -> dict[str, Any]:
-        """Create the mirror if missing and re-assert the finalizer (spec §2.6 step 2)."""
+        """Create the mirror if missing, re-assert the finalizer (docs/contract.md §2.6 step 2)."""
         body = {
             "apiVersion": API_VERSION,
             "kind": "Container",
@@ -476,10 +476,10 @@ class MirrorStore:
         )
 
     def apply_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """SSA of the mirrored fields to ``/status`` (spec §2.6 step 3).
+        """SSA of the mirrored fields to ``/status`` (docs/contract.md §2.6 step 3).
 
-        Fields this manager owned and now leaves out are removed; ``lastAction`` and
-        ``conditions`` belong to other managers and are untouched.
+        Fields this manager owned and now leaves out are removed. The conditions travel
+        in this apply too; ``lastAction`` belongs to another manager and is untouched.
         """
         body = {
             "apiVersion": API_VERSION,

@@ -43,7 +43,7 @@ from messages.journal import Effect, Entry
 
 log = logging.getLogger("dockmirror.metrics")
 
-#: The action annotation's values (spec §4).
+#: The action annotation's values (docs/contract.md §4).
 ACTIONS = ("start", "stop", "pause", "unpause", "restart")
 #: Leader states (issue 11, point 4): "disabled" means no election, act as the leader.
 LEADER_STATES = ("leader", "standby", "disabled")

@@ -1,14 +1,14 @@
 """Pure derivation of a ``Container`` mirror's status from a Docker inspect dict.
 
-Contract: container-mirror-spec.md §1.3-§1.6 and §2.2-§2.5. Nothing here does I/O,
+Contract: docs/contract.md §1.3-§1.6 and §2.2-§2.5. Nothing here does I/O,
 so it is safe to call from any actor and easy to test exhaustively.
 
 All functions tolerate garbage input (missing keys, ``None``, wrong types): a missing or
 mistyped part is treated as absent. They never raise ``KeyError``/``TypeError`` on
 inspect data, because one odd container must not break the whole sync.
 
-Deliberate deviation from upstream (§2.4): a binding whose ``HostIp`` is not an IP
-address (Docker has been seen to send ``""``) passes through verbatim, so ``""`` stays
+Deliberate deviation from upstream (§2.4; docs/contract.md §9, D16): a binding whose ``HostIp``
+is not an IP address (Docker has been seen to send ``""``) passes through verbatim, so ``""`` stays
 ``""``. Upstream parses into ``netip.Addr`` and would emit the text ``invalid IP``.
 """
 

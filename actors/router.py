@@ -1,7 +1,8 @@
 """The router: owns the container actors and routes every message to the right one.
 
 Why a router and not one actor per container forever: threads must follow *active*
-containers, not all containers (library notes §1.4). The router starts a container
+containers, not all containers: each pykka actor is an OS thread, and message
+throughput collapses once thousands of threads contend for the GIL. The router starts a container
 actor on demand, at most ``max_active`` at once (the rest wait in a backlog), and
 retires actors that were idle for ``idle_timeout_s``. Because only the router sends to
 container actors, a retiring actor's stop message queues after everything the router
@@ -75,7 +76,7 @@ from messages.inbound import (
     WatchRelisted,
 )
 
-# Docker container events that change what the mirror shows (spec §3.3).
+# Docker container events that change what the mirror shows (docs/contract.md §3.3).
 SYNC_ACTIONS = frozenset(
     {"create", "start", "stop", "die", "pause", "unpause", "restart", "rename", "kill", "oom"}
 )
@@ -271,7 +272,7 @@ class RouterActor(JournaledActor):
         self._full_sync(message.msg_id, message.reason)
 
     def _full_sync(self, cause: str, reason: str) -> None:
-        """List both sides, sync every container, remove stale mirrors (spec §3.2)."""
+        """List both sides, sync every container, remove stale mirrors (docs/contract.md §3.2)."""
         try:
             ids = self.effect("docker", "list", self.docker.list_ids)
             mirrors, _ = self.effect("kube", "list_mirrors", self.store.list)

@@ -1,6 +1,6 @@
 """Time formats shared by the actors: Kubernetes ``metav1.Time`` and Docker RFC 3339.
 
-Kubernetes stores date-times in UTC at whole seconds, fraction truncated (spec §2.5);
+Kubernetes stores date-times in UTC at whole seconds, fraction truncated (docs/contract.md §2.5);
 Docker reports nanosecond RFC 3339 strings that Python 3.11's ``fromisoformat`` cannot
 parse (more than six fraction digits), so the fraction is handled by hand.
 """

@@ -1,4 +1,4 @@
-"""HTTPS admission webhook server and its ValidatingWebhookConfiguration (spec §5.1).
+"""HTTPS admission webhook server and its ValidatingWebhookConfiguration (docs/contract.md §5.1).
 
 :class:`WebhookServer` serves ``POST /validate-containers-rancherdesktop-io-v1alpha1-container``
 (decisions in :mod:`actors.webhook_review`) and ``GET /healthz`` on 127.0.0.1 over TLS.

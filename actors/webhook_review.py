@@ -1,10 +1,10 @@
-"""Decision logic of the Container validating admission webhook (spec §5.1).
+"""Decision logic of the Container validating admission webhook (docs/contract.md §5.1).
 
 Pure functions, no I/O: :func:`review` takes the raw HTTP request body of an
 ``AdmissionReview`` (``admission.k8s.io/v1`` or ``v1beta1``) and returns the HTTP
 status and response body to send back. It never raises.
 
-Decisions (in this order, as in the spec's table):
+Decisions (in this order, as in the table of docs/contract.md §5.1):
 
 * CREATE with the action annotation key present (any value, even empty) -> deny
   ``containers.rancherdesktop.io/action annotation is not allowed on create``.

@@ -3,10 +3,10 @@
 Run: ``PYTHONPATH=scripts:. python -m benchmarks.baseline --namespace NS`` (the bench
 starts it). No actors, no journal, no restart ledger, no mirroring: it lists and
 watches the ``Container`` objects of one namespace and, for each object that carries
-the action annotation, does what upstream's reconciler does (spec §4.3-§4.5), one
+the action annotation, does what upstream's reconciler does (docs/contract.md §4.3-§4.5), one
 action at a time, in the watch thread:
 
-1. Docker call with the spec's pre-checks (``actors.actions.dispatch``);
+1. Docker call with the contract's pre-checks (``actors.actions.dispatch``);
 2. ``status.lastAction`` as a JSON merge patch to ``/status`` with the object's
    resourceVersion (5 conflict attempts; later attempts GET the object again);
 3. annotation removal, a merge patch with resourceVersion built on the status patch's
@@ -76,7 +76,7 @@ class Baseline:
         self.written: dict[str, int] = {}  # name -> resourceVersion of our newest write
         self.actions = 0
 
-    # --- spec §4.5 ----------------------------------------------------------------
+    # --- docs/contract.md §4.5 ----------------------------------------------------------------
     def patch_last_action(self, obj: dict[str, Any], record: dict[str, Any]) -> dict | None:
         return self._conditional(
             obj,
@@ -126,7 +126,7 @@ class Baseline:
                     return None
         return None
 
-    # --- spec §4.3 ------------------------------------------------------------------
+    # --- docs/contract.md §4.3 ------------------------------------------------------------------
     def handle(self, obj: dict[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name") or ""
         value = annotation_of(obj)

@@ -8,7 +8,7 @@ problems (an empty list means the invariant holds). docs/reliability.md has the 
 Semantics:
 
 * **Single slot.** A request replaced in the slot before the service picked it up never
-  runs; one replaced while in flight still gets its own outcome (spec §4.6).
+  runs; one replaced while in flight still gets its own outcome (docs/contract.md §4.6).
 * **Every request.** Each request ends with its own ``lastAction`` record
   (:func:`match_outcomes`) or was replaced in the slot; each record is checked for shape
   and, in *strict* campaigns where nobody but the service touches the containers,
@@ -314,7 +314,7 @@ class Matching:
         return "?"
 
 
-# Strict model of one container that nobody but the service touches (spec §4.4).
+# Strict model of one container that nobody but the service touches (docs/contract.md §4.4).
 # (action, state) -> (outcome state, error substring when Failed, state afterwards);
 # "stopped" stands for Docker's created/exited/dead.
 MODEL: dict[tuple[str, str], tuple[str, str | None, str]] = {

@@ -1,6 +1,6 @@
 """``FakeDocker``: an in-memory Docker 20.10 engine (API 1.41) behind ``DockerPort``'s API.
 
-Faithful where the actors care (library-notes §4.2, spec §4.4):
+Faithful where the actors care (moby's answers as docker-py raises them, docs/contract.md §4.4):
 
 * redundant ``start`` (running) and ``stop`` (exited/created/dead) succeed like a
   ``304 Not Modified``: no state change, no event;

@@ -1,6 +1,7 @@
 """``FakeMirrorStore``: an in-memory apiserver for ``Container`` objects (``MirrorStore`` API).
 
-Faithful where the actors care (spec §2.6, §3.4, §3.6, §4.5, §5.1; library-notes §3):
+Faithful where the actors care (docs/contract.md §2.6, §3.4, §3.6, §4.5, §5.1; the apiserver's
+resourceVersion preconditions, merge patches and server-side apply):
 
 * one global integer resourceVersion, bumped by every real change; a write that changes
   nothing keeps the RV and sends no watch event;

@@ -1,5 +1,5 @@
-"""Actions against the real devenv: spec §7 scenarios 14-18, 21-23, 33, 35-43, 46, 57 and
-issue 4's points 4 (parallelism), 5 (only real mirrors) and 8 (Events)."""
+"""Actions against the real devenv: docs/contract.md §7 scenarios 14-18, 21-23, 33, 35-43, 46,
+57 and issue 4's points 4 (parallelism), 5 (only real mirrors) and 8 (Events)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.support.service import ACTION, GROUP, VERSION
 from tests.support.wait import wait_for
 
 KUBE_TIME = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
-#: The two writes that complete an action, in the order spec §4.3 requires.
+#: The two writes that complete an action, in the order docs/contract.md §4.3 requires.
 ACTION_WRITES = ("patch_last_action", "remove_annotation")
 
 

@@ -1,5 +1,5 @@
 """Crash tests for actions: issue 4's acceptance ("the SIGKILL tests kill the process
-between each pair of steps ..."), spec §4.3/§4.7 and §7 scenario 44, and the
+between each pair of steps ..."), docs/contract.md §4.3/§4.7 and §7 scenario 44, and the
 exactly-once restart rule of docs/actions.md.
 
 The service SIGKILLs itself at a fault point (``DOCKMIRROR_FAULTS=POINT=kill``); the test
@@ -103,7 +103,7 @@ def wait_killed(svc: Service) -> None:
     assert "fault injection" in svc.log_since_start()
 
 
-# --- SIGKILL between each pair of steps (issue 4, spec §4.7, scenario 44) -------------------
+# --- SIGKILL between each pair of steps (issue 4, docs/contract.md §4.7, scenario 44) ---
 @pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("point", POINTS)
 def test_sigkill_at_each_step_completes_once(
@@ -182,7 +182,7 @@ def test_sigkill_after_docker_with_long_grace(service_factory, run_container, do
 def test_sigkill_during_docker_restart_runs_it_exactly_once(
     service_factory, run_container, docker_client
 ):
-    """Library notes §8: the client dies while Docker is inside the restart's grace period.
+    """The client dies while Docker is inside the restart's grace period.
 
     The restarted service cannot tell from one look whether the daemon is still stopping
     the container, completed the restart, or abandoned it; it waits until StartedAt moves

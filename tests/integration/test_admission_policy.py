@@ -1,7 +1,7 @@
 """Admission modes of the real service against the devenv apiserver (docs/admission.md).
 
 * ``--admission auto`` picks the ValidatingAdmissionPolicy there; its denials carry the
-  contract's texts (spec §5.1) after the apiserver's policy prefix, also after the
+  contract's texts (docs/contract.md §5.1) after the apiserver's policy prefix, also after the
   service has stopped (the policy stays);
 * ``--skip-admission-install``: without the manifests the service exits with one line;
   with them (applied like an admin would, from ``policy_manifests``) it runs and never

@@ -1,4 +1,7 @@
-"""The mirror against the real devenv: spec §7 scenarios 1, 5-7, 12, 47-54 and bad input."""
+"""The mirror against the real devenv.
+
+Contract: docs/contract.md §7 scenarios 1, 5-7, 12, 47-54; and bad input.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Supervision and outages against the real devenv (issue 3 acceptance, spec §7 34, 45).
+"""Supervision and outages against the real devenv (issue 3 acceptance, docs/contract.md §7 34, 45).
 
 Some tests here stop and restart the devenv's Docker engine or kube-apiserver
 (``scripts/devenv stop-docker`` ...). They need a devenv whose components ``up``

@@ -1,4 +1,4 @@
-"""The admission webhook of the real running service, driven with kubectl (spec §5.1;
+"""The admission webhook of the real running service, driven with kubectl (docs/contract.md §5.1;
 §7 scenarios 19, 20, 30, 31, 32) and its lifecycle: registered while the service runs,
 deleted on a clean stop, left in place (blocking Container writes) after a crash, and
 re-registered on start and every ``--webhook-recheck`` seconds. The service runs with

@@ -1,4 +1,6 @@
-"""The Container admission webhook against the real kube-apiserver (spec §5.1, §7 19/20/30/31).
+"""The Container admission webhook against the real kube-apiserver.
+
+Contract: docs/contract.md §5.1, §7 scenarios 19, 20, 30, 31.
 
 The API server calls our WebhookServer on 127.0.0.1 over HTTPS, verifying it with the
 generated CA from the registered caBundle.

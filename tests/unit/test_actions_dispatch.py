@@ -1,4 +1,7 @@
-"""``actors.actions``: the dispatch table (spec §4.4) against FakeDocker, and its helpers."""
+"""``actors.actions``: the dispatch table against FakeDocker, and its helpers.
+
+Contract: docs/contract.md §4.4.
+"""
 
 from __future__ import annotations
 

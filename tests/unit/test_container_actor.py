@@ -1,4 +1,6 @@
-"""ContainerActor against FakeDocker + FakeMirrorStore (spec §2.6, §3.4, §3.6, §4.3-§4.7).
+"""ContainerActor against FakeDocker + FakeMirrorStore.
+
+Contract: docs/contract.md §2.6, §3.4, §3.6, §4.3-§4.7.
 
 The watch is emulated by ``Env.observe`` (tells the actor the stored object, as the
 kube-watch reader would for the newest event). Every wait has a deadline.
@@ -166,7 +168,10 @@ def test_user_delete_of_already_gone_container_still_strips_finalizer(env: Env):
 
 
 def test_user_delete_racing_docker_rm_waits_for_the_destroy_event(env: Env):
-    """Docker's 409 "removal ... already in progress" is not a failure (spec §7.37)."""
+    """Docker's 409 "removal ... already in progress" is not a failure.
+
+    Contract: docs/contract.md §7 scenario 37.
+    """
     cid, ref = _synced(env)
     env.docker.fail_next(
         "remove",
@@ -203,7 +208,7 @@ def test_finalizer_reasserted_after_client_strips_it(env: Env):
 
 
 def test_finalizer_reasserted_even_before_the_watch_shows_the_strip(env: Env):
-    """Spec §7-47 with a lagging watch: the Docker event's sync still restores it."""
+    """docs/contract.md §7 scenario 47, lagging watch: the Docker event's sync still restores it."""
     cid, ref = _synced(env)
     env.store.client_strip_finalizer(cid)  # the actor's cached view still has it
     env.docker.docker_restart_direct(cid)
@@ -253,7 +258,7 @@ def test_action_happy_path(env: Env, action: str):
     ok = _events(env, "ActionSucceeded")
     assert [(e.action, e.type) for e in ok] == [(action, "Normal")]
     barrier(ref)
-    # The happy path never meets a conflict (spec §4.5 "no 409 loop").
+    # The happy path never meets a conflict (docs/contract.md §4.5 "no 409 loop").
     assert [e for e in env.effects() if e.outcome == "conflict"] == []
     assert [e.op for e in env.effects() if e.op in ("patch_last_action", "remove_annotation")] == [
         "patch_last_action",
@@ -312,7 +317,7 @@ def test_invalid_value_removes_annotation_without_docker_call(env: Env):
 
 
 def test_terminating_mirror_with_annotation_skips_action(env: Env):
-    """Spec §7-35: the action never runs; the delete is forwarded instead."""
+    """docs/contract.md §7 scenario 35: the action never runs; the delete is forwarded instead."""
     cid, ref = _synced(env)
     env.store.patch_metadata(
         cid,
@@ -350,7 +355,7 @@ def test_conflict_on_last_action_patch_is_retried_with_one_docker_call(env: Env)
 
 
 def test_mirror_deleted_mid_action_ends_quietly(env: Env):
-    """Spec §7-36: NotFound on the lastAction patch; nothing else is written."""
+    """docs/contract.md §7 scenario 36: NotFound on the lastAction patch; nothing else written."""
     cid, ref = _synced(env)
     gate = env.docker.block("restart", cid)
     _request(env, ref, cid, "restart")
@@ -380,7 +385,10 @@ def test_not_found_on_patch_is_treated_as_gone(env: Env):
 
 
 def test_concurrent_rewrite_keeps_newer_request(env: Env):
-    """Spec §4.6 / §7-33: stop in flight, client writes start; both run, start last."""
+    """Stop in flight, client writes start; both run, start last.
+
+    Contract: docs/contract.md §4.6, §7 scenario 33.
+    """
     cid, ref = _synced(env)
     gate = env.docker.block("stop", cid)
     _request(env, ref, cid, "stop")
@@ -634,7 +642,10 @@ def test_unexpected_error_in_tell_kills_actor(env: Env):
 
 
 def test_overwrite_while_disconnected_runs_only_the_last_value(env: Env):
-    """Spec §7-34: pause then unpause written while Docker is down: only unpause runs."""
+    """Pause then unpause written while Docker is down: only unpause runs.
+
+    Contract: docs/contract.md §7 scenario 34.
+    """
     cid, ref = _synced(env)
     env.docker.unavailable = True
     _request(env, ref, cid, "pause")
@@ -650,7 +661,10 @@ def test_overwrite_while_disconnected_runs_only_the_last_value(env: Env):
 
 
 def test_back_to_back_pause_unpause_never_fails(env: Env):
-    """Spec §7-43: duplicate deliveries of the same view never turn lastAction Failed."""
+    """Duplicate deliveries of the same view never turn lastAction Failed.
+
+    Contract: docs/contract.md §7 scenario 43.
+    """
     cid, ref = _synced(env)
     for i in range(20):
         value = "pause" if i % 2 == 0 else "unpause"

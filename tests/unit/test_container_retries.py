@@ -98,7 +98,7 @@ def test_transient_failure_of_the_annotation_removal_is_retried(env: Env):
     _request(env, ref, cid, "pause")
     wait_for(lambda: _failures(env), timeout=5, message="StepFailed reported")
     barrier(ref)
-    assert env.last_action(cid)["action"] == "pause"  # spec §4.3: outcome first
+    assert env.last_action(cid)["action"] == "pause"  # docs/contract.md §4.3: outcome first
     assert env.annotation(cid) == "pause"
 
     _retry(ref)

@@ -1,4 +1,4 @@
-"""Structural checks of the CRD manifests in actors.crds (spec §1.1-§1.7, §6.1)."""
+"""Structural checks of the CRD manifests in actors.crds (docs/contract.md §1.1-§1.7, §6.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""actors.mirror_status against container-mirror-spec.md §1.5, §1.6, §2.2-§2.5."""
+"""actors.mirror_status against docs/contract.md §1.5, §1.6, §2.2-§2.5."""
 
 from __future__ import annotations
 

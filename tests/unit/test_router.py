@@ -243,7 +243,7 @@ def test_full_sync_with_engine_down_writes_connect_failed(env: Env):
 
 
 def test_several_actions_at_once_one_fails(env: Env):
-    """Spec §7-57: five containers get actions together; one fails, four succeed."""
+    """docs/contract.md §7 scenario 57: five containers act together; one fails, four succeed."""
     running = [env.docker.create(f"r{i}") for i in range(4)]
     exited = env.docker.create("x", running=False)
     rig = Rig(env, max_active=8, idle_timeout_s=60)

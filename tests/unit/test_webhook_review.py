@@ -1,4 +1,7 @@
-"""Decision table of the Container admission webhook (spec §5.1, §7 scenarios 19/20/30/31)."""
+"""Decision table of the Container admission webhook.
+
+Contract: docs/contract.md §5.1; §7 scenarios 19, 20, 30, 31.
+"""
 
 from __future__ import annotations
 
@@ -126,7 +129,7 @@ def test_update_only_new_object_is_checked() -> None:
     # Old object had an invalid value; the update removes it -> allowed.
     old = container({ACTION_ANNOTATION: "bogus"})
     assert decide(make_review("UPDATE", container({}), old))["response"]["allowed"] is True
-    # Invalid value kept in place -> still denied (spec §5.1 note).
+    # Invalid value kept in place -> still denied (docs/contract.md §5.1 note).
     body = make_review("UPDATE", container({ACTION_ANNOTATION: "bogus", "x": "y"}), old)
     assert decide(body)["response"]["allowed"] is False
 
