@@ -42,27 +42,27 @@ from collections.abc import Callable
 import pykka
 from kubernetes import client as k8s_client
 
-from actors import admission, cli, fence
-from actors.admission import AdmissionError, PolicyAdmission, WebhookSettings
-from actors.certs import ensure_certificates
-from actors.config import Config
-from actors.container import ContainerActor
-from actors.crds import install_crds
-from actors.docker_endpoint import DockerEndpointError, resolve_docker_endpoint
-from actors.docker_events import DockerEventsReader
-from actors.docker_port import DockerPort
-from actors.engine_status import EngineStatus
-from actors.event_writer import EmitGate, EventWriterActor
-from actors.heap_report import HeapGrowthReporter
-from actors.kube_connect import (
+from actors.domain.crds import install_crds
+from actors.infra.certs import ensure_certificates
+from actors.infra.heap_report import HeapGrowthReporter
+from actors.infra.state_dir import StateError, open_state
+from actors.infra.webhook import WebhookRegistration, WebhookServer
+from actors.ports.docker_endpoint import DockerEndpointError, resolve_docker_endpoint
+from actors.ports.docker_port import DockerPort
+from actors.ports.kube_connect import (
     KubeconfigError,
     fatal_message,
     load_client_configuration,
     unreachable_message,
 )
-from actors.kube_port import KubeError, KubeHttp, MirrorStore
-from actors.kube_watch import KubeWatchReader
-from actors.leader import (
+from actors.ports.kube_port import KubeError, KubeHttp, MirrorStore
+from actors.runtime import fence
+from actors.runtime.container import ContainerActor
+from actors.runtime.docker_events import DockerEventsReader
+from actors.runtime.engine_status import EngineStatus
+from actors.runtime.event_writer import EmitGate, EventWriterActor
+from actors.runtime.kube_watch import KubeWatchReader
+from actors.runtime.leader import (
     LEADER,
     STANDBY,
     LeaderElector,
@@ -70,11 +70,12 @@ from actors.leader import (
     LeaseClient,
     LeaseTiming,
 )
-from actors.probe_wiring import Probes
-from actors.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
-from actors.startup_checks import StartupCheckError, check_crds_served
-from actors.state_dir import StateError, open_state
-from actors.webhook import WebhookRegistration, WebhookServer
+from actors.runtime.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
+from actors.service import admission, cli
+from actors.service.admission import AdmissionError, PolicyAdmission, WebhookSettings
+from actors.service.config import Config
+from actors.service.probe_wiring import Probes
+from actors.service.startup_checks import StartupCheckError, check_crds_served
 from messages.base import Message
 from messages.inbound import EmitEvent, Tick
 from messages.journal import Note
@@ -164,7 +165,7 @@ class Supervisor:
         self.dropped_reported = 0
         # Opt-in leak hunting (docs/reliability.md); None unless DOCKMIRROR_TRACEMALLOC is set.
         self.heap_report = HeapGrowthReporter.from_env()
-        # /healthz, /readyz, /metrics (actors/probe_wiring.py); started by run().
+        # /healthz, /readyz, /metrics (actors/service/probe_wiring.py); started by run().
         self.probes = Probes(config)
         # Leader election: "leader" | "standby" | "disabled", read by readiness/metrics.
         self.leader_state = LeaderState()
@@ -252,7 +253,7 @@ class Supervisor:
                 self.stop_event.wait(1.0)
 
     def exit_if_fatal(self, exc: BaseException) -> None:
-        """End the start with one line if ``exc`` is a 401/403 (see actors/kube_connect)."""
+        """End the start with one line if ``exc`` is a 401/403 (see actors/ports/kube_connect)."""
         message = fatal_message(exc, self.kube_target, self.config.namespace)
         if message is not None:
             raise SystemExit(f"dockmirror: {message}") from exc
@@ -261,7 +262,7 @@ class Supervisor:
         """Admission by ``--admission`` (docs/admission.md); main thread, at start.
 
         Any failure ends the start with one line and exit code 2, leaving no webhook
-        configuration behind (``actors/admission.py``). ``self.webhook`` and
+        configuration behind (``actors/service/admission.py``). ``self.webhook`` and
         ``self.registration`` are set in webhook mode only.
         """
         cfg = self.config
@@ -414,7 +415,8 @@ class Supervisor:
             if self.events_ref is not None:
                 with contextlib.suppress(pykka.ActorDeadError):
                     self.events_ref.tell(tick)
-            # Drives the Docker events reader's heartbeat (a hung engine: actors/heartbeat.py).
+            # Drives the Docker events reader's heartbeat (a hung engine:
+            # actors/runtime/heartbeat.py).
             if (reader := self.refs.get("docker-events")) is not None:
                 with contextlib.suppress(pykka.ActorDeadError):
                     reader.tell(tick)
@@ -422,7 +424,7 @@ class Supervisor:
         self.shutdown()
         return False
 
-    # --- leader election (actors/leader.py) ----------------------------------------------
+    # --- leader election (actors/runtime/leader.py) ----------------------------------------------
     def await_leadership(self) -> bool:
         """Main thread, before anything acts: wait as a hot standby until we hold the
         namespace's Lease. False when a signal stopped us while standing by (nothing was
@@ -631,7 +633,10 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``dockmirror`` and ``python supervisor.py``: options and subcommands (actors/cli.py)."""
+    """``dockmirror`` and ``python supervisor.py``: options and subcommands.
+
+    See actors/service/cli.py.
+    """
     return cli.main(argv, run=run_service)
 
 

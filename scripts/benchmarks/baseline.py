@@ -6,7 +6,7 @@ watches the ``Container`` objects of one namespace and, for each object that car
 the action annotation, does what upstream's reconciler does (docs/contract.md §4.3-§4.5), one
 action at a time, in the watch thread:
 
-1. Docker call with the contract's pre-checks (``actors.actions.dispatch``);
+1. Docker call with the contract's pre-checks (``actors.runtime.actions.dispatch``);
 2. ``status.lastAction`` as a JSON merge patch to ``/status`` with the object's
    resourceVersion (5 conflict attempts; later attempts GET the object again);
 3. annotation removal, a merge patch with resourceVersion built on the status patch's
@@ -41,10 +41,9 @@ from typing import Any
 
 from kubernetes import config as k8s_config
 
-from actors.actions import CONTAINER_ID, dispatch, is_valid_action, last_action
-from actors.actions import not_a_container_error as not_a_mirror
-from actors.docker_port import DockerPort, DockerUnavailable
-from actors.kube_port import (
+from actors.domain.timefmt import kube_now
+from actors.ports.docker_port import DockerPort, DockerUnavailable
+from actors.ports.kube_port import (
     ACTION_ANNOTATION,
     ACTIONS_MANAGER,
     KubeConflict,
@@ -56,7 +55,8 @@ from actors.kube_port import (
     is_terminating,
     resource_version_of,
 )
-from actors.timefmt import kube_now
+from actors.runtime.actions import CONTAINER_ID, dispatch, is_valid_action, last_action
+from actors.runtime.actions import not_a_container_error as not_a_mirror
 
 log = logging.getLogger("bench.baseline")
 CONFLICT_ATTEMPTS = 5
@@ -204,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mode = "none" if args.no_webhook else args.admission
         if mode == "policy":
-            from actors.admission import PolicyAdmission
+            from actors.service.admission import PolicyAdmission
 
             PolicyAdmission(store.http, args.namespace).ensure(timeout=30.0)
         elif mode == "webhook":
-            from actors.certs import ensure_certificates
-            from actors.webhook import WebhookRegistration, WebhookServer
+            from actors.infra.certs import ensure_certificates
+            from actors.infra.webhook import WebhookRegistration, WebhookServer
 
             state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="bench-baseline-"))
             bundle = ensure_certificates(state_dir)

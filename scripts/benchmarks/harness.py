@@ -26,7 +26,7 @@ import docker
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from actors.kube_port import (
+from actors.ports.kube_port import (
     ACTION_ANNOTATION,
     CONTAINER_NAMESPACES,
     CONTAINERS,

@@ -26,7 +26,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
-from actors import faults
+from actors.infra import faults
 from scripts.chaoslib.invariants import (
     ACTION,
     Book,

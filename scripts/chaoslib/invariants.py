@@ -584,7 +584,7 @@ def _split_name(raw: Any) -> tuple[str, str]:
 
 def docker_view_from_inspect(inspect: dict[str, Any]) -> dict[str, Any]:
     """The fields the mirror must carry, derived from ``docker inspect`` (independently of
-    ``actors/mirror_status.py``, so a bug there cannot agree with itself)."""
+    ``actors/domain/mirror_status.py``, so a bug there cannot agree with itself)."""
     state = inspect.get("State") or {}
     namespace, name = _split_name(inspect.get("Name"))
     return {
@@ -696,7 +696,7 @@ def racer_problems(errors: list[RacerError]) -> list[str]:
 
 
 # --- self-test --------------------------------------------------------------------------
-# Which invariant must catch which planted bug (actors/faults.py BUGS).
+# Which invariant must catch which planted bug (actors/infra/faults.py BUGS).
 BUG_INVARIANT = {
     "double_restart": "restart count",
     "drop_last_action": "request outcome",

@@ -2,7 +2,7 @@
 
 A small strict campaign (:func:`probe`) runs once against the correct service (the
 *control*, which must pass every invariant) and once per planted bug of
-``actors/faults.py`` (``DOCKMIRROR_BUGS=<name>``, hooks in ``actors/container.py``).
+``actors/infra/faults.py`` (``DOCKMIRROR_BUGS=<name>``, hooks in ``actors/runtime/container.py``).
 A bug run counts as caught only if the service logged that the bug fired and the
 invariant meant for it (:data:`~scripts.chaoslib.invariants.BUG_INVARIANT`) failed;
 other invariants failing as well is fine. The self-test passes when the control passed

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from actors.docker_port import (
+from actors.ports.docker_port import (
     DockerError,
     DockerNotFound,
     DockerTimeout,
@@ -228,7 +228,7 @@ class FakeEventStream:
 
 
 class FakeDocker:
-    """Thread-safe fake of :class:`actors.docker_port.DockerPort` (one lock)."""
+    """Thread-safe fake of :class:`actors.ports.docker_port.DockerPort` (one lock)."""
 
     def __init__(self, base_url: str = "unix:///var/run/docker.sock") -> None:
         self._base_url = base_url

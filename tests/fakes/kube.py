@@ -19,7 +19,7 @@ resourceVersion preconditions, merge patches and server-side apply):
   added if the object is being deleted"). The same rule applies to ``patch_metadata``;
 * ``delete``: with finalizers → ``deletionTimestamp`` set (RV bump), object stays; a write
   that empties the finalizers of a terminating object removes it (``DELETED`` event);
-* ``webhook=True`` runs the real §5.1 decision logic (``actors.webhook_review``) on CREATE
+* ``webhook=True`` runs the real §5.1 decision logic (``actors.domain.webhook_review``) on CREATE
   (``apply_metadata`` of a missing object, ``client_create``) and UPDATE (``apply_metadata``,
   ``patch_metadata``, ``client_annotate``, ``client_strip_finalizer``); never on ``/status``.
 
@@ -46,7 +46,9 @@ from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from actors.kube_port import (
+from actors.domain.timefmt import kube_now
+from actors.domain.webhook_review import _decide
+from actors.ports.kube_port import (
     ACTION_ANNOTATION,
     API_VERSION,
     ENGINE_MANAGER,
@@ -60,8 +62,6 @@ from actors.kube_port import (
     KubeUnavailable,
     error_from_status,
 )
-from actors.timefmt import kube_now
-from actors.webhook_review import _decide
 
 __all__ = [
     "FakeMirrorStore",
@@ -133,7 +133,7 @@ def _quoted_list(values: list[str]) -> str:
 
 
 class FakeMirrorStore:
-    """Thread-safe fake of :class:`actors.kube_port.MirrorStore` (one lock + Condition)."""
+    """Thread-safe fake of :class:`actors.ports.kube_port.MirrorStore` (one lock + Condition)."""
 
     def __init__(self, namespace: str = "rancher-desktop", *, webhook: bool = False) -> None:
         self.namespace = namespace

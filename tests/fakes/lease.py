@@ -1,6 +1,6 @@
 """An in-memory Lease store with the apiserver's optimistic concurrency.
 
-Same interface as :class:`actors.leader.LeaseClient`; several clients may share one
+Same interface as :class:`actors.runtime.leader.LeaseClient`; several clients may share one
 :class:`FakeLeaseServer`, like two dockmirror instances sharing one apiserver. Like the
 real apiserver: ``create`` of an existing Lease is 409, ``update`` with a stale or
 missing resourceVersion is 409 (an update without one is unconditional on the real
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 
-from actors.kube_port import KubeConflict, KubeError, KubeNotFound, KubeUnavailable
-from actors.leader import LeaseSpec
+from actors.ports.kube_port import KubeConflict, KubeError, KubeNotFound, KubeUnavailable
+from actors.runtime.leader import LeaseSpec
 
 
 class FakeLeaseServer:

@@ -19,8 +19,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.admission_policy import POLICY_NAME, binding_name, policy_manifests
-from actors.webhook_review import go_quote
+from actors.domain.admission_policy import POLICY_NAME, binding_name, policy_manifests
+from actors.domain.webhook_review import go_quote
 from tests.support.service import ACTION, GROUP, VERSION, Service
 from tests.support.wait import wait_for
 

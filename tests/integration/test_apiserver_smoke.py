@@ -14,7 +14,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
-from actors.crds import wait_served
+from actors.domain.crds import wait_served
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""actors.crds and actors.mirror_status against the real kube-apiserver.
+"""actors.domain.crds and actors.domain.mirror_status against the real kube-apiserver.
 
 Uses the session fixtures of tests/conftest.py: ``api_client`` (a kubernetes
 ``ApiClient`` for the devenv apiserver) and ``namespace`` (a unique, existing namespace).
@@ -14,8 +14,8 @@ import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from actors import crds
-from actors.mirror_status import compute_conditions, mirror_status
+from actors.domain import crds
+from actors.domain.mirror_status import compute_conditions, mirror_status
 from tests.support.samples import CONTAINER_ID, INSPECT_RUNNING, inspect_with
 
 pytestmark = pytest.mark.integration

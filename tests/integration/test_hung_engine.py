@@ -1,7 +1,7 @@
 """A hung Docker engine (issue 10, point 4): dockerd alive but not answering.
 
 ``SIGSTOP`` of the devenv's dockerd keeps its socket open and its event stream silent,
-so only the events reader's heartbeat can notice (actors/heartbeat.py). The test needs
+so only the events reader's heartbeat can notice (actors/runtime/heartbeat.py). The test needs
 a dockerd that ``scripts/devenv up`` started (``.devenv/docker.owner`` = ``devenv``);
 it refuses to stop someone else's engine and fails with that message instead. The
 engine is always continued in a ``finally``, whatever happens.

@@ -32,8 +32,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.crds import install_crds
-from actors.rbac import rbac_manifests
+from actors.domain.crds import install_crds
+from actors.domain.rbac import rbac_manifests
 from messages.journal import Effect, Note
 from tests.support.devenv import REPO_ROOT, Devenv, unique_name
 from tests.support.identity import ClientIdentity, mint_user_kubeconfig

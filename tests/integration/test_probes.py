@@ -9,7 +9,7 @@ import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.metrics import SERIES
+from actors.infra.metrics import SERIES
 from tests.support.wait import wait_for
 
 

@@ -93,7 +93,7 @@ def test_container_actor_on_start_failure_is_noticed(service_factory, run_contai
     for c in containers:
         svc.wait_status(c.id, "running", timeout=40)
     # The router meets an actor whose on_start failed in one of three places, whichever
-    # comes first (actors/router.py): telling it its first messages (_start_child), the
+    # comes first (actors/runtime/router.py): telling it its first messages (_start_child), the
     # next delivery (_deliver) or the tick's liveness sweep. Each is a correct outcome.
     # An on_start failure never runs on_failure, so no "ActorFailed" error text is legal.
     wait_for(

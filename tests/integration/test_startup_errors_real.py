@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actors.certs import ensure_certificates
+from actors.infra.certs import ensure_certificates
 from tests.support.devenv import REPO_ROOT, Devenv
 from tests.support.identity import mint_user_kubeconfig
 

@@ -23,9 +23,10 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.certs import ensure_certificates
-from actors.crds import install_crds
-from actors.webhook import (
+from actors.domain.crds import install_crds
+from actors.domain.webhook_review import ACTION_ANNOTATION
+from actors.infra.certs import ensure_certificates
+from actors.infra.webhook import (
     CONTAINER_GROUP,
     CONTAINER_PLURAL,
     CONTAINER_VERSION,
@@ -34,7 +35,6 @@ from actors.webhook import (
     WebhookRegistration,
     WebhookServer,
 )
-from actors.webhook_review import ACTION_ANNOTATION
 from tests.support.slow_clients import Slowpoke, Trickler
 from tests.support.wait import wait_for
 

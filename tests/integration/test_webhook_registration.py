@@ -18,22 +18,19 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.certs import ensure_certificates
-from actors.crds import install_crds
-from actors.webhook import (
-    CONTAINER_GROUP,
-    CONTAINER_PLURAL,
-    CONTAINER_VERSION,
+from actors.domain.crds import install_crds
+from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP, VERSION
+from actors.infra.certs import ensure_certificates
+from actors.infra.webhook import (
     WEBHOOK_NAME,
     WebhookRegistration,
     WebhookServer,
 )
-from actors.webhook_review import ACTION_ANNOTATION
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
-CRD_NAME = f"{CONTAINER_PLURAL}.{CONTAINER_GROUP}"
+CRD_NAME = f"{CONTAINERS}.{GROUP}"
 MERGE = "application/merge-patch+json"
 
 
@@ -70,7 +67,7 @@ def _container(name: str, namespace: str, annotations: dict[str, str] | None = N
     if annotations is not None:
         meta["annotations"] = annotations
     return {
-        "apiVersion": f"{CONTAINER_GROUP}/{CONTAINER_VERSION}",
+        "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Container",
         "metadata": meta,
     }
@@ -82,16 +79,16 @@ def _custom(api_client: k8s.ApiClient) -> k8s.CustomObjectsApi:
 
 def _create(api_client: k8s.ApiClient, namespace: str, body: dict) -> dict:
     return _custom(api_client).create_namespaced_custom_object(
-        CONTAINER_GROUP, CONTAINER_VERSION, namespace, CONTAINER_PLURAL, body
+        GROUP, VERSION, namespace, CONTAINERS, body
     )
 
 
 def _annotate(api_client: k8s.ApiClient, namespace: str, name: str, value: str | None) -> dict:
     return _custom(api_client).patch_namespaced_custom_object(
-        CONTAINER_GROUP,
-        CONTAINER_VERSION,
+        GROUP,
+        VERSION,
         namespace,
-        CONTAINER_PLURAL,
+        CONTAINERS,
         name,
         {"metadata": {"annotations": {ACTION_ANNOTATION: value}}},
         _content_type=MERGE,
@@ -123,8 +120,8 @@ def test_registered_configuration_shape(
     assert base64.b64decode(hook["clientConfig"]["caBundle"]) == reg.ca_pem
     (rule,) = hook["rules"]
     assert sorted(rule["operations"]) == ["CREATE", "UPDATE"]
-    assert rule["apiGroups"] == [CONTAINER_GROUP]
-    assert rule["apiVersions"] == [CONTAINER_VERSION]
+    assert rule["apiGroups"] == [GROUP]
+    assert rule["apiVersions"] == [VERSION]
     assert rule["resources"] == ["containers"]
     assert hook["failurePolicy"] == "Fail"
     assert hook["sideEffects"] == "None"

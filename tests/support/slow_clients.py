@@ -12,7 +12,7 @@ import socket
 import ssl
 import threading
 
-from actors.webhook import VALIDATE_PATH
+from actors.infra.webhook import VALIDATE_PATH
 
 TRICKLE_INTERVAL = 0.2
 

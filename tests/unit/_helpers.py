@@ -14,9 +14,9 @@ from typing import Any
 
 import pykka
 
-from actors.container import ContainerActor, ContainerDeps
-from actors.journal import Journal
-from actors.kube_port import ACTION_ANNOTATION, FINALIZER
+from actors.infra.journal import Journal
+from actors.ports.kube_port import ACTION_ANNOTATION, FINALIZER
+from actors.runtime.container import ContainerActor, ContainerDeps
 from messages.base import Message
 from messages.inbound import MirrorObserved, Tick
 from messages.journal import Effect, Entry, Note, decode_entry

@@ -1,4 +1,4 @@
-"""``actors.actions``: the dispatch table against FakeDocker, and its helpers.
+"""``actors.runtime.actions``: the dispatch table against FakeDocker, and its helpers.
 
 Contract: docs/contract.md §4.4.
 """
@@ -9,7 +9,9 @@ import secrets
 
 import pytest
 
-from actors.actions import (
+from actors.ports.docker_port import DockerUnavailable
+from actors.ports.kube_port import ACTION_ANNOTATION, DISPATCH_ANNOTATION
+from actors.runtime.actions import (
     DispatchRecord,
     ReplayVerdict,
     annotation_write_time,
@@ -21,8 +23,6 @@ from actors.actions import (
     judge_restart_replay,
     last_action,
 )
-from actors.docker_port import DockerUnavailable
-from actors.kube_port import ACTION_ANNOTATION, DISPATCH_ANNOTATION
 from tests.fakes.docker import FakeDocker
 
 STATES = ("running", "paused", "exited", "created", "missing")

@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from actors import admission
-from actors.admission import AdmissionError, PolicyAdmission, WebhookSettings, choose_mode
-from actors.admission_policy import (
+from actors.domain.admission_policy import (
     POLICY_NAME,
     SPEC_IMMUTABLE_MESSAGE,
     binding_name,
     cel_str,
     policy_manifests,
 )
-from actors.certs import ensure_certificates
-from actors.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
-from actors.webhook import WebhookNotCalledError
-from actors.webhook_review import CREATE_DENIED_MESSAGE
+from actors.domain.webhook_review import CREATE_DENIED_MESSAGE
+from actors.infra.certs import ensure_certificates
+from actors.infra.webhook import WebhookNotCalledError
+from actors.ports.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
+from actors.service import admission
+from actors.service.admission import AdmissionError, PolicyAdmission, WebhookSettings, choose_mode
 
 # --- manifests -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Webhook CA and serving certificate management (actors/certs.py)."""
+"""Webhook CA and serving certificate management (actors/infra/certs.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from actors import durable
-from actors.certs import CA_LIFETIME, SERVING_LIFETIME, ensure_certificates
+from actors.infra import durable
+from actors.infra.certs import CA_LIFETIME, SERVING_LIFETIME, ensure_certificates
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

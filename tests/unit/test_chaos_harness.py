@@ -15,7 +15,7 @@ import pytest
 import urllib3
 from kubernetes.client.rest import ApiException
 
-from actors import faults
+from actors.infra import faults
 from scripts.chaos import run_campaign
 from scripts.chaoslib.harness import ACTION, REQUEST_ID, Driver, Exit, RacerErrors
 from scripts.chaoslib.invariants import Result

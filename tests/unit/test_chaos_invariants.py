@@ -6,7 +6,7 @@ import calendar
 import time
 from collections import Counter
 
-from actors import faults
+from actors.infra import faults
 from scripts.chaoslib.invariants import (
     ACTION,
     BUG_INVARIANT,

@@ -8,9 +8,9 @@ import threading
 import pykka
 import pytest
 
-from actors import faults
-from actors.container import ContainerActor
-from actors.router import RouterActor, RouterSettings
+from actors.infra import faults
+from actors.runtime.container import ContainerActor
+from actors.runtime.router import RouterActor, RouterSettings
 from messages.inbound import EngineReachable, MirrorObserved, Tick
 from tests.unit._helpers import Env, FakeClock, FakeEngineStatus, wait_for
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from actors import cli
-from actors.config import Config
-from actors.crds import all_crds
-from actors.logsetup import JsonFormatter, configure_logging
+from actors.domain.crds import all_crds
+from actors.infra.logsetup import JsonFormatter, configure_logging
+from actors.service import cli
+from actors.service.config import Config
 
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, list[Config], str]:
@@ -85,7 +85,7 @@ def test_rbac_passes_every_argument_and_prints_yaml(monkeypatch: pytest.MonkeyPa
         calls.append(kwargs)
         return [{"kind": "Role", "metadata": {"name": "r"}}, {"kind": "RoleBinding"}]
 
-    fake_module(monkeypatch, "actors.rbac", rbac_manifests=rbac_manifests)
+    fake_module(monkeypatch, "actors.domain.rbac", rbac_manifests=rbac_manifests)
     code, _, out = run_cli(
         [
             "rbac",
@@ -145,7 +145,7 @@ def test_rbac_bad_arguments_are_one_line(
 def test_policy_prints_what_the_module_returns(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_module(
         monkeypatch,
-        "actors.admission_policy",
+        "actors.domain.admission_policy",
         policy_manifests=lambda namespace: [{"kind": "ValidatingAdmissionPolicy", "ns": namespace}],
     )
     code, _, out = run_cli(["policy", "--namespace", "n2"])
@@ -159,7 +159,7 @@ def test_a_value_error_of_the_builder_is_one_line(
     def policy_manifests(namespace: str) -> list[dict[str, Any]]:
         raise ValueError(f"invalid namespace {namespace!r}")
 
-    fake_module(monkeypatch, "actors.admission_policy", policy_manifests=policy_manifests)
+    fake_module(monkeypatch, "actors.domain.admission_policy", policy_manifests=policy_manifests)
     code, _, out = run_cli(["policy", "--namespace", "Bad_NS"])
     assert (code, out) == (2, "")
     assert capsys.readouterr().err == "dockmirror policy: error: invalid namespace 'Bad_NS'\n"
@@ -168,12 +168,12 @@ def test_a_value_error_of_the_builder_is_one_line(
 def test_missing_module_is_one_line_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "actors.rbac", None)  # import fails like a missing file
+    monkeypatch.setitem(sys.modules, "actors.domain.rbac", None)  # import fails like a missing file
     with pytest.raises(SystemExit) as caught:
         run_cli(["rbac", "--user", "u"])
     assert caught.value.code == 1
     assert capsys.readouterr().err == (
-        "dockmirror rbac: not available in this build (actors.rbac is missing)\n"
+        "dockmirror rbac: not available in this build (actors.domain.rbac is missing)\n"
     )
 
 

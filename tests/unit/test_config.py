@@ -1,5 +1,5 @@
-"""The option table (actors/config.py, actors/options.py): precedence, conversions, one-line
-errors naming option and variable, help showing every default and variable."""
+"""The option table (actors/service/config.py, actors/service/options.py): precedence,
+conversions, one-line errors naming option and variable, help showing every default and variable."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import options
-from actors.config import Config, build_run_parser, default_state_dir, load_config
-from actors.options import OptionError, option, options_of
+from actors.service import options
+from actors.service.config import Config, build_run_parser, default_state_dir, load_config
+from actors.service.options import OptionError, option, options_of
 
 
 def load(argv: list[str], env: dict[str, str] | None = None) -> Config:

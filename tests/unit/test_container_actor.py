@@ -13,17 +13,17 @@ import time
 import pykka
 import pytest
 
-from actors import faults
-from actors.actions import (
+from actors.domain.timefmt import kube_time_from_ns
+from actors.infra import faults
+from actors.ports.docker_port import DockerError
+from actors.ports.kube_port import ACTIONS_MANAGER, DISPATCH_ANNOTATION, KubeNotFound
+from actors.runtime.actions import (
     DispatchRecord,
     dispatch_record_of,
     encode_dispatch_record,
     not_a_container_error,
 )
-from actors.container import RETRY_REASON
-from actors.docker_port import DockerError
-from actors.kube_port import ACTIONS_MANAGER, DISPATCH_ANNOTATION, KubeNotFound
-from actors.timefmt import kube_time_from_ns
+from actors.runtime.container import RETRY_REASON
 from messages.inbound import (
     ContainerGone,
     EmitEvent,

@@ -12,9 +12,9 @@ import secrets
 import pykka
 import pytest
 
-from actors.container import RETRY_REASON
-from actors.docker_port import DockerError, DockerUnavailable
-from actors.kube_port import DISPATCH_ANNOTATION, KubeForbidden, KubeInvalid, KubeUnavailable
+from actors.ports.docker_port import DockerError, DockerUnavailable
+from actors.ports.kube_port import DISPATCH_ANNOTATION, KubeForbidden, KubeInvalid, KubeUnavailable
+from actors.runtime.container import RETRY_REASON
 from messages.inbound import (
     ContainerGone,
     EmitEvent,

@@ -1,4 +1,7 @@
-"""Structural checks of the CRD manifests in actors.crds (docs/contract.md §1.1-§1.7, §6.1)."""
+"""Structural checks of the CRD manifests in actors.domain.crds.
+
+Contract: docs/contract.md §1.1-§1.7, §6.1.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from actors import crds
-from actors.mirror_status import CONTAINER_STATUSES, mirror_status
+from actors.domain import crds
+from actors.domain.mirror_status import CONTAINER_STATUSES, mirror_status
 from tests.support.samples import INSPECT_RUNNING
 
 
@@ -153,7 +156,7 @@ def test_container_printer_columns():
     by_name = {c["name"]: c for c in columns}
     assert by_name["Running"] == {
         "name": "Running",
-        "type": "string",  # not boolean: see the deviation note in actors/crds.py
+        "type": "string",  # not boolean: see the deviation note in actors/domain/crds.py
         "jsonPath": '.status.conditions[?(@.type=="Running")].status',
     }
     assert by_name["Age"] == {

@@ -10,14 +10,14 @@ from typing import Any
 import docker
 import pytest
 
-from actors import docker_port
-from actors.docker_endpoint import (
+from actors.ports import docker_port
+from actors.ports.docker_endpoint import (
     DEFAULT_HOST,
     DockerEndpointError,
     context_id,
     resolve_docker_endpoint,
 )
-from actors.docker_port import DockerPort
+from actors.ports.docker_port import DockerPort
 
 
 def write_context(

@@ -2,7 +2,7 @@
 
 Two layers:
 
-* table tests of :func:`actors.docker_port.translate` and of :class:`DockerPort` with a
+* table tests of :func:`actors.ports.docker_port.translate` and of :class:`DockerPort` with a
   stand-in SDK client, for every status and transport exception of issue 10;
 * transport tests against a tiny HTTP server on a Unix socket speaking the few
   endpoints we need like dockerd does (``/version``, ``/_ping``, ``/events`` with the
@@ -33,8 +33,8 @@ import requests
 import requests.exceptions
 import urllib3.exceptions
 
-from actors import faults
-from actors.docker_port import (
+from actors.infra import faults
+from actors.ports.docker_port import (
     CALL_TIMEOUT_S,
     DEFAULT_STOP_TIMEOUT_S,
     PING_TIMEOUT_S,
@@ -48,7 +48,7 @@ from actors.docker_port import (
     stop_call_timeout,
     translate,
 )
-from actors.port_errors import PortError, is_retryable, retry_after_of
+from actors.ports.port_errors import PortError, is_retryable, retry_after_of
 from tests.support.wait import wait_for
 
 

@@ -7,10 +7,10 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.engine_status import EngineStatus
-from actors.event_writer import EventWriterActor
-from actors.journal import Journal
-from actors.kube_port import KubeNotFound, KubeUnavailable
+from actors.infra.journal import Journal
+from actors.ports.kube_port import KubeNotFound, KubeUnavailable
+from actors.runtime.engine_status import EngineStatus
+from actors.runtime.event_writer import EventWriterActor
 from messages.inbound import EmitEvent
 from messages.journal import Effect
 from tests.unit._helpers import barrier, journal_entries
@@ -172,7 +172,7 @@ class _SlowRef:
 
 
 def test_emit_gate_drops_while_the_writer_is_backlogged():
-    from actors.event_writer import EmitGate
+    from actors.runtime.event_writer import EmitGate
 
     gate = EmitGate(limit=3)
     event = EmitEvent(container_id="d" * 64, type="Normal", reason="R", action="a", note="n")
@@ -184,7 +184,7 @@ def test_emit_gate_drops_while_the_writer_is_backlogged():
 
 
 def test_emit_gate_reads_a_real_pykka_mailbox(tmp_path):
-    from actors.event_writer import EmitGate
+    from actors.runtime.event_writer import EmitGate
 
     ref = EventWriterActor.start(journal=Journal(None), http=FakeHttp(), namespace="ns")
     gate = EmitGate(limit=1000)

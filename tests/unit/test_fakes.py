@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from actors.docker_port import DockerError, DockerNotFound, DockerTimeout, DockerUnavailable
-from actors.kube_port import (
+from actors.domain.timefmt import parse_rfc3339_ns
+from actors.ports.docker_port import DockerError, DockerNotFound, DockerTimeout, DockerUnavailable
+from actors.ports.kube_port import (
     ACTION_ANNOTATION,
     ACTIONS_MANAGER,
     FINALIZER,
@@ -21,8 +22,7 @@ from actors.kube_port import (
     KubeUnauthorized,
     KubeUnavailable,
 )
-from actors.port_errors import is_retryable, retry_after_of
-from actors.timefmt import parse_rfc3339_ns
+from actors.ports.port_errors import is_retryable, retry_after_of
 from tests.fakes.docker import FakeDocker
 from tests.fakes.kube import FakeMirrorStore, merge_patch
 from tests.support.wait import wait_for

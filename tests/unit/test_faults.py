@@ -1,4 +1,4 @@
-"""actors/faults.py: DOCKMIRROR_FAULTS parsing, flaky port faults and planted bugs."""
+"""actors/infra/faults.py: DOCKMIRROR_FAULTS parsing, flaky port faults and planted bugs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import faults
+from actors.infra import faults
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,7 +116,7 @@ def test_bug_true_only_for_the_named_bugs_and_logged_once(
 
 
 def test_environment_variables_are_read_and_validated_at_import() -> None:
-    code = "from actors import faults; print(faults.bug('leave_annotation'), faults._flaky)"
+    code = "from actors.infra import faults; print(faults.bug('leave_annotation'), faults._flaky)"
     ok = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -132,7 +132,7 @@ def test_environment_variables_are_read_and_validated_at_import() -> None:
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "True {'docker.call': 0.25}"
     bad = subprocess.run(
-        [sys.executable, "-c", "import actors.faults"],
+        [sys.executable, "-c", "import actors.infra.faults"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pykka
 import pytest
 
-from actors import fence
+from actors.runtime import fence
 from messages.inbound import StepFailed, SyncContainer
 from tests.unit._helpers import Env, barrier, wait_for
 

@@ -1,4 +1,4 @@
-"""actors.heap_report: the opt-in tracemalloc growth report."""
+"""actors.infra.heap_report: the opt-in tracemalloc growth report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from actors.heap_report import ENV_VAR, HeapGrowthReporter
+from actors.infra.heap_report import ENV_VAR, HeapGrowthReporter
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.heartbeat import (
+from actors.runtime.heartbeat import (
     HEARTBEAT_INTERVAL_S,
     WORST_CASE_DETECTION_S,
     Heartbeat,

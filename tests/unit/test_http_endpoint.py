@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import http_endpoint
-from actors.http_endpoint import AddressError, HttpEndpoint, parse_http_address
-from actors.metrics import SERIES, RouterDepths, ServiceMetrics
-from actors.probe_wiring import Probes
-from actors.probes import Liveness, LivenessSnapshot, health_answer, ready_answer
+from actors.domain.probes import Liveness, LivenessSnapshot, health_answer, ready_answer
+from actors.infra import http_endpoint
+from actors.infra.http_endpoint import AddressError, HttpEndpoint, parse_http_address
+from actors.infra.metrics import SERIES, RouterDepths, ServiceMetrics
+from actors.service.probe_wiring import Probes
 from messages.journal import Effect
 from tests.support.wait import wait_for
 from tests.unit._helpers import FakeClock

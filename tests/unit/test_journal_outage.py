@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from actors.journal import LOST_NOTE, Journal, open_journal_file
+from actors.infra.journal import LOST_NOTE, Journal, open_journal_file
 from messages.journal import Note, decode_entry
 
 

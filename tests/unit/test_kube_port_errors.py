@@ -20,8 +20,8 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3._collections import HTTPHeaderDict
 
-from actors import faults
-from actors.kube_port import (
+from actors.infra import faults
+from actors.ports.kube_port import (
     KubeConflict,
     KubeError,
     KubeForbidden,
@@ -36,7 +36,7 @@ from actors.kube_port import (
     error_from_status,
     translate,
 )
-from actors.port_errors import (
+from actors.ports.port_errors import (
     RETRY_AFTER_MAX_S,
     is_retryable,
     parse_retry_after,

@@ -7,9 +7,8 @@ import threading
 
 import pytest
 
-from actors.config import load_config
-from actors.kube_port import KubeConflict, KubeForbidden, KubeNotFound
-from actors.leader import (
+from actors.ports.kube_port import KubeConflict, KubeForbidden, KubeNotFound
+from actors.runtime.leader import (
     LEADER,
     STANDBY,
     LeaderElector,
@@ -18,6 +17,7 @@ from actors.leader import (
     LeaseTiming,
     Step,
 )
+from actors.service.config import load_config
 from tests.fakes.lease import FakeLeaseClient, FakeLeaseServer
 
 T = LeaseTiming()  # 15 s lease, 10 s renew deadline, 2 s retry period
@@ -284,7 +284,7 @@ def test_acquire_hands_every_lease_error_to_fatal_first():
 
 
 def test_a_restarted_instance_takes_its_own_lease_back_at_once():
-    """Same state directory, same identity (actors/state_dir.py): no lease wait."""
+    """Same state directory, same identity (actors/infra/state_dir.py): no lease wait."""
     server, clock = FakeLeaseServer(), Clock()
     assert elector(server, "a", clock).try_once().step is Step.CREATE
     restarted = elector(server, "a", clock)  # the process died; the Lease still names it

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pykka
 import pytest
 
-from actors.kube_port import KubeUnavailable
-from actors.metrics import (
+from actors.infra.metrics import (
     MAX_PENDING_ACTIONS,
     NO_METRICS,
     RouterDepths,
     ServiceMetrics,
     step_label,
 )
-from actors.router import RouterActor, RouterSettings
+from actors.ports.kube_port import KubeUnavailable
+from actors.runtime.router import RouterActor, RouterSettings
 from messages.inbound import DockerLost, EngineReachable, MirrorObserved, Tick
 from messages.journal import Effect, Note
 from tests.unit._helpers import ACTION_ANNOTATION, Env, FakeClock, FakeEngineStatus, wait_for

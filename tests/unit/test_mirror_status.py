@@ -1,4 +1,4 @@
-"""actors.mirror_status against docs/contract.md §1.5, §1.6, §2.2-§2.5."""
+"""actors.domain.mirror_status against docs/contract.md §1.5, §1.6, §2.2-§2.5."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.mirror_status import (
+from actors.domain.mirror_status import (
     CONDITION_TYPES,
     comparable_status,
     compute_conditions,

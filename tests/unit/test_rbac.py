@@ -1,4 +1,4 @@
-"""``actors.rbac.rbac_manifests``: shape, subjects, admission modes, CRD install, and the
+"""``actors.domain.rbac.rbac_manifests``: shape, subjects, admission modes, CRD install, and the
 claim the docs make: the policy mode (with the admission objects pre-installed) has
 strictly less power over admission configuration than the webhook mode.
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from actors import admission_policy, rbac
-from actors.rbac import rbac_manifests
-from actors.webhook import WebhookRegistration
+from actors.domain import admission_policy, rbac
+from actors.domain.rbac import rbac_manifests
+from actors.infra.webhook import WebhookRegistration
 
 NS = "rancher-desktop"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
@@ -261,7 +261,7 @@ def test_webhook_mode_grants_its_named_configuration() -> None:
 def test_policy_mode_grants_the_named_policy_and_binding() -> None:
     items = manifests(admission="policy", skip_crd_install=True)
     policy, binding = rbac.POLICY_NAME, rbac.policy_binding_name(NS)
-    # The names the service applies (actors/admission_policy.py), not copies of them.
+    # The names the service applies (actors/domain/admission_policy.py), not copies of them.
     manifests_applied = admission_policy.policy_manifests(NS)
     assert [m["metadata"]["name"] for m in manifests_applied] == [policy, binding]
     expected = {

@@ -7,10 +7,10 @@ import threading
 import pykka
 import pytest
 
-from actors.docker_events import DockerEventsReader
-from actors.docker_port import DockerTimeout
-from actors.journal import Journal
-from actors.kube_watch import KubeWatchReader
+from actors.infra.journal import Journal
+from actors.ports.docker_port import DockerTimeout
+from actors.runtime.docker_events import DockerEventsReader
+from actors.runtime.kube_watch import KubeWatchReader
 from messages.inbound import (
     DockerEvent,
     DockerLost,

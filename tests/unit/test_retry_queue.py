@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.retry_queue import DEFAULT_BASE_S, DEFAULT_CAP_S, ItemBackoff, RetryQueue
+from actors.domain.retry_queue import DEFAULT_BASE_S, DEFAULT_CAP_S, ItemBackoff, RetryQueue
 
 
 def test_backoff_doubles_from_a_few_ms_to_the_cap_and_resets():

@@ -13,10 +13,10 @@ import time
 import pykka
 import pytest
 
-from actors import faults
-from actors.container import ContainerActor
-from actors.kube_port import KubeInvalid, KubeUnavailable
-from actors.router import RouterActor, RouterSettings
+from actors.infra import faults
+from actors.ports.kube_port import KubeInvalid, KubeUnavailable
+from actors.runtime.container import ContainerActor
+from actors.runtime.router import RouterActor, RouterSettings
 from messages.inbound import (
     DockerEvent,
     DockerLost,

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 import supervisor
-from actors import startup_checks
-from actors.config import load_config
-from actors.engine_status import EngineStatus, NamespaceMissing
-from actors.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
-from actors.startup_checks import (
+from actors.ports.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
+from actors.runtime.engine_status import EngineStatus, NamespaceMissing
+from actors.service import startup_checks
+from actors.service.config import load_config
+from actors.service.startup_checks import (
     CRDNotServed,
     StartupCheckError,
     check_crds_served,

@@ -1,5 +1,5 @@
 """Configuration errors at start: one line, non-zero exit, never a traceback
-(actors/kube_connect.py and Supervisor.prepare_kubernetes with faked failing calls)."""
+(actors/ports/kube_connect.py and Supervisor.prepare_kubernetes with faked failing calls)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 import supervisor
-from actors.config import Config
-from actors.crds import CRDInstallError
-from actors.kube_connect import (
+from actors.domain.crds import CRDInstallError
+from actors.ports.kube_connect import (
     KubeconfigError,
     KubeTarget,
     fatal_message,
@@ -22,7 +21,8 @@ from actors.kube_connect import (
     kubeconfig_path,
     load_client_configuration,
 )
-from actors.kube_port import KubeUnavailable
+from actors.ports.kube_port import KubeUnavailable
+from actors.service.config import Config
 
 TARGET = KubeTarget("/home/u/.kube/config", "$KUBECONFIG", "https://127.0.0.1:6443")
 CRD_DENIAL = (

@@ -1,4 +1,4 @@
-"""Start-up checks of the state directory (actors/state_dir.py, actors/durable.py)."""
+"""Start-up checks of the state directory (actors/infra/state_dir.py, actors/infra/durable.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import BinaryIO
 import pytest
 
 import supervisor
-from actors import state_dir
-from actors.durable import StateFileError, check_private, fsync_dir, make_private_dir
-from actors.journal import Journal
-from actors.state_dir import (
+from actors.infra import state_dir
+from actors.infra.durable import StateFileError, check_private, fsync_dir, make_private_dir
+from actors.infra.journal import Journal
+from actors.infra.state_dir import (
     State,
     StateError,
     instance_identity,

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 import supervisor
-from actors import webhook as webhook_mod
-from actors.certs import ensure_certificates
+from actors.infra import webhook as webhook_mod
+from actors.infra.certs import ensure_certificates
 from supervisor import CERT_CHECK_INTERVAL, EXIT_BUDGET, Config, Supervisor
 from tests.support.wait import wait_for
 

@@ -10,7 +10,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.sync_progress import SyncProgress
+from actors.domain.sync_progress import SyncProgress
 from messages.inbound import EngineReachable, Tick
 from tests.support.wait import wait_for
 from tests.unit.test_router import Env, Rig

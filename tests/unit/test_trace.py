@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from actors import trace_cli as trace
-from actors.journal import Journal
+from actors.infra.journal import Journal
+from actors.service import trace_cli as trace
 from messages.journal import Effect, Note, Received
 
 REPO = Path(__file__).resolve().parents[2]
@@ -383,7 +383,7 @@ def test_follow_waits_for_the_file_and_survives_rotation(tmp_path: Path, follow:
     write_lines(path, line(kind="note", seq=2), line(kind="effect", seq=3, op="x"))
     assert seqs(reader.expect(2)) == [2, 3]
 
-    # Rotation as actors/journal.py does it: last lines, rename to .1, a fresh file.
+    # Rotation as actors/infra/journal.py does it: last lines, rename to .1, a fresh file.
     write_lines(path, line(kind="note", seq=5), "garbage")
     os.replace(path, path.with_name("trace.jsonl.1"))
     write_lines(path, line(kind="note", seq=6))

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.certs import ensure_certificates
-from actors.webhook import HEALTHZ_PATH, PROBE_LABEL, VALIDATE_PATH, WebhookServer
-from actors.webhook_review import ACTION_ANNOTATION, MAX_BODY_BYTES
+from actors.domain.webhook_review import ACTION_ANNOTATION, MAX_BODY_BYTES
+from actors.infra.certs import ensure_certificates
+from actors.infra.webhook import HEALTHZ_PATH, PROBE_LABEL, VALIDATE_PATH, WebhookServer
 from tests.support.wait import wait_for
 
 SETTINGS = settings(

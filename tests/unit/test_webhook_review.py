@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors.webhook_review import (
+from actors.domain.webhook_review import (
     ACTION_ANNOTATION,
     CREATE_DENIED_MESSAGE,
     MAX_BODY_BYTES,

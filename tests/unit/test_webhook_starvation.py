@@ -26,9 +26,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import webhook as webhook_mod
-from actors.certs import ensure_certificates
-from actors.webhook import (
+from actors.domain.webhook_review import ACTION_ANNOTATION
+from actors.infra import webhook as webhook_mod
+from actors.infra.certs import ensure_certificates
+from actors.infra.webhook import (
     MAX_CONNECTIONS,
     VALIDATE_PATH,
     Conn,
@@ -37,7 +38,6 @@ from actors.webhook import (
     PressureLog,
     WebhookServer,
 )
-from actors.webhook_review import ACTION_ANNOTATION
 from tests.support.slow_clients import Slowpoke, Trickler
 from tests.support.wait import wait_for
 

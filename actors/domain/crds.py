@@ -1,0 +1,444 @@
+"""CustomResourceDefinitions of the ``containers.rancherdesktop.io`` group, and an installer.
+
+Manifests are plain dicts (apiextensions.k8s.io/v1) built per call, so callers may
+mutate what they get. Contract: docs/contract.md §1 (Container), §1.7
+(ContainerCreateRequest) and §6.1 (ContainerNamespace).
+
+``selectableFields`` needs Kubernetes >= 1.31 (GA in 1.32); we run 1.35.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from actors.domain.mirror_status import CONTAINER_STATUSES
+from actors.domain.names import ACTIONS, GROUP, VERSION
+
+CONTAINER_CRD_NAME = f"containers.{GROUP}"
+CONTAINER_CREATE_REQUEST_CRD_NAME = f"containercreaterequests.{GROUP}"
+CONTAINER_NAMESPACE_CRD_NAME = f"containernamespaces.{GROUP}"
+
+# One source of truth for the enums: the mapping that produces the values and the
+# action table that consumes them.
+CONTAINER_STATUS_ENUM = list(CONTAINER_STATUSES)
+ACTION_ENUM = list(ACTIONS)
+ACTION_STATE_ENUM = ["Succeeded", "Failed"]
+
+
+def _string() -> dict[str, Any]:
+    return {"type": "string"}
+
+
+def _date_time() -> dict[str, Any]:
+    return {"type": "string", "format": "date-time"}
+
+
+def _conditions_schema() -> dict[str, Any]:
+    """``[]metav1.Condition`` as controller-gen renders it, list-map keyed by ``type``."""
+    return {
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+            "properties": {
+                "lastTransitionTime": _date_time(),
+                "message": {"type": "string", "maxLength": 32768},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "reason": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+                },
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "type": {
+                    "type": "string",
+                    "maxLength": 316,
+                    "pattern": (
+                        r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+                    ),
+                },
+            },
+        },
+    }
+
+
+def _ports_schema() -> dict[str, Any]:
+    """ContainerPort list (§1.5): list-map keyed by ``name``; ``bindings`` atomic."""
+    return {
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "description": 'Port and protocol, e.g. "80/tcp".'},
+                "bindings": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "atomic",
+                    "items": {
+                        "type": "object",
+                        "required": ["hostIP", "hostPort"],
+                        "properties": {"hostIP": _string(), "hostPort": _string()},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _args_schema() -> dict[str, Any]:
+    return {"type": "array", "items": _string(), "x-kubernetes-list-type": "atomic"}
+
+
+def _labels_schema() -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": _string()}
+
+
+def _crd(
+    *,
+    plural: str,
+    singular: str,
+    kind: str,
+    version: dict[str, Any],
+    short_names: list[str] | None = None,
+    categories: list[str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    names: dict[str, Any] = {
+        "plural": plural,
+        "singular": singular,
+        "kind": kind,
+        "listKind": f"{kind}List",
+    }
+    if short_names:
+        names["shortNames"] = short_names
+    if categories:
+        names["categories"] = categories
+    metadata: dict[str, Any] = {"name": f"{plural}.{GROUP}"}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": metadata,
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": names,
+            "versions": [{"name": VERSION, "served": True, "storage": True, **version}],
+        },
+    }
+
+
+def _root_schema(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "openAPIV3Schema": {
+            "type": "object",
+            "properties": {
+                "apiVersion": _string(),
+                "kind": _string(),
+                "metadata": {"type": "object"},
+                **properties,
+            },
+        }
+    }
+
+
+def container_crd() -> dict[str, Any]:
+    """``containers.containers.rancherdesktop.io`` (§1.1-§1.7)."""
+    status_schema = {
+        "type": "object",
+        "required": ["image", "name", "namespace", "path", "status"],
+        "properties": {
+            "name": _string(),
+            "namespace": _string(),
+            "path": _string(),
+            "args": _args_schema(),
+            "image": _string(),
+            "ports": _ports_schema(),
+            "labels": _labels_schema(),
+            "status": {"type": "string", "enum": list(CONTAINER_STATUS_ENUM), "default": "unknown"},
+            "pid": {"type": "integer", "format": "int32"},
+            "exitCode": {"type": "integer", "format": "int32"},
+            "error": _string(),
+            "createdAt": _date_time(),
+            "startedAt": _date_time(),
+            "finishedAt": _date_time(),
+            "conditions": _conditions_schema(),
+            "lastAction": {
+                "type": "object",
+                "required": ["action", "state"],
+                "properties": {
+                    "action": {"type": "string", "enum": list(ACTION_ENUM)},
+                    "state": {"type": "string", "enum": list(ACTION_STATE_ENUM)},
+                    "error": _string(),
+                    "observedAt": _date_time(),
+                    "completedAt": _date_time(),
+                },
+            },
+        },
+    }
+    version = {
+        "schema": _root_schema(
+            {
+                # No properties: anything under spec is pruned (§1.2).
+                "spec": {"type": "object"},
+                "status": status_schema,
+            }
+        ),
+        "subresources": {"status": {}},
+        "selectableFields": [{"jsonPath": ".status.namespace"}],
+        # kubectl drops its implicit AGE column once any column is declared, so Age is
+        # listed explicitly.
+        # Deviation from §1.7 ("type boolean"; docs/contract.md §9, D15): condition status is
+        # the *string* "True"/"False", and the apiserver's table converter renders a non-bool value
+        # in a boolean column as empty (verified on 1.35), so upstream's column would
+        # never show anything. Type string shows True/False as §7 scenario 52 expects.
+        "additionalPrinterColumns": [
+            {
+                "name": "Running",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Running")].status',
+            },
+            {"name": "Docker-Name", "type": "string", "jsonPath": ".status.name"},
+            {"name": "Status", "type": "string", "jsonPath": ".status.status"},
+            {"name": "Last-Action", "type": "string", "jsonPath": ".status.lastAction.action"},
+            {"name": "Action-State", "type": "string", "jsonPath": ".status.lastAction.state"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    }
+    return _crd(
+        plural="containers",
+        singular="container",
+        kind="Container",
+        categories=["all"],
+        version=version,
+    )
+
+
+def container_create_request_crd() -> dict[str, Any]:
+    """Inert ``containercreaterequests`` CRD (§1.7): installed, implemented by nothing."""
+    spec_schema = {
+        "type": "object",
+        "properties": {
+            "name": _string(),
+            "namespace": _string(),
+            "path": _string(),
+            "args": _args_schema(),
+            "image": _string(),
+            "ports": _ports_schema(),
+            "labels": _labels_schema(),
+            "state": {"type": "string", "enum": ["created", "running"], "default": "running"},
+        },
+    }
+    status_schema = {
+        "type": "object",
+        "properties": {"name": _string(), "conditions": _conditions_schema()},
+    }
+    version = {
+        "schema": _root_schema({"spec": spec_schema, "status": status_schema}),
+        "subresources": {"status": {}},
+    }
+    return _crd(
+        plural="containercreaterequests",
+        singular="containercreaterequest",
+        kind="ContainerCreateRequest",
+        version=version,
+        annotations={"rdd.rancherdesktop.io/controller": "container"},
+    )
+
+
+def container_namespace_crd() -> dict[str, Any]:
+    """``containernamespaces.containers.rancherdesktop.io`` (§6.1), short name ``cns``.
+
+    Deviation from §6.1 ("metadata only"; docs/contract.md §9, D2): this port writes an
+    ``EngineReady`` condition on ``ContainerNamespace/moby`` so that
+    ``kubectl wait --for=condition=EngineReady containernamespace/moby`` works. The CRD
+    therefore has a ``status`` holding ``conditions`` (metav1.Condition list-map keyed by
+    ``type``) and a status subresource. There is still no spec and no printer column.
+    """
+    version = {
+        "schema": _root_schema(
+            {"status": {"type": "object", "properties": {"conditions": _conditions_schema()}}}
+        ),
+        "subresources": {"status": {}},
+    }
+    return _crd(
+        plural="containernamespaces",
+        singular="containernamespace",
+        kind="ContainerNamespace",
+        short_names=["cns"],
+        categories=["all"],
+        version=version,
+    )
+
+
+def all_crds() -> list[dict[str, Any]]:
+    return [container_crd(), container_create_request_crd(), container_namespace_crd()]
+
+
+class CRDInstallError(RuntimeError):
+    """A CRD could not be created, updated or did not become established in time."""
+
+
+def _raw(response: Any) -> dict[str, Any]:
+    return json.loads(response.data)
+
+
+def _upsert(api: kubernetes.client.ApiextensionsV1Api, manifest: dict, deadline: float) -> None:
+    name = manifest["metadata"]["name"]
+    first = True
+    while True:
+        if not first:
+            if time.monotonic() > deadline:
+                raise CRDInstallError(f"installing CRD {name}: still conflicting at the deadline")
+            time.sleep(0.05)
+        first = False
+        try:
+            api.create_custom_resource_definition(body=manifest, _preload_content=False)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise CRDInstallError(
+                    f"creating CRD {name} failed: {exc.status} {exc.body}"
+                ) from exc
+        # Already exists: upgrade in place with optimistic concurrency.
+        try:
+            current = _raw(api.read_custom_resource_definition(name, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:  # deleted in between: create again
+                continue
+            raise CRDInstallError(f"reading CRD {name} failed: {exc.status} {exc.body}") from exc
+        body = copy.deepcopy(manifest)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        try:
+            api.replace_custom_resource_definition(name, body=body, _preload_content=False)
+            return
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise CRDInstallError(
+                    f"updating CRD {name} failed: {exc.status} {exc.body}"
+                ) from exc
+
+
+def _conditions_of(crd: dict[str, Any]) -> dict[str, str]:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return {c.get("type"): c.get("status") for c in conditions if isinstance(c, dict)}
+
+
+def _wait_established(
+    api: kubernetes.client.ApiextensionsV1Api, name: str, deadline: float
+) -> None:
+    conditions: list[Any] = []
+    while True:
+        crd = _raw(api.read_custom_resource_definition(name, _preload_content=False))
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        states = _conditions_of(crd)
+        if states.get("Established") == "True" and states.get("NamesAccepted") == "True":
+            return
+        if time.monotonic() > deadline:
+            summary = "; ".join(
+                f"{c.get('type')}={c.get('status')} ({c.get('reason')}: {c.get('message')})"
+                for c in conditions
+                if isinstance(c, dict)
+            )
+            raise CRDInstallError(
+                f"CRD {name} not Established/NamesAccepted in time; conditions: {summary or 'none'}"
+            )
+        time.sleep(0.2)
+
+
+def install_crds(
+    api_client: kubernetes.client.ApiClient,
+    *,
+    timeout: float = 60,
+    namespace: str | None = None,
+) -> None:
+    """Create or upgrade the three CRDs and wait until each is established.
+
+    Existing CRDs are replaced in place (read, carry ``resourceVersion``, replace; a 409
+    is retried). Afterwards each CRD is polled until ``Established=True`` and
+    ``NamesAccepted=True``, then its resource is listed until the list is served.
+    ``timeout`` bounds the whole call; on expiry :class:`CRDInstallError` names the CRD
+    and its conditions (or the last list answer).
+
+    Why the list: ``Established`` stays True across an upgrade, but the apiserver
+    rebuilds the resource's storage after a spec change and answers 429 "storage is
+    (re)initializing" until its watch cache is ready. Callers such as the Python
+    client do not retry 429 on their own, so "installed" means "served".
+
+    ``namespace``: probe the lists in that namespace instead of cluster-wide, so the
+    service needs list permission only in its own namespace (docs/permissions.md).
+    The namespace need not exist yet: a list in a missing namespace answers 200.
+    """
+    api = kubernetes.client.ApiextensionsV1Api(api_client)
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    deadline = time.monotonic() + timeout
+    manifests = all_crds()
+    for manifest in manifests:
+        _upsert(api, manifest, deadline)
+    for manifest in manifests:
+        _wait_established(api, manifest["metadata"]["name"], deadline)
+    for manifest in manifests:
+        wait_served(custom, manifest, deadline, namespace=namespace)
+
+
+SERVED_PROBE_SELECTOR = f"{GROUP}/install-probe=none"
+
+
+def wait_served(
+    custom: kubernetes.client.CustomObjectsApi,
+    manifest: dict[str, Any],
+    deadline: float,
+    *,
+    namespace: str | None = None,
+) -> None:
+    """Poll a list of the CRD's resource, served by the watch cache, until it answers 200.
+
+    The list carries a label selector that matches nothing: the answer stays empty
+    however many objects exist, and the selector keeps the request on the watch cache.
+    (A list with ``limit`` or ``resourceVersion=0`` may be delegated to etcd and
+    succeed while the cache is still initializing, which would prove nothing.)
+    404 (handler not registered yet), 429 (storage re-initializing) and 503 are waited
+    out; any other status is an error. With ``namespace`` the list is namespaced.
+    """
+    spec = manifest["spec"]
+    name = manifest["metadata"]["name"]
+    version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+    while True:
+        options: dict[str, Any] = {
+            "label_selector": SERVED_PROBE_SELECTOR,
+            "_request_timeout": max(1.0, min(10.0, deadline - time.monotonic())),
+            "_preload_content": False,
+        }
+        plural = spec["names"]["plural"]
+        try:
+            if namespace is None:
+                custom.list_cluster_custom_object(spec["group"], version, plural, **options)
+            else:
+                custom.list_namespaced_custom_object(
+                    spec["group"], version, namespace, plural, **options
+                )
+            return
+        except ApiException as exc:
+            if exc.status not in (404, 429, 503):
+                raise CRDInstallError(
+                    f"listing {name} failed: {exc.status} {exc.reason} {exc.body}"
+                ) from exc
+            if time.monotonic() > deadline:
+                raise CRDInstallError(
+                    f"CRD {name} is established but its resource is not served in time: "
+                    f"last answer {exc.status} {exc.reason} {exc.body}"
+                ) from exc
+        time.sleep(0.1)

@@ -1,0 +1,146 @@
+"""Readiness of the mirror: the namespace, ``ContainerNamespace/moby`` and ``EngineReady``.
+
+``kubectl wait --for=condition=EngineReady containernamespace/moby -n <ns>`` returns
+once the first full sync finished; the condition turns False with reason
+``ConnectFailed`` while Docker is unreachable and ``Stopped`` after a clean shutdown.
+(Upstream writes ``ContainerEngineReady`` on its App object; this service has no App,
+so the condition lives on the ContainerNamespace it creates anyway, docs/contract.md §6.1.)
+
+Blocking calls; used from the router's thread and from the supervisor's main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from actors.domain.names import ENGINE_READY, MOBY
+from actors.domain.timefmt import kube_now
+from actors.ports.kube_port import (
+    API_VERSION,
+    CONTAINER_NAMESPACES,
+    ENGINE_MANAGER,
+    KubeConflict,
+    KubeForbidden,
+    KubeHttp,
+    KubeNotFound,
+    custom_path,
+)
+from actors.service.startup_checks import StartupCheckError
+
+log = logging.getLogger("dockmirror.engine_status")
+
+CONDITION = ENGINE_READY
+
+
+class NamespaceMissing(StartupCheckError):
+    """The namespace does not exist and this identity may not create it (403)."""
+
+
+class EngineStatus:
+    """Writes the namespace objects and the ``EngineReady`` condition."""
+
+    def __init__(self, http: KubeHttp, namespace: str) -> None:
+        self.http = http
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._last: tuple[str, str, str] | None = None
+
+    def ensure_namespace(self) -> None:
+        """Check that the namespace exists; create it when missing and allowed.
+
+        The printed RBAC (docs/permissions.md) grants only ``get`` on the namespace:
+        creating namespaces is a cluster-wide power, so an admin creates it first. An
+        identity that may create it (an admin's kubeconfig) still gets it created.
+
+        * exists: nothing to do (no create attempted, so no 403 either);
+        * missing and the create answers 403: :class:`NamespaceMissing` (the start ends
+          with one line saying to create it);
+        * the read itself answers 403 (an identity bound to older or hand-made RBAC):
+          logged as a WARNING and assumed to exist; if it does not, the first write in
+          it fails with "namespace not found", which the start loop reports.
+
+        Main thread, at start. Other failures raise a KubeError family.
+        """
+        try:
+            self.http.request("GET", f"/api/v1/namespaces/{self.namespace}")
+            return
+        except KubeNotFound:
+            pass
+        except KubeForbidden as exc:
+            log.warning(
+                "cannot check that namespace %s exists (%s); assuming it does "
+                "(grant get on namespaces/%s: docs/permissions.md)",
+                self.namespace,
+                exc.message,
+                self.namespace,
+            )
+            return
+        try:
+            self.http.request(
+                "POST",
+                "/api/v1/namespaces",
+                body={
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": self.namespace},
+                },
+            )
+        except KubeConflict:
+            pass  # created concurrently
+        except KubeForbidden as exc:
+            raise NamespaceMissing(
+                f"namespace {self.namespace} does not exist and this identity may not "
+                f"create it ({exc.message}): create it first "
+                f"(kubectl create namespace {self.namespace})"
+            ) from exc
+
+    def apply_moby(self) -> dict[str, Any]:
+        """Server-side apply ``ContainerNamespace/moby`` (no finalizer, docs/contract.md §6.1)."""
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "ContainerNamespace",
+            "metadata": {"name": MOBY, "namespace": self.namespace},
+        }
+        return self.http.request(
+            "PATCH",
+            custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY),
+            query={"fieldManager": ENGINE_MANAGER, "force": "true"},
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def set_ready(self, ready: bool, reason: str, message: str) -> None:
+        """Write ``EngineReady``; a no-op when the same status was written last."""
+        key = ("True" if ready else "False", reason, message)
+        with self._lock:
+            if key == self._last:
+                return
+            try:
+                current = self.http.request(
+                    "GET", custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY)
+                )
+            except KubeNotFound:
+                current = self.apply_moby()
+            conditions = (current.get("status") or {}).get("conditions") or []
+            previous = next((c for c in conditions if c.get("type") == CONDITION), None)
+            transition = kube_now()
+            if previous is not None and previous.get("status") == key[0]:
+                transition = previous.get("lastTransitionTime") or transition
+            condition = {
+                "type": CONDITION,
+                "status": key[0],
+                "reason": reason,
+                "message": message[:32000] or reason,
+                "lastTransitionTime": transition,
+            }
+            others = [c for c in conditions if c.get("type") != CONDITION]
+            self.http.request(
+                "PATCH",
+                custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY, "status"),
+                query={"fieldManager": ENGINE_MANAGER},
+                body={"status": {"conditions": [*others, condition]}},
+                content_type="application/merge-patch+json",
+            )
+            self._last = key

@@ -1,0 +1,103 @@
+"""Wiring of the probes and metrics into one service instance (the supervisor's side).
+
+:class:`Probes` owns the instance's :class:`~actors.infra.metrics.ServiceMetrics`, the
+:class:`~actors.domain.probes.Liveness` snapshot and the
+:class:`~actors.infra.http_endpoint.HttpEndpoint`,
+so the supervisor needs one line per duty: ``start`` after the state files are open,
+``observe_liveness`` at the end of every sweep, ``stopping`` and ``stop`` at shutdown.
+
+Leader election (issue 11, point 4) plugs in by assigning :attr:`Probes.leader_state`
+(a ``() -> "leader" | "standby" | "disabled"`` callable, called from HTTP threads);
+until then this instance reports "disabled" and acts as the leader. An ``--admission``
+mode resolved at run time (``auto``) is reported with :meth:`set_admission_mode`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.domain.probes import LeaderStateFn, Liveness, election_disabled
+from actors.infra.http_endpoint import HttpEndpoint, parse_http_address
+from actors.infra.metrics import ServiceMetrics
+
+log = logging.getLogger("dockmirror.http")
+
+
+def _inbox_size(ref: Any) -> int:
+    """Messages waiting in an actor's mailbox (0 without an actor)."""
+    return ref.actor_inbox.qsize() if ref is not None else 0
+
+
+class Probes:
+    """Probes and metrics of one service instance. Main thread, except the snapshots and
+    callbacks, which the HTTP threads read."""
+
+    def __init__(self, config: Any, *, leader_state: LeaderStateFn = election_disabled) -> None:
+        self.http_address: str = getattr(config, "http_address", "") or ""
+        self.metrics = ServiceMetrics(admission_mode=self._admission_of(config))
+        self.liveness = Liveness()
+        #: Assigned by the composition root when leader election exists.
+        self.leader_state: LeaderStateFn = leader_state
+        self.endpoint: HttpEndpoint | None = None
+
+    @staticmethod
+    def _admission_of(config: Any) -> str:
+        """``--admission`` when the configuration has it, else the webhook (the only mode
+        before issue 11, point 2)."""
+        return str(getattr(config, "admission", None) or "webhook")
+
+    def set_admission_mode(self, mode: str) -> None:
+        """The admission mode actually in use (``auto`` resolved at start)."""
+        self.metrics.admission.info({"mode": mode})
+
+    def start(self, supervisor: Any) -> None:
+        """Main thread, once the journal is open: feed the metrics and open the endpoint.
+
+        A bind failure (address in use, not an address of this host) ends the start
+        with one line (``SystemExit``, exit code 2 in ``main``).
+        """
+        supervisor.journal.listener = self.metrics.on_entry
+        self.metrics.bind_scrape(
+            event_backlog=lambda: _inbox_size(supervisor.events_ref),
+            alive=self.liveness.alive,
+            leader_state=lambda: self.leader_state(),
+        )
+        address = parse_http_address(self.http_address)
+        if address is None:
+            log.info("probes and metrics endpoint off (--http-address is empty)")
+            return
+        endpoint = HttpEndpoint(
+            address,
+            metrics=self.metrics,
+            liveness=self.liveness,
+            leader_state=lambda: self.leader_state(),
+        )
+        try:
+            endpoint.start()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SystemExit(
+                f"dockmirror: cannot listen on --http-address {self.http_address}: {reason} "
+                "(choose another HOST:PORT, or an empty value to turn the endpoint off)"
+            ) from exc
+        self.endpoint = endpoint
+        log.info("probes and metrics on %s (/healthz, /readyz, /metrics)", endpoint.url)
+
+    def observe_liveness(self, supervisor: Any) -> None:
+        """Main thread, at the end of every sweep (after its restarts)."""
+        alive = {name: ref.is_alive() for name, ref in supervisor.refs.items()}
+        webhook = getattr(supervisor, "webhook", None)
+        if webhook is not None:
+            alive["webhook"] = webhook.is_alive()
+        self.liveness.observe(alive)
+
+    def stopping(self) -> None:
+        """Main thread, when shutdown begins: readiness ends at once."""
+        self.liveness.stop()
+
+    def stop(self) -> None:
+        """Main thread: close the endpoint (idempotent; prompt)."""
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            endpoint.stop()
