@@ -1,4 +1,5 @@
-"""Structural checks of the CRD manifests in actors.domain.crds.
+"""The CRD manifests of actors/domain/crds/*.yaml: structure, facts shared with code,
+descriptions, and the loader.
 
 Contract: docs/contract.md §1.1-§1.7, §6.1.
 """
@@ -11,9 +12,26 @@ from types import SimpleNamespace
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from actors.domain import crds
+from actors.domain import crds, names
 from actors.domain.mirror_status import CONTAINER_STATUSES, mirror_status
 from tests.support.samples import INSPECT_RUNNING
+
+
+def bare(node):
+    """``node`` without any ``description`` (a property *named* description is kept)."""
+    if isinstance(node, list):
+        return [bare(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "description" and isinstance(value, str):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: bare(schema) for name, schema in value.items()}
+        else:
+            out[key] = bare(value)
+    return out
 
 
 def _version(crd):
@@ -50,7 +68,7 @@ def test_container_spec_has_no_properties():
     root = _version(crds.container_crd())["schema"]["openAPIV3Schema"]
     assert root["type"] == "object"
     assert "required" not in root
-    assert root["properties"]["spec"] == {"type": "object"}
+    assert bare(root["properties"]["spec"]) == {"type": "object"}
 
 
 def test_container_status_fields():
@@ -75,7 +93,7 @@ def test_container_status_fields():
         "conditions",
         "lastAction",
     }
-    assert props["status"] == {
+    assert bare(props["status"]) == {
         "type": "string",
         "enum": [
             "created",
@@ -92,12 +110,12 @@ def test_container_status_fields():
     }
     assert set(props["status"]["enum"]) == set(CONTAINER_STATUSES)
     for field in ("pid", "exitCode"):
-        assert props[field] == {"type": "integer", "format": "int32"}
+        assert bare(props[field]) == {"type": "integer", "format": "int32"}
     for field in ("createdAt", "startedAt", "finishedAt"):
-        assert props[field] == {"type": "string", "format": "date-time"}
+        assert bare(props[field]) == {"type": "string", "format": "date-time"}
     assert props["args"]["x-kubernetes-list-type"] == "atomic"
     assert props["args"]["items"] == {"type": "string"}
-    assert props["labels"] == {"type": "object", "additionalProperties": {"type": "string"}}
+    assert bare(props["labels"]) == {"type": "object", "additionalProperties": {"type": "string"}}
 
 
 def test_container_ports_schema():
@@ -109,7 +127,7 @@ def test_container_ports_schema():
     bindings = item["properties"]["bindings"]
     assert bindings["x-kubernetes-list-type"] == "atomic"
     assert sorted(bindings["items"]["required"]) == ["hostIP", "hostPort"]
-    assert bindings["items"]["properties"] == {
+    assert bare(bindings["items"]["properties"]) == {
         "hostIP": {"type": "string"},
         "hostPort": {"type": "string"},
     }
@@ -123,7 +141,7 @@ def test_container_last_action_schema():
     assert props["state"]["enum"] == ["Succeeded", "Failed"]
     assert props["observedAt"]["format"] == "date-time"
     assert props["completedAt"]["format"] == "date-time"
-    assert props["error"] == {"type": "string"}
+    assert bare(props["error"]) == {"type": "string"}
 
 
 def _check_conditions(schema):
@@ -154,12 +172,12 @@ def test_container_conditions_schema():
 def test_container_printer_columns():
     columns = _version(crds.container_crd())["additionalPrinterColumns"]
     by_name = {c["name"]: c for c in columns}
-    assert by_name["Running"] == {
+    assert bare(by_name["Running"]) == {
         "name": "Running",
-        "type": "string",  # not boolean: see the deviation note in actors/domain/crds.py
+        "type": "string",  # not boolean: docs/contract.md §9, D15
         "jsonPath": '.status.conditions[?(@.type=="Running")].status',
     }
-    assert by_name["Age"] == {
+    assert bare(by_name["Age"]) == {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
@@ -193,7 +211,11 @@ def test_container_create_request():
     root = version["schema"]["openAPIV3Schema"]["properties"]
     spec = root["spec"]["properties"]
     assert set(spec) == {"name", "namespace", "path", "args", "image", "ports", "labels", "state"}
-    assert spec["state"] == {"type": "string", "enum": ["created", "running"], "default": "running"}
+    assert bare(spec["state"]) == {
+        "type": "string",
+        "enum": ["created", "running"],
+        "default": "running",
+    }
     assert set(root["status"]["properties"]) == {"name", "conditions"}
     _check_conditions(root["status"]["properties"]["conditions"])
 
@@ -220,6 +242,132 @@ def test_manifests_are_fresh_copies_and_json_serialisable():
     assert crds.container_crd()["spec"]["names"]["kind"] == "Container"
     for crd in crds.all_crds():
         json.dumps(crd)
+
+
+# --- the YAML files against the former builders ------------------------------------------
+
+
+def test_yaml_manifests_equal_the_former_builders_apart_from_descriptions():
+    """Moving the CRDs from code to YAML changed nothing but the descriptions."""
+    by_name = {c["metadata"]["name"]: c for c in crds.all_crds()}
+    legacy = {c["metadata"]["name"]: c for c in crds.legacy_all_crds()}
+    assert set(by_name) == set(legacy)
+    for name, manifest in by_name.items():
+        assert bare(manifest) == bare(legacy[name]), name
+
+
+# --- facts defined once in code, checked against the YAML --------------------------------
+
+
+def test_group_version_and_plurals_come_from_names():
+    plurals = set()
+    for crd in crds.all_crds():
+        spec = crd["spec"]
+        assert spec["group"] == names.GROUP
+        assert [v["name"] for v in spec["versions"]] == [names.VERSION]
+        assert crd["metadata"]["name"] == f"{spec['names']['plural']}.{names.GROUP}"
+        plurals.add(spec["names"]["plural"])
+    assert {names.CONTAINERS, names.CONTAINER_NAMESPACES, names.CONTAINER_CREATE_REQUESTS} <= (
+        plurals
+    )
+
+
+def test_enums_are_the_ones_defined_in_code():
+    status = _status_schema(crds.container_crd())["properties"]
+    assert status["status"]["enum"] == list(CONTAINER_STATUSES)
+    last = status["lastAction"]["properties"]
+    assert last["action"]["enum"] == list(names.ACTIONS)
+    assert last["state"]["enum"] == list(names.ACTION_STATES)
+
+
+# --- every field explains itself (kubectl explain) ----------------------------------------
+
+
+def _undescribed(schema, path):
+    """Paths below ``schema`` whose schema lacks a non-empty description."""
+    missing = []
+    for name, prop in (schema.get("properties") or {}).items():
+        where = f"{path}.{name}"
+        # The apiserver allows nothing but the type on the root's metadata and shows
+        # ObjectMeta's documentation there.
+        exempt = path == "" and name == "metadata"
+        if not exempt and not str(prop.get("description") or "").strip():
+            missing.append(where)
+        missing += _undescribed(prop, where)
+    items = schema.get("items")
+    if isinstance(items, dict) and items.get("type") == "object":
+        if not str(items.get("description") or "").strip():
+            missing.append(f"{path}[]")
+        missing += _undescribed(items, f"{path}[]")
+    return missing
+
+
+@pytest.mark.parametrize("name", crds.crd_names())
+def test_every_field_has_a_description(name):
+    crd = crds.crd(name)
+    for version in crd["spec"]["versions"]:
+        root = version["schema"]["openAPIV3Schema"]
+        assert str(root.get("description") or "").strip(), f"{name}: the kind itself"
+        missing = _undescribed(root, "")
+        assert not missing, f"{name} {version['name']}: no description on {missing}"
+        for column in version.get("additionalPrinterColumns") or []:
+            assert column.get("description"), f"{name}: printer column {column['name']}"
+
+
+def test_the_description_walk_finds_a_missing_one():
+    crd = crds.container_crd()
+    last = _version(crd)["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+        "lastAction"
+    ]
+    del last["properties"]["observedAt"]["description"]
+    missing = _undescribed(_version(crd)["schema"]["openAPIV3Schema"], "")
+    assert missing == [".status.lastAction.observedAt"]
+
+
+# --- the loader -----------------------------------------------------------------------
+
+
+def test_every_yaml_file_is_loaded_in_file_name_order():
+    from importlib import resources
+
+    files = sorted(
+        f.name for f in resources.files("actors.domain.crds").iterdir() if f.name.endswith(".yaml")
+    )
+    assert [f"{name}.yaml" for name in crds.crd_names()] == files
+    assert len(files) >= 3
+
+
+def test_manifests_are_parsed_in_file_name_order_whatever_the_input_order():
+    def doc(name):
+        return (
+            f"{name}.yaml",
+            f"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+            f"metadata:\n  name: {name}\n",
+        )
+
+    parsed = crds.parse_manifests([doc("b.example.io"), doc("a.example.io")])
+    assert [c["metadata"]["name"] for c in parsed] == ["a.example.io", "b.example.io"]
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text", "match"),
+    [
+        ("x.yaml", "a: [", "not valid YAML"),
+        ("x.yaml", "", "expected one YAML mapping, got 0"),
+        ("x.yaml", "a: 1\n---\nb: 2\n", "expected one YAML mapping, got 2"),
+        ("x.yaml", "apiVersion: v1\nkind: ConfigMap\n", "not an apiextensions"),
+        (
+            "x.yaml",
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+            "metadata:\n  name: y\n",
+            "metadata.name is 'y'",
+        ),
+    ],
+)
+def test_a_malformed_manifest_names_its_file(file_name, text, match):
+    with pytest.raises(crds.ManifestError, match=match) as info:
+        crds.parse_manifests([(file_name, text)])
+    assert str(info.value).startswith(file_name)
 
 
 # --- install_crds against a fake ApiextensionsV1Api ------------------------------------
@@ -320,7 +468,7 @@ def test_install_upgrades_with_conflict_retry(fake_api):
 
 def test_install_times_out_naming_crd(fake_api):
     fake_api["api"] = FakeApi(establish=False)
-    with pytest.raises(crds.CRDInstallError, match=r"containers\.containers.*Established=False"):
+    with pytest.raises(crds.CRDInstallError, match=r"CRD \w+\.containers.*Established=False"):
         crds.install_crds(object(), timeout=0.3)
 
 
@@ -328,7 +476,7 @@ def test_install_waits_until_the_resource_is_served(fake_api):
     fake_api["api"] = FakeApi()
     fake_api["custom"] = custom = FakeCustomObjects(reinitializing=3)
     crds.install_crds(object(), timeout=5)
-    assert custom.lists[:4] == ["containers"] * 4
+    assert custom.lists[:4] == [custom.lists[0]] * 4
     assert set(custom.lists) == {"containers", "containercreaterequests", "containernamespaces"}
 
 
@@ -351,5 +499,5 @@ def test_install_times_out_when_the_resource_is_never_served(fake_api):
 def test_install_reports_a_list_error_at_once(fake_api):
     fake_api["api"] = FakeApi()
     fake_api["custom"] = FakeCustomObjects(reinitializing=1, status=403)
-    with pytest.raises(crds.CRDInstallError, match=r"listing containers\..*403"):
+    with pytest.raises(crds.CRDInstallError, match=r"listing \w+\.containers.*403"):
         crds.install_crds(object(), timeout=5)

@@ -1,8 +1,20 @@
-"""CustomResourceDefinitions of the ``containers.rancherdesktop.io`` group, and an installer.
+"""The CustomResourceDefinitions of ``containers.rancherdesktop.io``, read from YAML.
 
-Manifests are plain dicts (apiextensions.k8s.io/v1) built per call, so callers may
-mutate what they get. Contract: docs/contract.md §1 (Container), §1.7
-(ContainerCreateRequest) and §6.1 (ContainerNamespace).
+Each CRD is one manifest file next to this module, ``<plural>.<group>.yaml`` (for
+example ``containers.containers.rancherdesktop.io.yaml``), shipped as package data.
+:func:`all_crds` returns every ``*.yaml`` of this directory, in file-name order, so a
+new kind's CRD is a new file and nothing else here. Contract: docs/contract.md §1
+(Container), §1.7 (ContainerCreateRequest) and §6.1 (ContainerNamespace).
+
+Facts defined in code (the group, version and plurals of ``actors/domain/names.py``, the
+enums of ``names.ACTIONS``, ``names.ACTION_STATES`` and
+``actors/domain/mirror_status.CONTAINER_STATUSES``) are checked against the files by
+``tests/unit/test_crds.py``, as is a description on every field.
+
+Pure: the files are read once (package resources, no network, no apiserver) and parsed
+with PyYAML; callers get fresh deep copies they may mutate. Installing them is the
+service's job (``actors/service/crd_install.py``); ``dockmirror crds`` prints them.
+A malformed file raises :class:`ManifestError` naming it.
 
 ``selectableFields`` needs Kubernetes >= 1.31 (GA in 1.32); we run 1.35.
 """
@@ -10,22 +22,108 @@ mutate what they get. Contract: docs/contract.md §1 (Container), §1.7
 from __future__ import annotations
 
 import copy
-import json
-import time
+import functools
+from collections.abc import Iterable
+from importlib import resources
 from typing import Any
 
-import kubernetes.client
-from kubernetes.client.exceptions import ApiException
+import yaml
 
-from actors.domain.mirror_status import CONTAINER_STATUSES
-from actors.domain.names import ACTIONS, GROUP, VERSION
+from actors.domain.names import CONTAINER_CREATE_REQUESTS, CONTAINER_NAMESPACES, CONTAINERS, GROUP
 
-CONTAINER_CRD_NAME = f"containers.{GROUP}"
-CONTAINER_CREATE_REQUEST_CRD_NAME = f"containercreaterequests.{GROUP}"
-CONTAINER_NAMESPACE_CRD_NAME = f"containernamespaces.{GROUP}"
+CONTAINER_CRD_NAME = f"{CONTAINERS}.{GROUP}"
+CONTAINER_CREATE_REQUEST_CRD_NAME = f"{CONTAINER_CREATE_REQUESTS}.{GROUP}"
+CONTAINER_NAMESPACE_CRD_NAME = f"{CONTAINER_NAMESPACES}.{GROUP}"
 
-# One source of truth for the enums: the mapping that produces the values and the
-# action table that consumes them.
+#: Label selector of the "is it served" probe (a list that matches nothing, answered by
+#: the watch cache): ``actors/service/crd_install.py`` and ``startup_checks.py`` use it.
+SERVED_PROBE_SELECTOR = f"{GROUP}/install-probe=none"
+
+MANIFEST_SUFFIX = ".yaml"
+
+
+class ManifestError(ValueError):
+    """A CRD manifest file is not one CustomResourceDefinition named like its file."""
+
+
+def parse_manifests(sources: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Parse ``(file name, YAML text)`` pairs into CRDs, ordered by file name.
+
+    Each text must hold exactly one ``apiextensions.k8s.io/v1`` CustomResourceDefinition
+    whose ``metadata.name`` is the file name without ``.yaml``; anything else raises
+    :class:`ManifestError` naming the file. Pure.
+    """
+    crds: list[dict[str, Any]] = []
+    for file_name, text in sorted(sources):
+        try:
+            documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"{file_name}: not valid YAML: {exc}") from exc
+        if len(documents) != 1 or not isinstance(documents[0], dict):
+            raise ManifestError(f"{file_name}: expected one YAML mapping, got {len(documents)}")
+        crd = documents[0]
+        if (crd.get("apiVersion"), crd.get("kind")) != (
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+        ):
+            raise ManifestError(f"{file_name}: not an apiextensions.k8s.io/v1 CRD")
+        name = (crd.get("metadata") or {}).get("name")
+        if f"{name}{MANIFEST_SUFFIX}" != file_name:
+            raise ManifestError(f"{file_name}: metadata.name is {name!r}; name the file after it")
+        crds.append(crd)
+    return crds
+
+
+@functools.cache
+def _loaded() -> tuple[dict[str, Any], ...]:
+    """The package's manifest files, parsed once (each call of the API copies them)."""
+    files = resources.files(__name__)
+    sources = [
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in files.iterdir()
+        if entry.name.endswith(MANIFEST_SUFFIX)
+    ]
+    return tuple(parse_manifests(sources))
+
+
+def all_crds() -> list[dict[str, Any]]:
+    """Every CRD of the package, in file-name order (fresh copies)."""
+    return copy.deepcopy(list(_loaded()))
+
+
+def crd_names() -> list[str]:
+    """The ``metadata.name`` of every CRD, in the order of :func:`all_crds`."""
+    return [crd["metadata"]["name"] for crd in _loaded()]
+
+
+def crd(name: str) -> dict[str, Any]:
+    """One CRD by ``metadata.name`` (a fresh copy); KeyError if there is none."""
+    for manifest in _loaded():
+        if manifest["metadata"]["name"] == name:
+            return copy.deepcopy(manifest)
+    raise KeyError(name)
+
+
+def container_crd() -> dict[str, Any]:
+    """``containers.containers.rancherdesktop.io`` (docs/contract.md §1)."""
+    return crd(CONTAINER_CRD_NAME)
+
+
+def container_create_request_crd() -> dict[str, Any]:
+    """The inert ``containercreaterequests`` CRD (docs/contract.md §1.7)."""
+    return crd(CONTAINER_CREATE_REQUEST_CRD_NAME)
+
+
+def container_namespace_crd() -> dict[str, Any]:
+    """``containernamespaces.containers.rancherdesktop.io`` (docs/contract.md §6.1)."""
+    return crd(CONTAINER_NAMESPACE_CRD_NAME)
+
+
+# --- the former builders, kept only to prove the YAML equivalent (to be deleted) ---------
+# tests/unit/test_crds.py compares them with the YAML files, descriptions aside.
+from actors.domain.mirror_status import CONTAINER_STATUSES  # noqa: E402
+from actors.domain.names import ACTIONS, VERSION  # noqa: E402
+
 CONTAINER_STATUS_ENUM = list(CONTAINER_STATUSES)
 ACTION_ENUM = list(ACTIONS)
 ACTION_STATE_ENUM = ["Succeeded", "Failed"]
@@ -155,7 +253,7 @@ def _root_schema(properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def container_crd() -> dict[str, Any]:
+def legacy_container_crd() -> dict[str, Any]:
     """``containers.containers.rancherdesktop.io`` (§1.1-§1.7)."""
     status_schema = {
         "type": "object",
@@ -227,7 +325,7 @@ def container_crd() -> dict[str, Any]:
     )
 
 
-def container_create_request_crd() -> dict[str, Any]:
+def legacy_container_create_request_crd() -> dict[str, Any]:
     """Inert ``containercreaterequests`` CRD (§1.7): installed, implemented by nothing."""
     spec_schema = {
         "type": "object",
@@ -259,7 +357,7 @@ def container_create_request_crd() -> dict[str, Any]:
     )
 
 
-def container_namespace_crd() -> dict[str, Any]:
+def legacy_container_namespace_crd() -> dict[str, Any]:
     """``containernamespaces.containers.rancherdesktop.io`` (§6.1), short name ``cns``.
 
     Deviation from §6.1 ("metadata only"; docs/contract.md §9, D2): this port writes an
@@ -284,8 +382,20 @@ def container_namespace_crd() -> dict[str, Any]:
     )
 
 
-def all_crds() -> list[dict[str, Any]]:
-    return [container_crd(), container_create_request_crd(), container_namespace_crd()]
+def legacy_all_crds() -> list[dict[str, Any]]:
+    return [
+        legacy_container_crd(),
+        legacy_container_create_request_crd(),
+        legacy_container_namespace_crd(),
+    ]
+
+
+# --- installer (moves to the service) --------------------------------------------------
+import json  # noqa: E402
+import time  # noqa: E402
+
+import kubernetes.client  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 
 class CRDInstallError(RuntimeError):
