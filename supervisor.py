@@ -42,7 +42,6 @@ from collections.abc import Callable
 import pykka
 from kubernetes import client as k8s_client
 
-from actors.domain.crds import install_crds
 from actors.infra.certs import ensure_certificates
 from actors.infra.heap_report import HeapGrowthReporter
 from actors.infra.state_dir import StateError, open_state
@@ -74,6 +73,7 @@ from actors.runtime.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
 from actors.service import admission, cli
 from actors.service.admission import AdmissionError, PolicyAdmission, WebhookSettings
 from actors.service.config import Config
+from actors.service.crd_install import install_crds
 from actors.service.probe_wiring import Probes
 from actors.service.startup_checks import StartupCheckError, check_crds_served
 from messages.base import Message
@@ -235,7 +235,7 @@ class Supervisor:
                 if self.config.skip_crd_install:
                     check_crds_served(self.http, self.config.namespace)
                 else:
-                    install_crds(self.api_client, namespace=self.config.namespace)
+                    install_crds(self.http, namespace=self.config.namespace)
                 self.engine_status.ensure_namespace()
                 self.engine_status.apply_moby()
                 self.engine_status.set_ready(False, "Syncing", "Initial sync in progress")

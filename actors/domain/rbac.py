@@ -14,7 +14,8 @@ Every rule maps to a call the service makes:
 * ``actors/runtime/engine_status.py`` (namespace check, ``ContainerNamespace/moby`` apply, its
   ``EngineReady`` condition);
 * ``actors/runtime/event_writer.py`` (``events.k8s.io/v1`` Events: create, merge patch of a series);
-* ``actors/domain/crds.py`` (CRD install, its "served" probe) unless ``skip_crd_install``;
+* ``actors/service/crd_install.py`` (CRD server-side apply, its "served" probe) unless
+  ``skip_crd_install``;
   with it, ``actors/service/startup_checks.py`` uses only discovery, which every authenticated
   user may read, and a list of Containers, which the watch needs anyway;
 * the admission mode: the ValidatingAdmissionPolicy and its binding (``policy``) or the
@@ -35,12 +36,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from actors.domain import admission_policy
-from actors.domain.crds import (
-    CONTAINER_CRD_NAME,
-    CONTAINER_CREATE_REQUEST_CRD_NAME,
-    CONTAINER_NAMESPACE_CRD_NAME,
-)
+from actors.domain import admission_policy, crds
 from actors.domain.names import CONTAINER_NAMESPACES, CONTAINERS, GROUP, MOBY
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
@@ -108,9 +104,10 @@ def namespaced_rules(namespace: str, *, skip_crd_install: bool) -> list[dict[str
         _rule("", ["namespaces"], ["get"], [namespace]),
     ]
     if not skip_crd_install:
-        # The install's "served" probe lists each of the three resources in the
-        # namespace; Containers and ContainerNamespaces are covered above or below.
-        rules.append(_rule(GROUP, ["containercreaterequests", CONTAINER_NAMESPACES], ["list"]))
+        # The install's "served" probe lists each installed resource in the namespace;
+        # Containers are covered above.
+        plurals = [c["spec"]["names"]["plural"] for c in crds.all_crds()]
+        rules.append(_rule(GROUP, [p for p in plurals if p != CONTAINERS], ["list"]))
     return rules
 
 
@@ -120,17 +117,16 @@ def cluster_rules(
     """The ClusterRole's rules (cluster-scoped objects only); may be empty."""
     rules: list[dict[str, Any]] = []
     if not skip_crd_install:
-        crd_names = [
-            CONTAINER_CRD_NAME,
-            CONTAINER_CREATE_REQUEST_CRD_NAME,
-            CONTAINER_NAMESPACE_CRD_NAME,
-        ]
-        rules += [
-            _rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["create"]),
+        # One server-side apply per CRD (a create when missing, authorized with its
+        # name) and reads of its conditions: every verb is limited to our CRDs.
+        rules.append(
             _rule(
-                "apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "update"], crd_names
-            ),
-        ]
+                "apiextensions.k8s.io",
+                ["customresourcedefinitions"],
+                ["get", "create", "patch"],
+                crds.crd_names(),
+            )
+        )
     if admission == "policy":
         binding = policy_binding_name(namespace)
         if admission_install:

@@ -115,8 +115,8 @@ def one_line(value: object) -> str:
 def kube_error_in(exc: BaseException) -> KubeError | None:
     """The first apiserver answer in ``exc``'s chain, as a port error family (or None).
 
-    Callers at start wrap the client's exceptions (``CRDInstallError`` from an
-    ``ApiException``); the chain (``__cause__``, then ``__context__``) finds the answer.
+    Callers at start wrap the port's errors (``CRDInstallError`` from a
+    ``KubeError``); the chain (``__cause__``, then ``__context__``) finds the answer.
     """
     seen: set[int] = set()
     current: BaseException | None = exc

@@ -382,6 +382,57 @@ def custom_path(namespace: str, plural: str, name: str | None = None, sub: str =
     return path
 
 
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+class CrdStore:
+    """CustomResourceDefinitions: server-side apply, read, and the "is it served" list.
+
+    Blocking calls in the caller's thread (the supervisor's main thread, at start);
+    every failure is a :class:`KubeError` family.
+    """
+
+    def __init__(self, http: KubeHttp) -> None:
+        self.http = http
+
+    def apply(self, manifest: dict[str, Any], *, field_manager: str) -> dict[str, Any]:
+        """Server-side apply of one CRD manifest (``force``: the manifest wins every
+        field it names); creates the CRD when missing. Returns the stored object."""
+        name = manifest["metadata"]["name"]
+        return self.http.request(
+            "PATCH",
+            f"{CRD_PATH}/{quote(name, safe='')}",
+            query={"fieldManager": field_manager, "force": "true"},
+            body=manifest,
+            content_type=_APPLY,
+        )
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.http.request("GET", f"{CRD_PATH}/{quote(name, safe='')}")
+
+    def list_served(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        *,
+        namespace: str | None,
+        label_selector: str,
+        timeout_s: float,
+    ) -> None:
+        """List ``plural`` (in ``namespace``, or cluster-wide when None) with a label
+        selector; the answer is discarded: only whether it succeeds matters."""
+        base = f"/apis/{group}/{version}"
+        if namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        self.http.request(
+            "GET",
+            f"{base}/{plural}",
+            query={"labelSelector": label_selector},
+            timeout=(min(5.0, timeout_s), timeout_s),
+        )
+
+
 class WatchStream:
     """Iterates one watch response's events; :meth:`close` works from any thread."""
 

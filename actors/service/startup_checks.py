@@ -104,9 +104,10 @@ def check_crds_served(
        ``containernamespaces/status``; a CRD still missing after ``grace_s`` raises
        :class:`CRDNotServed`.
     2. A list of Containers in ``namespace`` with a selector that matches nothing (the
-       same probe as the install's, ``actors/domain/crds.py: wait_served``) must answer: after
-       a CRD change the apiserver answers 429 until its cache is ready, and that
-       :class:`~actors.ports.kube_port.KubeError` propagates for the start loop to retry.
+       same probe as the install's, ``actors/service/crd_install.py: wait_served``)
+       must answer: after a CRD change the apiserver answers 429 until its cache is
+       ready, and that :class:`~actors.ports.kube_port.KubeError` propagates for the
+       start loop to retry.
 
     Raises a :class:`~actors.ports.kube_port.KubeError` family for any other answer (a 403
     names the missing permission in its message).

@@ -14,7 +14,8 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
-from actors.domain.crds import wait_served
+from actors.ports.kube_port import CrdStore, KubeHttp
+from actors.service.crd_install import wait_served
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -85,7 +86,7 @@ def widgets(api_client: k8s.ApiClient) -> Iterator[k8s.CustomObjectsApi]:
     wait_for(established, timeout=30, message="smoke CRD Established")
     custom = k8s.CustomObjectsApi(api_client)
     # Established does not mean served: the first lists can still answer 429.
-    wait_served(custom, CRD, deadline=time.monotonic() + 30)
+    wait_served(CrdStore(KubeHttp(api_client)), CRD, deadline=time.monotonic() + 30)
     yield custom
 
 

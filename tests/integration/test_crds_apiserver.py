@@ -1,4 +1,5 @@
-"""actors.domain.crds and actors.domain.mirror_status against the real kube-apiserver.
+"""The CRDs (actors/domain/crds, installed by actors/service/crd_install.py) and
+actors.domain.mirror_status against the real kube-apiserver.
 
 Uses the session fixtures of tests/conftest.py: ``api_client`` (a kubernetes
 ``ApiClient`` for the devenv apiserver) and ``namespace`` (a unique, existing namespace).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 
 import kubernetes.client
 import pytest
@@ -16,17 +18,20 @@ from kubernetes.client.exceptions import ApiException
 
 from actors.domain import crds
 from actors.domain.mirror_status import compute_conditions, mirror_status
+from actors.domain.names import GROUP, VERSION
+from actors.ports.kube_port import KubeHttp
+from actors.service.crd_install import install_crds
+from tests.support.devenv import Devenv
 from tests.support.samples import CONTAINER_ID, INSPECT_RUNNING, inspect_with
 
 pytestmark = pytest.mark.integration
 
-GROUP, VERSION = crds.GROUP, crds.VERSION
 MERGE = "application/merge-patch+json"
 
 
 @pytest.fixture(scope="module")
 def installed(api_client):
-    crds.install_crds(api_client, timeout=60)
+    install_crds(KubeHttp(api_client), timeout=60)
     return api_client
 
 
@@ -69,7 +74,7 @@ def _full_status():
 
 def test_install_is_idempotent_and_upgrades_in_place(api_client):
     api = kubernetes.client.ApiextensionsV1Api(api_client)
-    crds.install_crds(api_client, timeout=60)
+    install_crds(KubeHttp(api_client), timeout=60)
     # Simulate an older manifest on the server, then upgrade over it.
     old = crds.container_crd()
     del old["spec"]["versions"][0]["additionalPrinterColumns"]
@@ -78,8 +83,8 @@ def test_install_is_idempotent_and_upgrades_in_place(api_client):
     )
     old["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
     api.replace_custom_resource_definition(crds.CONTAINER_CRD_NAME, old)
-    crds.install_crds(api_client, timeout=60)
-    crds.install_crds(api_client, timeout=60)
+    install_crds(KubeHttp(api_client), timeout=60)
+    install_crds(KubeHttp(api_client), timeout=60)
     for name in (
         crds.CONTAINER_CRD_NAME,
         crds.CONTAINER_CREATE_REQUEST_CRD_NAME,
@@ -221,3 +226,68 @@ def test_container_create_request_defaults_state(custom, namespace):
         spec={"image": "busybox", "name": "x"},
     )
     assert created["spec"]["state"] == "running"
+
+
+# --- kubectl explain: every field explains itself -------------------------------------------
+
+
+def explain_fields(devenv: Devenv, resource: str) -> dict[str, tuple[str, str]]:
+    """``kubectl explain RESOURCE``'s FIELDS section as {field: (type, description)}.
+
+    kubectl prints each field as ``  name<TAB><type> [-required-]``, optionally an
+    ``  enum: ...`` line, then its description indented by four spaces.
+    """
+    result = devenv.kubectl("explain", resource, check=True)
+    fields: dict[str, tuple[str, str]] = {}
+    current: str | None = None
+    lines = result.stdout.splitlines()
+    assert "FIELDS:" in lines, result.stdout
+    for line in lines[lines.index("FIELDS:") + 1 :]:
+        field = re.match(r"^  (\S+)\t<([^>]+)>", line)
+        if field:
+            current = field.group(1)
+            fields[current] = (field.group(2), "")
+        elif current is not None and line.startswith("    "):
+            kind, text = fields[current]
+            fields[current] = (kind, f"{text} {line.strip()}".strip())
+    return fields
+
+
+def undescribed(devenv: Devenv, resource: str) -> list[str]:
+    """Fields under ``resource`` (recursively into objects) without a description."""
+    fields = explain_fields(devenv, resource)
+    assert fields, f"kubectl explain {resource} lists no fields"
+    missing = [f"{resource}.{name}" for name, (_, text) in fields.items() if not text]
+    for name, (kind, _) in fields.items():
+        if kind in ("Object", "[]Object"):
+            missing += undescribed(devenv, f"{resource}.{name}")
+    return missing
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "container.status",
+        "container.status.lastAction",
+        "container.spec",
+        "containernamespace.status",
+        "containercreaterequest.spec",
+    ],
+)
+def test_kubectl_explain_describes_every_field(installed, devenv, resource):
+    """Issue 12: ``kubectl explain container.status.lastAction`` explains itself."""
+    head = devenv.kubectl("explain", resource, check=True).stdout
+    description = head.split("DESCRIPTION:", 1)[1].split("FIELDS:", 1)[0].strip()
+    assert description, head
+    if resource == "container.spec":
+        return  # no fields: everything under spec is pruned
+    assert undescribed(devenv, resource) == []
+
+
+def test_explain_lists_the_contract_fields(installed, devenv):
+    status = explain_fields(devenv, "container.status")
+    schema = crds.container_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert set(status) == set(schema["properties"]["status"]["properties"])
+    last = explain_fields(devenv, "container.status.lastAction")
+    assert set(last) == {"action", "state", "error", "observedAt", "completedAt"}
+    assert "in progress" in last["state"][1]

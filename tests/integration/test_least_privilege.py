@@ -32,8 +32,9 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.domain.crds import install_crds
 from actors.domain.rbac import rbac_manifests
+from actors.ports.kube_port import KubeHttp
+from actors.service.crd_install import install_crds
 from messages.journal import Effect, Note
 from tests.support.devenv import REPO_ROOT, Devenv, unique_name
 from tests.support.identity import ClientIdentity, mint_user_kubeconfig
@@ -80,7 +81,7 @@ def as_list(items: list[dict[str, Any]]) -> str:
 @pytest.fixture(scope="module")
 def crds_installed(api_client: k8s.ApiClient) -> None:
     """The admin's step: ``dockmirror crds | kubectl apply -f -``."""
-    install_crds(api_client)
+    install_crds(KubeHttp(api_client))
 
 
 @pytest.fixture
@@ -219,9 +220,9 @@ def test_crd_install_needs_only_the_printed_crd_rules(
     namespace: no cluster-wide list, no other CRD."""
     who = identity("webhook", skip_crd_install=False)
     assert can_i(
-        devenv, who, "update", "customresourcedefinitions/containers.containers.rancherdesktop.io"
+        devenv, who, "patch", "customresourcedefinitions/containers.containers.rancherdesktop.io"
     )
-    assert not can_i(devenv, who, "update", "customresourcedefinitions/other.example.com")
+    assert not can_i(devenv, who, "patch", "customresourcedefinitions/other.example.com")
     assert not can_i(devenv, who, "list", "containers.containers.rancherdesktop.io", "-A")
     service = service_factory(
         extra_args=("--kubeconfig", str(who.kubeconfig), *admission_args("webhook"))

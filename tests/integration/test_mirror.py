@@ -98,9 +98,10 @@ def test_48_stale_mirror_removed_at_start(service_factory, namespace, api_client
     api = k8s.CustomObjectsApi(api_client)
     k8s.CoreV1Api(api_client)  # namespace exists (fixture)
     ghost = "f" * 64
-    from actors.domain.crds import install_crds
+    from actors.ports.kube_port import KubeHttp
+    from actors.service.crd_install import install_crds
 
-    install_crds(api_client)
+    install_crds(KubeHttp(api_client))
     api.create_namespaced_custom_object(
         GROUP,
         VERSION,

@@ -23,18 +23,19 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.domain.crds import install_crds
+from actors.domain.names import CONTAINERS as CONTAINER_PLURAL
+from actors.domain.names import GROUP as CONTAINER_GROUP
+from actors.domain.names import VERSION as CONTAINER_VERSION
 from actors.domain.webhook_review import ACTION_ANNOTATION
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import (
-    CONTAINER_GROUP,
-    CONTAINER_PLURAL,
-    CONTAINER_VERSION,
     MAX_CONNECTIONS,
     WEBHOOK_NAME,
     WebhookRegistration,
     WebhookServer,
 )
+from actors.ports.kube_port import KubeHttp
+from actors.service.crd_install import install_crds
 from tests.support.slow_clients import Slowpoke, Trickler
 from tests.support.wait import wait_for
 
@@ -56,7 +57,7 @@ def container_crd(api_client: k8s.ApiClient) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
-        install_crds(api_client)
+        install_crds(KubeHttp(api_client))
 
 
 @pytest.fixture

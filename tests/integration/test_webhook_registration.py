@@ -18,7 +18,6 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.domain.crds import install_crds
 from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP, VERSION
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import (
@@ -26,6 +25,8 @@ from actors.infra.webhook import (
     WebhookRegistration,
     WebhookServer,
 )
+from actors.ports.kube_port import KubeHttp
+from actors.service.crd_install import install_crds
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def container_crd(api_client: k8s.ApiClient) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
-        install_crds(api_client)
+        install_crds(KubeHttp(api_client))
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ SDKS = {"docker", "kubernetes", "requests", "urllib3", "pykka", "prometheus_clie
 #: Modules outside actors/ports that still import the kubernetes SDK, with why.
 #: Issue 12 point 5 empties this set: every Kubernetes call goes through the port.
 KUBE_SDK_OUTSIDE_PORTS: set[str] = {
-    "actors/domain/crds/__init__.py",
     "actors/infra/webhook.py",
     "actors/service/admission.py",
     "supervisor.py",

@@ -12,7 +12,6 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 import supervisor
-from actors.domain.crds import CRDInstallError
 from actors.ports.kube_connect import (
     KubeconfigError,
     KubeTarget,
@@ -23,6 +22,7 @@ from actors.ports.kube_connect import (
 )
 from actors.ports.kube_port import KubeUnavailable
 from actors.service.config import Config
+from actors.service.crd_install import CRDInstallError
 
 TARGET = KubeTarget("/home/u/.kube/config", "$KUBECONFIG", "https://127.0.0.1:6443")
 CRD_DENIAL = (
@@ -160,6 +160,7 @@ def make_supervisor(tmp_path: Path, timeout: float = 0.0) -> supervisor.Supervis
     sup = supervisor.Supervisor(Config(state_dir=tmp_path, startup_timeout=timeout))
     sup.kube_target = TARGET
     sup.api_client = None
+    sup.http = None  # type: ignore[assignment]
     return sup
 
 
