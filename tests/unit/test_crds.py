@@ -242,18 +242,6 @@ def test_manifests_are_fresh_copies_and_json_serialisable():
         json.dumps(crd)
 
 
-# --- the YAML files against the former builders ------------------------------------------
-
-
-def test_yaml_manifests_equal_the_former_builders_apart_from_descriptions():
-    """Moving the CRDs from code to YAML changed nothing but the descriptions."""
-    by_name = {c["metadata"]["name"]: c for c in crds.all_crds()}
-    legacy = {c["metadata"]["name"]: c for c in crds.legacy_all_crds()}
-    assert set(by_name) == set(legacy)
-    for name, manifest in by_name.items():
-        assert bare(manifest) == bare(legacy[name]), name
-
-
 # --- facts defined once in code, checked against the YAML --------------------------------
 
 
