@@ -221,14 +221,23 @@ def test_container_create_request():
 def test_container_namespace():
     crd = crds.container_namespace_crd()
     assert crd["metadata"]["name"] == "containernamespaces.containers.rancherdesktop.io"
-    names = crd["spec"]["names"]
-    assert names["kind"] == "ContainerNamespace"
-    assert names["shortNames"] == ["cns"]
-    assert names["categories"] == ["all"]
+    kind_names = crd["spec"]["names"]
+    assert kind_names["kind"] == "ContainerNamespace"
+    assert kind_names["shortNames"] == ["cns"]
+    assert kind_names["categories"] == ["all"]
     assert crd["spec"]["scope"] == "Namespaced"
     version = _version(crd)
     assert version["subresources"] == {"status": {}}
-    assert "additionalPrinterColumns" not in version
+    columns = version["additionalPrinterColumns"]
+    assert [bare(c) for c in columns] == [
+        {
+            "name": "EngineReady",
+            "type": "string",  # not boolean: docs/contract.md §9, D15
+            "jsonPath": '.status.conditions[?(@.type=="EngineReady")].status',
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    assert names.ENGINE_READY in columns[0]["jsonPath"]
     root = version["schema"]["openAPIV3Schema"]["properties"]
     assert "spec" not in root
     _check_conditions(root["status"]["properties"]["conditions"])
