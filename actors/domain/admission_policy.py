@@ -1,4 +1,4 @@
-"""Admission without a callback: the ValidatingAdmissionPolicy manifests (docs/contract.md §5.1).
+"""Admission without a callback: the ValidatingAdmissionPolicy manifests (docs/contract.md §5).
 
 Pure: :func:`policy_manifests` builds the objects, nothing here talks to the apiserver
 (``actors/service/admission.py`` installs and checks them). The policy is evaluated by the
@@ -24,21 +24,39 @@ which the apiserver evaluates them cannot change the message:
    absent spec equals ``{}`` as in the webhook;
 3. UPDATE whose new object carries a value outside the five -> ``invalid ... annotation
    <Go %q of the value>``. :func:`go_quote_cel` renders Go's ``strconv.Quote`` in CEL.
+
+The ContainerNamespace delete warning (docs/contract.md §5.2) is a second pair, because
+a binding's ``validationActions`` apply to every validation of its policy: the policy
+:data:`NAMESPACE_POLICY_NAME` matches DELETE of ``containernamespaces`` with one
+validation that always fails, and its binding ``dockmirror-<namespace>.containernamespaces``
+(a dot cannot occur in a namespace name, so it never clashes with another namespace's
+binding) has ``validationActions: [Warn]``: the delete goes ahead and the apiserver
+returns the warning ``Validation failed for ValidatingAdmissionPolicy '<policy>' with
+binding '<binding>': namespace delete validation not implemented``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP, VERSION
+from actors.domain.names import (
+    ACTION_ANNOTATION,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    VERSION,
+)
 from actors.domain.webhook_review import (
     CREATE_DENIED_MESSAGE,
     GO_SHORT_ESCAPES,
+    NAMESPACE_DELETE_WARNING,
     VALID_ACTIONS,
 )
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 POLICY_NAME = "container-validation.containers.rancherdesktop.io"
+#: The ContainerNamespace delete warning (the webhook of that name upstream).
+NAMESPACE_POLICY_NAME = "container-namespace-deleting.containers.rancherdesktop.io"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dockmirror"}
 
 
@@ -66,6 +84,12 @@ _CEL_ESCAPES = {
 def binding_name(namespace: str) -> str:
     """The binding of one namespace (cluster-scoped, so the namespace is in the name)."""
     return f"dockmirror-{namespace}"
+
+
+def namespace_binding_name(namespace: str) -> str:
+    """The warning binding of one namespace; the dot keeps it apart from every
+    :func:`binding_name` (namespace names have none)."""
+    return f"{binding_name(namespace)}.{CONTAINER_NAMESPACES}"
 
 
 def cel_str(text: str) -> str:
@@ -207,9 +231,62 @@ def binding_manifest(namespace: str) -> dict[str, Any]:
     }
 
 
+def namespace_policy_manifest() -> dict[str, Any]:
+    """The shared policy that warns on every ContainerNamespace delete (§5.2)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": NAMESPACE_POLICY_NAME, "labels": dict(MANAGED_BY)},
+        "spec": {
+            # It only warns: an evaluation error must never block a delete.
+            "failurePolicy": "Ignore",
+            "matchConstraints": {
+                "matchPolicy": "Equivalent",
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": [VERSION],
+                        "operations": ["DELETE"],
+                        "resources": [CONTAINER_NAMESPACES],
+                        "scope": "Namespaced",
+                    }
+                ],
+            },
+            # Fails for every request it matches; the binding turns that into a warning.
+            "validations": [
+                {"expression": "request.operation != 'DELETE'", "message": NAMESPACE_DELETE_WARNING}
+            ],
+        },
+    }
+
+
+def namespace_binding_manifest(namespace: str) -> dict[str, Any]:
+    """The binding of :data:`NAMESPACE_POLICY_NAME` to ``namespace``, warning only."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": namespace_binding_name(namespace), "labels": dict(MANAGED_BY)},
+        "spec": {
+            "policyName": NAMESPACE_POLICY_NAME,
+            "validationActions": ["Warn"],
+            "matchResources": {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": namespace},
+                },
+            },
+        },
+    }
+
+
+def warning_manifests(namespace: str) -> list[dict[str, Any]]:
+    """The warning-only pair for ``namespace`` (policy first): optional at start."""
+    return [namespace_policy_manifest(), namespace_binding_manifest(namespace)]
+
+
 def policy_manifests(namespace: str) -> list[dict[str, Any]]:
-    """The policy and the binding for ``namespace``, in apply order (policy first).
+    """Every admission object for ``namespace``, in apply order (each policy before its
+    binding): the Container policy and binding, then the warning pair.
 
     Pure; ``dockmirror policy --namespace NS`` prints it for ``kubectl apply -f -``.
     """
-    return [policy_manifest(), binding_manifest(namespace)]
+    return [policy_manifest(), binding_manifest(namespace), *warning_manifests(namespace)]

@@ -128,7 +128,13 @@ def cluster_rules(
             )
         )
     if admission == "policy":
-        binding = policy_binding_name(namespace)
+        # Two policies, each with this namespace's binding: Container validation (§5.1)
+        # and the ContainerNamespace delete warning (§5.2).
+        policies = [POLICY_NAME, admission_policy.NAMESPACE_POLICY_NAME]
+        bindings = [
+            policy_binding_name(namespace),
+            admission_policy.namespace_binding_name(namespace),
+        ]
         if admission_install:
             rules += [
                 _rule(
@@ -140,19 +146,19 @@ def cluster_rules(
                     ADMISSION_GROUP,
                     ["validatingadmissionpolicies"],
                     ["get", "patch", "update"],
-                    [POLICY_NAME],
+                    policies,
                 ),
                 _rule(
                     ADMISSION_GROUP,
                     ["validatingadmissionpolicybindings"],
                     ["get", "patch", "update"],
-                    [binding],
+                    bindings,
                 ),
             ]
         else:
             rules += [
-                _rule(ADMISSION_GROUP, ["validatingadmissionpolicies"], ["get"], [POLICY_NAME]),
-                _rule(ADMISSION_GROUP, ["validatingadmissionpolicybindings"], ["get"], [binding]),
+                _rule(ADMISSION_GROUP, ["validatingadmissionpolicies"], ["get"], policies),
+                _rule(ADMISSION_GROUP, ["validatingadmissionpolicybindings"], ["get"], bindings),
             ]
     elif admission == "webhook":
         rules += [

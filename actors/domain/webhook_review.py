@@ -1,4 +1,4 @@
-"""Decision logic of the Container validating admission webhook (docs/contract.md §5.1).
+"""Decision logic of the validating admission webhook (docs/contract.md §5.1, §5.2).
 
 Pure functions, no I/O: :func:`review` takes the raw HTTP request body of an
 ``AdmissionReview`` (``admission.k8s.io/v1`` or ``v1beta1``) and returns the HTTP
@@ -17,6 +17,12 @@ Decisions (in this order, as in the table of docs/contract.md §5.1):
   ``invalid containers.rancherdesktop.io/action annotation <%q of value>``.
 * Everything else (other CREATE/UPDATE, DELETE, CONNECT) -> allow.
 
+A request about a ``ContainerNamespace`` (``request.resource`` is
+``containers.rancherdesktop.io`` ``containernamespaces``; the webhook is registered for
+its DELETE only) is allowed; a DELETE carries the warning
+``namespace delete validation not implemented`` (docs/contract.md §5.2), which kubectl
+prints as ``Warning: ...``.
+
 Malformed input answers HTTP 400 with ``{"error": "..."}``.
 """
 
@@ -28,7 +34,7 @@ import unicodedata
 from decimal import Decimal
 from typing import Any
 
-from actors.domain.names import ACTION_ANNOTATION, ACTIONS
+from actors.domain.names import ACTION_ANNOTATION, ACTIONS, CONTAINER_NAMESPACES, GROUP
 
 VALID_ACTIONS = frozenset(ACTIONS)
 
@@ -38,6 +44,10 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 SUPPORTED_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 
 CREATE_DENIED_MESSAGE = f"{ACTION_ANNOTATION} annotation is not allowed on create"
+
+#: The warning on every ContainerNamespace delete (docs/contract.md §5.2), the same in
+#: both admission modes (actors/domain/admission_policy.py).
+NAMESPACE_DELETE_WARNING = "namespace delete validation not implemented"
 
 
 class MalformedReview(ValueError):
@@ -231,6 +241,24 @@ def _decide(request: dict[str, Any]) -> str | None:
     return None
 
 
+def is_container_namespace(request: dict[str, Any]) -> bool:
+    """Whether the request is about a ContainerNamespace (by ``request.resource``)."""
+    resource = request.get("resource")
+    return (
+        isinstance(resource, dict)
+        and resource.get("group") == GROUP
+        and resource.get("resource") == CONTAINER_NAMESPACES
+    )
+
+
+def namespace_warnings(request: dict[str, Any]) -> list[str]:
+    """The warnings for a ContainerNamespace request: every DELETE gets one (§5.2)."""
+    operation = request.get("operation")
+    if not isinstance(operation, str):
+        raise MalformedReview("request.operation is missing or not a string")
+    return [NAMESPACE_DELETE_WARNING] if operation == "DELETE" else []
+
+
 def _error(status: int, message: str) -> tuple[int, bytes]:
     return status, json.dumps({"error": message}).encode()
 
@@ -261,7 +289,10 @@ def review(body: bytes) -> tuple[int, bytes]:
     """Decide one AdmissionReview. Returns (HTTP status, JSON response body)."""
     try:
         api_version, request = parse_review(body)
-        message = _decide(request)
+        if is_container_namespace(request):
+            message, warnings = None, namespace_warnings(request)
+        else:
+            message, warnings = _decide(request), []
     except MalformedReview as exc:
         return _error(400, str(exc))
     except RecursionError:
@@ -272,5 +303,7 @@ def review(body: bytes) -> tuple[int, bytes]:
     response: dict[str, Any] = {"uid": request["uid"], "allowed": message is None}
     if message is not None:
         response["status"] = {"code": 403, "message": message, "reason": "Forbidden"}
+    if warnings:
+        response["warnings"] = warnings
     out = {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
     return 200, json.dumps(out).encode()

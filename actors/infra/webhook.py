@@ -1,4 +1,4 @@
-"""HTTPS admission webhook server and its ValidatingWebhookConfiguration (docs/contract.md §5.1).
+"""HTTPS admission webhook server and its ValidatingWebhookConfiguration (docs/contract.md §5).
 
 :class:`WebhookServer` serves ``POST /validate-containers-rancherdesktop-io-v1alpha1-container``
 (decisions in :mod:`actors.domain.webhook_review`) and ``GET /healthz`` on 127.0.0.1 over TLS.
@@ -14,6 +14,9 @@ DEBUG only.
 
 :class:`WebhookRegistration` creates or replaces the ValidatingWebhookConfiguration that
 points the API server at it, deletes it, and probes that the API server really calls it.
+The configuration holds two webhooks on the same URL (the decision tells them apart by
+the request's resource): Container CREATE/UPDATE (§5.1) and ContainerNamespace DELETE,
+which is always allowed with a warning (§5.2).
 See docs/admission.md.
 """
 
@@ -40,7 +43,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from actors.domain.names import CONTAINERS, GROUP, VERSION
+from actors.domain.names import CONTAINER_NAMESPACES, CONTAINERS, GROUP, VERSION
 from actors.domain.webhook_review import ACTION_ANNOTATION, MAX_BODY_BYTES, review
 
 logger = logging.getLogger("dockmirror.webhook")
@@ -48,6 +51,8 @@ logger = logging.getLogger("dockmirror.webhook")
 VALIDATE_PATH = "/validate-containers-rancherdesktop-io-v1alpha1-container"
 HEALTHZ_PATH = "/healthz"
 WEBHOOK_NAME = "container-mutating.containers.rancherdesktop.io"
+#: The ContainerNamespace delete warning's webhook (rancher-desktop-daemon's name).
+NAMESPACE_WEBHOOK_NAME = "container-namespace-deleting.containers.rancherdesktop.io"
 #: Label carried by the dry-run probe object; its value is a random token.
 PROBE_LABEL = "dockmirror.rancherdesktop.io/webhook-probe"
 
@@ -720,6 +725,11 @@ class WebhookRegistration:
         return f"https://{host}:{self.port}{VALIDATE_PATH}"
 
     def body(self) -> dict[str, Any]:
+        client_config = {
+            "url": self.url,
+            "caBundle": base64.b64encode(self.ca_pem).decode(),
+        }
+        namespace_selector = {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}}
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
@@ -730,10 +740,7 @@ class WebhookRegistration:
             "webhooks": [
                 {
                     "name": WEBHOOK_NAME,
-                    "clientConfig": {
-                        "url": self.url,
-                        "caBundle": base64.b64encode(self.ca_pem).decode(),
-                    },
+                    "clientConfig": client_config,
                     "rules": [
                         {
                             "operations": ["CREATE", "UPDATE"],
@@ -748,10 +755,29 @@ class WebhookRegistration:
                     "sideEffects": "None",
                     "admissionReviewVersions": ["v1", "v1beta1"],
                     "timeoutSeconds": 5,
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": self.namespace}
-                    },
-                }
+                    "namespaceSelector": namespace_selector,
+                },
+                {
+                    # Warns only: a service that is down must never block a delete
+                    # (upstream uses Fail; docs/contract.md §9, D14).
+                    "name": NAMESPACE_WEBHOOK_NAME,
+                    "clientConfig": client_config,
+                    "rules": [
+                        {
+                            "operations": ["DELETE"],
+                            "apiGroups": [GROUP],
+                            "apiVersions": [VERSION],
+                            "resources": [CONTAINER_NAMESPACES],
+                            "scope": "Namespaced",
+                        }
+                    ],
+                    "failurePolicy": "Ignore",
+                    "matchPolicy": "Equivalent",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1", "v1beta1"],
+                    "timeoutSeconds": 5,
+                    "namespaceSelector": namespace_selector,
+                },
             ],
         }
 

@@ -34,6 +34,7 @@ from actors.domain.admission_policy import (
     POLICY_NAME,
     binding_name,
     policy_manifests,
+    warning_manifests,
 )
 from actors.domain.webhook_review import CREATE_DENIED_MESSAGE
 from actors.infra.certs import ensure_certificates
@@ -165,12 +166,25 @@ class PolicyAdmission:
             log.info("applied %s %s", manifest["kind"], manifest["metadata"]["name"])
 
     def check_installed(self) -> None:
-        """``--skip-admission-install``: both objects must exist (an admin applied them)."""
+        """``--skip-admission-install``: the objects must exist (an admin applied them).
+
+        The ContainerNamespace warning pair (docs/contract.md §5.2) only warns, so its
+        absence (an admin who applied an older ``dockmirror policy``) is logged, not fatal.
+        """
+        optional = {m["metadata"]["name"] for m in warning_manifests(self.namespace)}
         for manifest in policy_manifests(self.namespace):
             what = f"{manifest['kind']} {manifest['metadata']['name']}"
             try:
                 self.http.request("GET", _manifest_path(manifest))
             except KubeNotFound as exc:
+                if manifest["metadata"]["name"] in optional:
+                    log.warning(
+                        "%s is not installed: ContainerNamespace deletes get no warning; "
+                        "apply `dockmirror policy --namespace %s | kubectl apply -f -`",
+                        what,
+                        self.namespace,
+                    )
+                    continue
                 raise AdmissionError(
                     f"{what} is not installed (--skip-admission-install); apply it with "
                     f"`dockmirror policy --namespace {self.namespace} | kubectl apply -f -`"

@@ -21,6 +21,7 @@ from kubernetes.client.rest import ApiException
 from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP, VERSION
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import (
+    NAMESPACE_WEBHOOK_NAME,
     WEBHOOK_NAME,
     WebhookRegistration,
     WebhookServer,
@@ -113,7 +114,7 @@ def test_registered_configuration_shape(
     )
     cfg = json.loads(raw.data)
     assert cfg["metadata"]["name"] == f"dockmirror-{namespace}"
-    (hook,) = cfg["webhooks"]
+    hook, namespace_hook = cfg["webhooks"]
     assert hook["name"] == WEBHOOK_NAME
     assert hook["clientConfig"]["url"] == (
         f"https://127.0.0.1:{server.port}/validate-containers-rancherdesktop-io-v1alpha1-container"
@@ -130,6 +131,13 @@ def test_registered_configuration_shape(
     assert hook["timeoutSeconds"] == 5
     assert hook["admissionReviewVersions"] == ["v1", "v1beta1"]
     assert hook["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    # The ContainerNamespace delete warning (docs/contract.md §5.2): same endpoint, warns only.
+    assert namespace_hook["name"] == NAMESPACE_WEBHOOK_NAME
+    assert namespace_hook["clientConfig"] == hook["clientConfig"]
+    (rule,) = namespace_hook["rules"]
+    assert (rule["operations"], rule["resources"]) == (["DELETE"], ["containernamespaces"])
+    assert namespace_hook["failurePolicy"] == "Ignore"
+    assert namespace_hook["namespaceSelector"] == hook["namespaceSelector"]
     # Registering again replaces in place (409 path).
     reg.register()
     reg.wait_until_called(timeout=30)

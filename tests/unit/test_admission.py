@@ -13,13 +13,15 @@ import pytest
 from cryptography import x509
 
 from actors.domain.admission_policy import (
+    NAMESPACE_POLICY_NAME,
     POLICY_NAME,
     SPEC_IMMUTABLE_MESSAGE,
     binding_name,
     cel_str,
+    namespace_binding_name,
     policy_manifests,
 )
-from actors.domain.webhook_review import CREATE_DENIED_MESSAGE
+from actors.domain.webhook_review import CREATE_DENIED_MESSAGE, NAMESPACE_DELETE_WARNING
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import WebhookNotCalledError
 from actors.ports.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
@@ -30,7 +32,7 @@ from actors.service.admission import AdmissionError, PolicyAdmission, WebhookSet
 
 
 def test_manifests_are_policy_then_binding_for_the_namespace_only() -> None:
-    policy, binding = policy_manifests("team-a")
+    policy, binding, ns_policy, ns_binding = policy_manifests("team-a")
     assert policy["kind"] == "ValidatingAdmissionPolicy"
     assert policy["metadata"]["name"] == POLICY_NAME
     assert binding["kind"] == "ValidatingAdmissionPolicyBinding"
@@ -42,9 +44,35 @@ def test_manifests_are_policy_then_binding_for_the_namespace_only() -> None:
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}
         },
     }
-    for manifest in (policy, binding):
+    assert ns_policy["metadata"]["name"] == NAMESPACE_POLICY_NAME
+    assert ns_binding["metadata"]["name"] == "dockmirror-team-a.containernamespaces"
+    assert ns_binding["spec"]["policyName"] == NAMESPACE_POLICY_NAME
+    for manifest in (policy, binding, ns_policy, ns_binding):
         assert manifest["apiVersion"] == "admissionregistration.k8s.io/v1"
         assert manifest["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "dockmirror"}
+
+
+def test_namespace_delete_only_warns_never_denies() -> None:
+    """docs/contract.md §5.2: every ContainerNamespace DELETE gets the warning."""
+    _, _, ns_policy, ns_binding = policy_manifests("team-a")
+    spec = ns_policy["spec"]
+    assert spec["failurePolicy"] == "Ignore"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["containernamespaces"], ["DELETE"])
+    (validation,) = spec["validations"]
+    assert validation["message"] == NAMESPACE_DELETE_WARNING
+    assert "messageExpression" not in validation
+    assert ns_binding["spec"]["validationActions"] == ["Warn"]
+    assert ns_binding["spec"]["matchResources"] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}
+    }
+
+
+def test_binding_names_never_clash_across_namespaces() -> None:
+    """Bindings are cluster-scoped: no namespace's warning binding may be named like
+    another namespace's Container binding (a namespace name has no dot)."""
+    for a, b in [("cns", "x"), ("x-containernamespaces", "x"), ("a", "a")]:
+        assert namespace_binding_name(b) != binding_name(a)
 
 
 def test_policy_is_shared_and_deterministic() -> None:
@@ -138,6 +166,7 @@ def test_explicit_mode_needs_no_discovery() -> None:
 # --- policy mode -----------------------------------------------------------------------------
 
 CONTAINERS = "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containers"
+NS_BINDING = "dockmirror-ns.containernamespaces"
 POLICY_DENIAL = KubeForbidden(
     403,
     f'containers.containers.rancherdesktop.io "" is forbidden: ValidatingAdmissionPolicy '
@@ -166,6 +195,8 @@ def test_install_applies_both_then_probes_until_denied_by_the_policy() -> None:
         [
             ("PATCH", f"{DISCOVERY}/validatingadmissionpolicies/{POLICY_NAME}", {}),
             ("PATCH", f"{DISCOVERY}/validatingadmissionpolicybindings/dockmirror-ns", {}),
+            ("PATCH", f"{DISCOVERY}/validatingadmissionpolicies/{NAMESPACE_POLICY_NAME}", {}),
+            ("PATCH", f"{DISCOVERY}/validatingadmissionpolicybindings/{NS_BINDING}", {}),
             ("POST", CONTAINERS, {}),  # not loaded yet: the dry run is allowed
             ("POST", CONTAINERS, KubeForbidden(403, "denied by some other webhook")),
             ("POST", CONTAINERS, POLICY_DENIAL),
@@ -211,12 +242,36 @@ def test_skip_install_present_only_reads_and_probes() -> None:
         [
             ("GET", f"{DISCOVERY}/validatingadmissionpolicies/{POLICY_NAME}", {}),
             ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/dockmirror-ns", {}),
+            ("GET", f"{DISCOVERY}/validatingadmissionpolicies/{NAMESPACE_POLICY_NAME}", {}),
+            ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/{NS_BINDING}", {}),
             ("POST", CONTAINERS, POLICY_DENIAL),
         ]
     )
     p, _ = policy(http, install=False)
     p.ensure(timeout=1)
-    assert [m for m, _, _ in http.requests] == ["GET", "GET", "POST"]
+    assert [m for m, _, _ in http.requests] == ["GET", "GET", "GET", "GET", "POST"]
+
+
+def test_skip_install_without_the_warning_pair_starts_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An admin who applied an older `dockmirror policy`: deletes only lose the warning."""
+    missing = KubeNotFound(404, "not found")
+    http = ScriptedHttp(
+        [
+            ("GET", f"{DISCOVERY}/validatingadmissionpolicies/{POLICY_NAME}", {}),
+            ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/dockmirror-ns", {}),
+            ("GET", f"{DISCOVERY}/validatingadmissionpolicies/{NAMESPACE_POLICY_NAME}", missing),
+            ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/{NS_BINDING}", missing),
+            ("POST", CONTAINERS, POLICY_DENIAL),
+        ]
+    )
+    p, _ = policy(http, install=False)
+    with caplog.at_level("WARNING", logger="dockmirror.admission"):
+        p.ensure(timeout=1)
+    assert (
+        sum("ContainerNamespace deletes get no warning" in r.message for r in caplog.records) == 2
+    )
 
 
 # --- webhook mode: failures leave nothing registered -----------------------------------------

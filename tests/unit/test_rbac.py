@@ -261,19 +261,20 @@ def test_webhook_mode_grants_its_named_configuration() -> None:
 
 def test_policy_mode_grants_the_named_policy_and_binding() -> None:
     items = manifests(admission="policy", skip_crd_install=True)
-    policy, binding = rbac.POLICY_NAME, rbac.policy_binding_name(NS)
-    # The names the service applies (actors/domain/admission_policy.py), not copies of them.
+    # The names the service applies (actors/domain/admission_policy.py), not copies of them:
+    # Container validation and the ContainerNamespace delete warning, each with a binding.
     manifests_applied = admission_policy.policy_manifests(NS)
-    assert [m["metadata"]["name"] for m in manifests_applied] == [policy, binding]
+    policies = [m["metadata"]["name"] for m in manifests_applied if m["kind"].endswith("Policy")]
+    bindings = [m["metadata"]["name"] for m in manifests_applied if m["kind"].endswith("Binding")]
+    assert policies == [rbac.POLICY_NAME, admission_policy.NAMESPACE_POLICY_NAME]
+    assert bindings == [rbac.policy_binding_name(NS), admission_policy.namespace_binding_name(NS)]
     expected = {
         (A, "validatingadmissionpolicies", "create", "*"),
         (A, "validatingadmissionpolicybindings", "create", "*"),
     }
     for verb in ("get", "patch", "update"):
-        expected |= {
-            (A, "validatingadmissionpolicies", verb, policy),
-            (A, "validatingadmissionpolicybindings", verb, binding),
-        }
+        expected |= {(A, "validatingadmissionpolicies", verb, name) for name in policies}
+        expected |= {(A, "validatingadmissionpolicybindings", verb, name) for name in bindings}
     assert cluster(items) == expected
     assert not any(g[1] == "validatingwebhookconfigurations" for g in grants(items))
 
@@ -282,7 +283,14 @@ def test_policy_mode_without_install_only_reads_the_named_objects() -> None:
     items = manifests(admission="policy", skip_crd_install=True, admission_install=False)
     assert cluster(items) == {
         (A, "validatingadmissionpolicies", "get", rbac.POLICY_NAME),
+        (A, "validatingadmissionpolicies", "get", admission_policy.NAMESPACE_POLICY_NAME),
         (A, "validatingadmissionpolicybindings", "get", rbac.policy_binding_name(NS)),
+        (
+            A,
+            "validatingadmissionpolicybindings",
+            "get",
+            admission_policy.namespace_binding_name(NS),
+        ),
     }
 
 

@@ -1,6 +1,6 @@
-"""Decision table of the Container admission webhook.
+"""Decision table of the admission webhook.
 
-Contract: docs/contract.md §5.1; §7 scenarios 19, 20, 30, 31.
+Contract: docs/contract.md §5.1, §5.2; §7 scenarios 19, 20, 30, 31.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from actors.domain.webhook_review import (
     ACTION_ANNOTATION,
     CREATE_DENIED_MESSAGE,
     MAX_BODY_BYTES,
+    NAMESPACE_DELETE_WARNING,
     go_quote,
     go_v,
     review,
@@ -318,3 +319,84 @@ def test_go_quote(s: str, expected: str) -> None:
 )
 def test_go_v(value: Any, expected: str) -> None:
     assert go_v(value) == expected
+
+
+# --- ContainerNamespace: DELETE allowed with the warning (docs/contract.md §5.2) -----------
+
+CNS_RESOURCE = {"group": "containers.rancherdesktop.io", "version": "v1alpha1"}
+
+
+def cns_review(operation: str, api_version: str = "admission.k8s.io/v1") -> bytes:
+    cns = {"apiVersion": "containers.rancherdesktop.io/v1alpha1", "kind": "ContainerNamespace"}
+    request = {
+        "uid": "uid-2",
+        "operation": operation,
+        "resource": {**CNS_RESOURCE, "resource": "containernamespaces"},
+        "oldObject": {**cns, "metadata": {"name": "moby", "namespace": "ns"}},
+        "object": None,
+    }
+    return json.dumps(
+        {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+    ).encode()
+
+
+@pytest.mark.parametrize("api_version", ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])
+def test_container_namespace_delete_is_allowed_with_the_warning(api_version: str) -> None:
+    doc = decide(cns_review("DELETE", api_version))
+    assert doc["apiVersion"] == api_version
+    assert doc["response"] == {
+        "uid": "uid-2",
+        "allowed": True,
+        "warnings": [NAMESPACE_DELETE_WARNING],
+    }
+    assert NAMESPACE_DELETE_WARNING == "namespace delete validation not implemented"
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE", "CONNECT"])
+def test_other_container_namespace_operations_are_allowed_silently(operation: str) -> None:
+    """Only DELETE is registered; anything else that arrives is allowed without a word."""
+    assert decide(cns_review(operation))["response"] == {"uid": "uid-2", "allowed": True}
+
+
+def test_a_container_delete_gets_no_warning() -> None:
+    body = make_review("DELETE", None, container({ACTION_ANNOTATION: "bogus"}))
+    assert decide(body)["response"] == {"uid": "uid-1", "allowed": True}
+
+
+def test_a_container_namespace_review_needs_an_operation() -> None:
+    doc = json.loads(cns_review("DELETE"))
+    del doc["request"]["operation"]
+    status, out = review(json.dumps(doc).encode())
+    assert status == 400 and b"operation" in out
+
+
+def test_the_container_rules_apply_to_every_other_resource() -> None:
+    doc = json.loads(make_review("CREATE", container({ACTION_ANNOTATION: "start"})))
+    doc["request"]["resource"] = {**CNS_RESOURCE, "resource": "containers"}
+    assert decide(json.dumps(doc).encode())["response"]["allowed"] is False
+
+
+def test_the_webhook_configuration_warns_on_container_namespace_deletes() -> None:
+    from actors.infra.webhook import (
+        NAMESPACE_WEBHOOK_NAME,
+        WEBHOOK_NAME,
+        WebhookRegistration,
+    )
+
+    body = WebhookRegistration(None, "ns", 4443, b"CA", url="https://x/y").body()  # type: ignore[arg-type]
+    container_hook, namespace_hook = body["webhooks"]
+    assert container_hook["name"] == WEBHOOK_NAME
+    assert namespace_hook["name"] == NAMESPACE_WEBHOOK_NAME
+    assert namespace_hook["rules"] == [
+        {
+            "operations": ["DELETE"],
+            "apiGroups": ["containers.rancherdesktop.io"],
+            "apiVersions": ["v1alpha1"],
+            "resources": ["containernamespaces"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert namespace_hook["failurePolicy"] == "Ignore"  # it only warns: never blocks
+    assert container_hook["failurePolicy"] == "Fail"
+    for key in ("clientConfig", "namespaceSelector", "timeoutSeconds", "sideEffects"):
+        assert namespace_hook[key] == container_hook[key]
