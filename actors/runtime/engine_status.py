@@ -6,7 +6,13 @@ once the first full sync finished; the condition turns False with reason
 (Upstream writes ``ContainerEngineReady`` on its App object; this service has no App,
 so the condition lives on the ContainerNamespace it creates anyway, docs/contract.md §6.1.)
 
+``ContainerNamespace/moby`` has no finalizer, so a client may delete it. It comes back,
+carrying the last ``EngineReady`` written, at the next ``EngineReady`` write (every full
+sync writes one) or the next resync (``--resync-interval``, :meth:`EngineStatus.ensure_moby`).
+
 Blocking calls; used from the router's thread and from the supervisor's main thread.
+Failures are KubeError families for the caller (the router journals them and the next
+full sync or resync tries again).
 """
 
 from __future__ import annotations
@@ -112,35 +118,73 @@ class EngineStatus:
         )
 
     def set_ready(self, ready: bool, reason: str, message: str) -> None:
-        """Write ``EngineReady``; a no-op when the same status was written last."""
-        key = ("True" if ready else "False", reason, message)
+        """Write ``EngineReady``. When the same status was written last, only check that
+        ``ContainerNamespace/moby`` still exists and carries it (:meth:`ensure_moby`)."""
+        key = ("True" if ready else "False", reason, message[:32000] or reason)
         with self._lock:
             if key == self._last:
+                self._repair()
                 return
-            try:
-                current = self.http.request(
-                    "GET", custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY)
-                )
-            except KubeNotFound:
-                current = self.apply_moby()
-            conditions = (current.get("status") or {}).get("conditions") or []
-            previous = next((c for c in conditions if c.get("type") == CONDITION), None)
-            transition = kube_now()
-            if previous is not None and previous.get("status") == key[0]:
-                transition = previous.get("lastTransitionTime") or transition
-            condition = {
-                "type": CONDITION,
-                "status": key[0],
-                "reason": reason,
-                "message": message[:32000] or reason,
-                "lastTransitionTime": transition,
-            }
-            others = [c for c in conditions if c.get("type") != CONDITION]
-            self.http.request(
-                "PATCH",
-                custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY, "status"),
-                query={"fieldManager": ENGINE_MANAGER},
-                body={"status": {"conditions": [*others, condition]}},
-                content_type="application/merge-patch+json",
-            )
+            current, _ = self._read_or_create()
+            self._write(current, key)
             self._last = key
+
+    def ensure_moby(self) -> bool:
+        """Create ``ContainerNamespace/moby`` again if a client deleted it, and put back the
+        ``EngineReady`` last written if it is missing or differs. True if anything was
+        written. One GET when all is well. Router thread (the periodic resync)."""
+        with self._lock:
+            return self._repair()
+
+    # --- under self._lock ---------------------------------------------------------------
+    def _read_or_create(self) -> tuple[dict[str, Any], bool]:
+        """The stored object, and whether it had to be created (someone deleted it)."""
+        path = custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY)
+        try:
+            return self.http.request("GET", path), False
+        except KubeNotFound:
+            log.info("ContainerNamespace/moby is missing in %s; creating it", self.namespace)
+            return self.apply_moby(), True
+
+    def _repair(self) -> bool:
+        current, created = self._read_or_create()
+        if self._last is None or _condition_key(current) == self._last:
+            return created
+        self._write(current, self._last)
+        return True
+
+    def _write(self, current: dict[str, Any], key: tuple[str, str, str]) -> None:
+        """Merge-patch the condition ``key`` into ``current``'s status; other condition
+        types are kept; the transition time moves only when the status changes."""
+        conditions = (current.get("status") or {}).get("conditions") or []
+        previous = next((c for c in conditions if c.get("type") == CONDITION), None)
+        transition = kube_now()
+        if previous is not None and previous.get("status") == key[0]:
+            transition = previous.get("lastTransitionTime") or transition
+        condition = {
+            "type": CONDITION,
+            "status": key[0],
+            "reason": key[1],
+            "message": key[2],
+            "lastTransitionTime": transition,
+        }
+        others = [c for c in conditions if c.get("type") != CONDITION]
+        self.http.request(
+            "PATCH",
+            custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY, "status"),
+            query={"fieldManager": ENGINE_MANAGER},
+            body={"status": {"conditions": [*others, condition]}},
+            content_type="application/merge-patch+json",
+        )
+
+
+def _condition_key(obj: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(status, reason, message) of the stored ``EngineReady``, or None."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(condition, dict) and condition.get("type") == CONDITION:
+            return (
+                str(condition.get("status")),
+                str(condition.get("reason")),
+                str(condition.get("message")),
+            )
+    return None

@@ -25,7 +25,7 @@ due, until it succeeds or the object is gone. A failed full sync or ``EngineRead
 write is retried the same way under its own key, never by resyncing in a loop. Every
 ``resync_interval_s`` (0: off) the mirrors are listed and those with a pending
 annotation or a deletion in progress get a :class:`Recover`: a safety net for anything
-a lost message left behind.
+a lost message left behind; the same pass puts back a deleted ``ContainerNamespace/moby``.
 
 Runs in its own pykka thread; its blocking calls are the two list calls of a full sync
 and the ``EngineReady`` writes.
@@ -590,6 +590,10 @@ class RouterActor(JournaledActor):
             self._retry_later(RESYNC, "resync postponed", exc)
             return
         self.retries.succeeded(RESYNC)
+        try:  # a deleted ContainerNamespace/moby comes back (docs/contract.md §6.1)
+            self.effect("kube", "ensure_moby", self.engine_status.ensure_moby)
+        except KubeError:
+            pass  # journaled by effect(); the next resync or EngineReady write repairs it
         pending = 0
         for obj in mirrors:
             name = (obj.get("metadata") or {}).get("name") or ""

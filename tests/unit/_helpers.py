@@ -77,13 +77,19 @@ class FakeClock:
 
 
 class FakeEngineStatus:
-    """Records ``set_ready`` calls (the router's only use of EngineStatus)."""
+    """Records ``set_ready`` calls and counts ``ensure_moby`` (the router's uses of
+    EngineStatus)."""
 
     def __init__(self) -> None:
         self.calls = Collector()
+        self.ensured = 0
 
     def set_ready(self, ready: bool, reason: str, message: str) -> None:
         self.calls((ready, reason, message))
+
+    def ensure_moby(self) -> bool:
+        self.ensured += 1
+        return False
 
 
 def barrier(ref: pykka.ActorRef, timeout: float = 5.0) -> None:

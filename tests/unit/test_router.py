@@ -355,6 +355,7 @@ def test_resync_recovers_a_request_whose_watch_event_was_lost(env: Env):
     rig.until(lambda: _consumed(env, cid), "resync ran the action")
     assert env.docker.state_of(cid) == "paused"
     assert env.notes("resync")[0].detail == {"mirrors": 1, "pending": 1}
+    assert rig.status.ensured == 1  # and ContainerNamespace/moby was checked
 
 
 def test_short_retry_runs_without_waiting_for_a_tick(env: Env):
