@@ -82,7 +82,8 @@ class Config:
     )
     resync_interval: float = option(
         600.0,
-        "seconds between safety-net checks of pending annotations and terminating mirrors (0: off)",
+        "seconds between safety-net checks of pending annotations, terminating mirrors and "
+        "ContainerNamespace/moby (0: off)",
         group=KUBE,
         minimum=0,
     )
