@@ -7,8 +7,9 @@ once the first full sync finished; the condition turns False with reason
 so the condition lives on the ContainerNamespace it creates anyway, docs/contract.md §6.1.)
 
 ``ContainerNamespace/moby`` has no finalizer, so a client may delete it. It comes back,
-carrying the last ``EngineReady`` written, at the next ``EngineReady`` write (every full
-sync writes one) or the next resync (``--resync-interval``, :meth:`EngineStatus.ensure_moby`).
+carrying the last ``EngineReady`` written, at the next ``EngineReady`` write (the full
+sync after every engine (re)connect ends with one; a repeated status checks instead of
+skipping) or the next resync (``--resync-interval``, :meth:`EngineStatus.ensure_moby`).
 
 Blocking calls; used from the router's thread and from the supervisor's main thread.
 Failures are KubeError families for the caller (the router journals them and the next
