@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import queue
@@ -72,6 +73,8 @@ from actors.runtime.leader import (
 from actors.runtime.router import CHILD_STOP_WAIT_S, RouterActor, RouterSettings
 from actors.service import admission, cli
 from actors.service.admission import AdmissionError, PolicyAdmission, WebhookSettings
+from actors.service.app_mode import ACTORS as APP_ACTORS
+from actors.service.app_mode import AppMode
 from actors.service.config import Config
 from actors.service.crd_install import install_crds
 from actors.service.probe_wiring import Probes
@@ -84,6 +87,10 @@ log = logging.getLogger("dockmirror")
 
 EXIT_BUDGET = 3
 EXIT_STARTUP = 2
+#: --app: the App now names another namespace; a restart (a service manager's) follows it.
+EXIT_APP_MOVED = 4
+#: What mirrors: started at once in standalone mode, by the App's switch with --app.
+MIRRORING = ("router", "docker-events", "kube-watch")
 #: Seconds between checks that the webhook's TLS material is still valid (renewal is
 #: due 30 days before expiry, so hourly is plenty; the check is a few file reads).
 CERT_CHECK_INTERVAL = 3600.0
@@ -172,6 +179,8 @@ class Supervisor:
         self.elector: LeaderElector | None = None
         self.lost_reason: str | None = None  # set by the renewer thread
         self.probes.leader_state = self.leader_state.get
+        # --app (actors/service/app_mode.py); None in standalone mode.
+        self.app: AppMode | None = None
 
     # --- composition ---------------------------------------------------------------
     def build(self) -> None:
@@ -203,6 +212,8 @@ class Supervisor:
         configuration.connection_pool_maxsize = pool_size
         self.api_client = k8s_client.ApiClient(configuration)
         self.http = KubeHttp(self.api_client)
+        if cfg.app:
+            self.bind_app()
         self.store = MirrorStore(self.http, cfg.namespace)
         try:
             endpoint = resolve_docker_endpoint(cfg.docker_host, os.environ)
@@ -219,6 +230,73 @@ class Supervisor:
                 state=self.leader_state,
             )
             self.leader_state.set(STANDBY)
+
+    def bind_app(self) -> None:
+        """``--app``, main thread, in ``build()``: wait for the App and take its namespace.
+
+        A signal while waiting ends the process (exit 0); apiserver errors end the start
+        like :meth:`prepare_kubernetes`'s. From here on ``config.namespace`` is the App's.
+        """
+        cfg = self.config
+        self.app = AppMode(
+            http=self.http,
+            journal=self.journal,
+            install_crd=not cfg.skip_crd_install,
+            on_moved=self.app_moved,
+        )
+        namespace = self.app.resolve_namespace(
+            self.stop_event,
+            timeout=cfg.startup_timeout,
+            fatal=self.exit_if_fatal,
+            unreachable=lambda exc: unreachable_message(exc, self.kube_target, cfg.startup_timeout),
+        )
+        if namespace is None:
+            raise SystemExit(0)
+        if namespace != cfg.namespace:
+            log.info("--app: namespace %s (the App's spec.namespace)", namespace)
+        cfg.namespace = namespace
+        self.app.bind(start=self.start_mirroring, stop=self.stop_mirroring)
+
+    def start_mirroring(self, epoch: int) -> None:
+        """``--app``, main thread (the App's switch): start what standalone mode starts
+        at once. A fresh ``EngineStatus`` forgets what an earlier run wrote (the cleanup
+        deleted ``ContainerNamespace/moby`` since) and reports to the App follower."""
+        assert self.app is not None
+        self.engine_status = EngineStatus(
+            self.http, self.config.namespace, listener=self.app.readiness_listener(epoch)
+        )
+        try:
+            self.engine_status.apply_moby()
+            self.engine_status.set_ready(False, "Syncing", "Initial sync in progress")
+        except KubeError as exc:
+            log.warning("ContainerNamespace/moby not written yet (%s); the router retries", exc)
+        for name in MIRRORING:
+            self.start_actor(name)
+
+    def stop_mirroring(self) -> None:
+        """``--app``, main thread (the App's switch): stop the readers and the router and
+        wait until no container actor runs, so the cleanup that follows meets no writer."""
+        for name in ("docker-events", "kube-watch", "router"):
+            ref = self.refs.pop(name, None)
+            if ref is not None:
+                with contextlib.suppress(Exception):
+                    ref.stop(block=True, timeout=5)
+        self.router.ref = None
+        self.wait_container_actors_stopped()
+
+    def app_moved(self, namespace: str) -> None:
+        """``--app``, the App follower's thread, after it cleaned up our namespace: the
+        App names another one, which needs a new start (everything namespaced, the
+        Lease and admission included, is bound at start)."""
+        log.error(
+            "the App now names namespace %s instead of %s; stopping (exit code %d) so that "
+            "a restart follows it",
+            namespace,
+            self.config.namespace,
+            EXIT_APP_MOVED,
+        )
+        self.exit_code = EXIT_APP_MOVED
+        self.stop_event.set()
 
     def prepare_kubernetes(self) -> None:
         """CRDs, namespace, ContainerNamespace/moby; waits for the apiserver at start.
@@ -237,8 +315,9 @@ class Supervisor:
                 else:
                     install_crds(self.http, namespace=self.config.namespace)
                 self.engine_status.ensure_namespace()
-                self.engine_status.apply_moby()
-                self.engine_status.set_ready(False, "Syncing", "Initial sync in progress")
+                if self.app is None:  # with --app, only once the App wants mirroring
+                    self.engine_status.apply_moby()
+                    self.engine_status.set_ready(False, "Syncing", "Initial sync in progress")
                 return
             except StartupCheckError as exc:
                 raise SystemExit(f"dockmirror: {exc}") from exc
@@ -362,6 +441,11 @@ class Supervisor:
                 on_death=self._on_death,
             ),
         }
+        if self.app is not None:
+            for app_actor in APP_ACTORS:
+                factories[app_actor] = functools.partial(
+                    self.app.start_actor, app_actor, self._on_death
+                )
         ref = factories[name]()
         self.refs[name] = ref
         if name == "router":
@@ -391,7 +475,7 @@ class Supervisor:
         except Exception as exc:
             self.exit_if_fatal(exc)  # e.g. no permission to register the webhook
             raise
-        for name in ("events", "router", "docker-events", "kube-watch"):
+        for name in ("events", *(APP_ACTORS if self.app is not None else MIRRORING)):
             self.start_actor(name)
         log.info(
             "dockmirror running: namespace %s, docker %s, admission %s",
@@ -410,6 +494,8 @@ class Supervisor:
                 self.report_dropped_events()
             if self.heap_report is not None:
                 self.heap_report.maybe_report()
+            if self.app is not None:
+                self.app.apply()  # mirroring on or off, as the App follower asked
             tick = Tick(now_ns=time.time_ns())
             self.router.send(tick)
             if self.events_ref is not None:
@@ -476,11 +562,13 @@ class Supervisor:
         standby like a fresh start. Nothing of the clean stop's writes happens
         (``EngineReady`` Stopped, the webhook configuration's removal): those objects
         belong to the new leader now."""
-        for name in ("docker-events", "kube-watch", "router", "events"):
+        for name in (*APP_ACTORS, "docker-events", "kube-watch", "router", "events"):
             ref = self.refs.pop(name, None)
             if ref is not None:
                 with contextlib.suppress(Exception):
                     ref.stop(block=True, timeout=5)
+        if self.app is not None:
+            self.app.step_down()
         self.router.ref = None
         self.events_ref = None
         self.wait_container_actors_stopped()
@@ -603,7 +691,7 @@ class Supervisor:
     def shutdown(self) -> None:
         log.info("dockmirror stopping")
         self.probes.stopping()
-        for name in ("docker-events", "kube-watch", "router", "events"):
+        for name in (*APP_ACTORS, "docker-events", "kube-watch", "router", "events"):
             ref = self.refs.get(name)
             if ref is None:
                 continue
@@ -613,10 +701,14 @@ class Supervisor:
             took = time.monotonic() - started
             if took > 1.0:
                 log.info("stopping %s took %.1f s", name, took)
-        try:
-            self.engine_status.set_ready(False, "Stopped", "Container engine stopped")
-        except KubeError as exc:
-            log.warning("EngineReady not set to Stopped: %s", exc)
+        # With --app only while mirroring: otherwise the cleanup removed the object.
+        if self.app is None or self.app.mirroring():
+            try:
+                self.engine_status.set_ready(False, "Stopped", "Container engine stopped")
+            except KubeError as exc:
+                log.warning("EngineReady not set to Stopped: %s", exc)
+        if self.app is not None:
+            self.app.shutdown()
         # Policy mode leaves its manifests: they keep rejecting invalid values meanwhile.
         if self.registration is not None:
             try:

@@ -46,3 +46,27 @@ INSTALL_MANAGER = "dockmirror"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+
+#: Plurals of the two kinds the Image and Volume mirrors add (docs/contract.md §6.2, §6.3);
+#: App mode's cleanup deletes them too, whether or not their CRDs are installed yet.
+IMAGES = "images"
+VOLUMES = "volumes"
+
+#: App mode (``--app``, docs/contract.md §3.1, §3.5): the cluster-scoped singleton ``App``
+#: named ``app`` of rancher-desktop-daemon, its group, the conditions it carries and the
+#: engine name that selects Docker.
+APP_GROUP = "app.rancherdesktop.io"
+APP_VERSION = "v1alpha1"
+APP_API_VERSION = f"{APP_GROUP}/{APP_VERSION}"
+APPS = "apps"
+APP_NAME = "app"
+APP_CRD_NAME = f"{APPS}.{APP_GROUP}"
+#: Written by the App's own controller (the VM is up); we only read it.
+APP_RUNNING = "Running"
+#: Written by this service on the App (upstream's readiness condition).
+CONTAINER_ENGINE_READY = "ContainerEngineReady"
+#: ``spec.containerEngine.name`` values (the CRD's enum); only moby is mirrored.
+ENGINE_MOBY = "moby"
+ENGINE_CONTAINERD = "containerd"
+#: ``spec.namespace`` when the App leaves it empty (the CRD's default too).
+APP_DEFAULT_NAMESPACE = "default"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from actors.domain.names import ENGINE_READY, MOBY
@@ -48,9 +49,19 @@ class NamespaceMissing(StartupCheckError):
 class EngineStatus:
     """Writes the namespace objects and the ``EngineReady`` condition."""
 
-    def __init__(self, http: KubeHttp, namespace: str) -> None:
+    def __init__(
+        self,
+        http: KubeHttp,
+        namespace: str,
+        *,
+        listener: Callable[[bool, str, str], None] | None = None,
+    ) -> None:
         self.http = http
         self.namespace = namespace
+        #: App mode (docs/contract.md §3.1): told every readiness the router reports,
+        #: before the write and whether or not it succeeds, so the App's
+        #: ``ContainerEngineReady`` follows it. Must not block (it is a ``tell``).
+        self.listener = listener
         self._lock = threading.Lock()
         self._last: tuple[str, str, str] | None = None
 
@@ -121,6 +132,8 @@ class EngineStatus:
     def set_ready(self, ready: bool, reason: str, message: str) -> None:
         """Write ``EngineReady``. When the same status was written last, only check that
         ``ContainerNamespace/moby`` still exists and carries it (:meth:`ensure_moby`)."""
+        if self.listener is not None:
+            self.listener(ready, reason, message)
         key = ("True" if ready else "False", reason, message[:32000] or reason)
         with self._lock:
             if key == self._last:

@@ -50,6 +50,7 @@ ADMISSION = "admission"
 PROBES = "probes and metrics"
 LEADER = "leader election"
 LOGGING = "logging"
+APP = "App mode"
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -229,6 +230,16 @@ class Config:
         group=LOGGING,
         choices=("text", "json"),
         normalize=str.lower,
+    )
+
+    # --- App mode (docs/contract.md §3.1, §3.5) -----------------------------------------
+    app: bool = option(
+        False,
+        "follow the cluster-scoped App 'app' (app.rancherdesktop.io) like rancher-desktop-"
+        "daemon: its spec.namespace replaces --namespace, mirroring runs only while it is "
+        "Running on moby, ContainerEngineReady is written on it, and when it stops every "
+        "mirror in the namespace is deleted (--no-app: standalone)",
+        group=APP,
     )
 
     # --- derived values (not options) ---------------------------------------------------
