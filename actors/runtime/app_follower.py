@@ -172,6 +172,8 @@ class AppFollower(JournaledActor):
         self.requested: bool | None = None
         #: ContainerEngineReady as the router's latest report of this run says.
         self.readiness: Condition | None = None
+        #: A report of a run whose start is not confirmed yet: (epoch, condition).
+        self.early_readiness: tuple[int, Condition] | None = None
         #: The cleanup's wait: when it gives up (None: no wait in progress).
         self.poll_deadline: float | None = None
         self.cleaned_generation: int | None = None
@@ -228,6 +230,9 @@ class AppFollower(JournaledActor):
         if message.on and not was_on:
             self.readiness = None
             self.cleaned_generation = None
+            early, self.early_readiness = self.early_readiness, None
+            if early is not None and early[0] == message.epoch:
+                self.readiness = early[1]
         if message.error:
             log.error("mirroring could not start: %s", message.error)
             self.readiness = Condition("False", CONNECT_FAILED, message.error)
@@ -240,11 +245,15 @@ class AppFollower(JournaledActor):
         self._reconcile()
 
     def _on_engine_readiness(self, message: EngineReadiness) -> None:
-        if message.epoch != self.epoch or not self.mirroring:
-            return  # a report of an earlier run
         condition = readiness_condition(message.ready, message.reason, message.message)
         if condition is None:
             return
+        if message.epoch > self.epoch:
+            # The run's router may report before the switch's confirmation arrives.
+            self.early_readiness = (message.epoch, condition)
+            return
+        if message.epoch != self.epoch or not self.mirroring:
+            return  # a report of an earlier run
         self.readiness = condition
         self._reconcile()
 

@@ -63,12 +63,13 @@ class AppMode:
         journal: Journal,
         install_crd: bool,
         on_moved: Callable[[str], None],
+        api: AppApi | None = None,
     ) -> None:
         self.http = http
         self.journal = journal
         self.install_crd = install_crd
         self.on_moved = on_moved
-        self.api = AppApi(http)
+        self.api = api or AppApi(http)
         self.namespace = ""
         self.switch: MirroringSwitch | None = None
         self.follower: pykka.ActorRef | None = None
