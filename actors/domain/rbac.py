@@ -21,7 +21,12 @@ Every rule maps to a call the service makes:
 * the admission mode: the ValidatingAdmissionPolicy and its binding (``policy``) or the
   ValidatingWebhookConfiguration of ``actors/infra/webhook.py`` (``webhook``); the webhook's
   "is it called" probe is a dry-run create of a Container, covered by ``create``;
-* leader election: a ``coordination.k8s.io`` Lease in the namespace.
+* leader election: a ``coordination.k8s.io`` Lease in the namespace;
+* App mode (``--app`` only, :func:`app_cluster_rules`, :func:`app_namespaced_rules`):
+  ``actors/ports/app_port.py`` reads, lists and watches the cluster-scoped App ``app``,
+  patches its ``/status`` (``ContainerEngineReady``), reads the App CRD and creates it
+  when missing (not with ``skip_crd_install``), and the cleanup lists, reads, patches
+  (finalizer) and deletes every object of the four mirrored kinds in the namespace.
 
 Where RBAC allows it (get, update, patch, delete; and for a server-side apply that
 creates a named object, create) a rule is limited by ``resourceNames``. A create by
@@ -37,7 +42,18 @@ import re
 from typing import Any
 
 from actors.domain import admission_policy, crds
-from actors.domain.names import CONTAINER_NAMESPACES, CONTAINERS, GROUP, MOBY
+from actors.domain.names import (
+    APP_CRD_NAME,
+    APP_GROUP,
+    APP_NAME,
+    APPS,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    IMAGES,
+    MOBY,
+    VOLUMES,
+)
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -82,7 +98,39 @@ def _rule(
     return rule
 
 
-def namespaced_rules(namespace: str, *, skip_crd_install: bool) -> list[dict[str, Any]]:
+def app_namespaced_rules() -> list[dict[str, Any]]:
+    """``--app``: the cleanup of the four kinds (docs/contract.md §3.5). Every object of
+    each kind goes, hand-made ones included, so no ``resourceNames``; Containers are
+    covered by the Role's first rule already."""
+    return [
+        _rule(GROUP, [CONTAINER_NAMESPACES, IMAGES, VOLUMES], ["get", "list", "patch", "delete"]),
+    ]
+
+
+def app_cluster_rules(*, skip_crd_install: bool) -> list[dict[str, Any]]:
+    """``--app``: the App ``app`` (list and watch are by ``metadata.name``, so
+    ``resourceNames`` limits them too) and, unless ``skip_crd_install``, its CRD."""
+    rules = [
+        _rule(APP_GROUP, [APPS], ["get", "list", "watch"], [APP_NAME]),
+        _rule(APP_GROUP, [f"{APPS}/status"], ["patch"], [APP_NAME]),
+    ]
+    if not skip_crd_install:
+        # Read to see whether it is installed; created when missing by a server-side
+        # apply (authorized as patch and, for a missing object, create, both by name).
+        rules.append(
+            _rule(
+                "apiextensions.k8s.io",
+                ["customresourcedefinitions"],
+                ["get", "create", "patch"],
+                [APP_CRD_NAME],
+            )
+        )
+    return rules
+
+
+def namespaced_rules(
+    namespace: str, *, skip_crd_install: bool, app: bool = False
+) -> list[dict[str, Any]]:
     """The Role's rules in ``namespace`` (the same for every admission mode)."""
     rules = [
         # MirrorStore: list + watch (kube-watch, full sync, resync), get (actions),
@@ -108,11 +156,18 @@ def namespaced_rules(namespace: str, *, skip_crd_install: bool) -> list[dict[str
         # Containers are covered above.
         plurals = [c["spec"]["names"]["plural"] for c in crds.all_crds()]
         rules.append(_rule(GROUP, [p for p in plurals if p != CONTAINERS], ["list"]))
+    if app:
+        rules += app_namespaced_rules()
     return rules
 
 
 def cluster_rules(
-    namespace: str, *, admission: str, skip_crd_install: bool, admission_install: bool
+    namespace: str,
+    *,
+    admission: str,
+    skip_crd_install: bool,
+    admission_install: bool,
+    app: bool = False,
 ) -> list[dict[str, Any]]:
     """The ClusterRole's rules (cluster-scoped objects only); may be empty."""
     rules: list[dict[str, Any]] = []
@@ -170,6 +225,8 @@ def cluster_rules(
                 [webhook_configuration_name(namespace)],
             ),
         ]
+    if app:
+        rules += app_cluster_rules(skip_crd_install=skip_crd_install)
     return rules
 
 
@@ -205,6 +262,7 @@ def rbac_manifests(
     admission: str,
     skip_crd_install: bool,
     admission_install: bool = True,
+    app: bool = False,
 ) -> list[dict]:
     """The ClusterRole/Role and bindings the service needs in `namespace` for the
     `admission` mode ("policy", "webhook" or "none"), for a user or a service account
@@ -213,7 +271,9 @@ def rbac_manifests(
     ``admission_install=False`` is the policy mode's ``--skip-admission-install``: an
     admin installed the policy and binding, the service only reads them. Order: roles
     before their bindings; the ClusterRole and its binding are left out when the mode
-    needs no cluster-scoped permission (``none`` with ``skip_crd_install``).
+    needs no cluster-scoped permission (``none`` with ``skip_crd_install``). ``app``:
+    the service runs with ``--app`` (the App's rules; ``namespace`` must be the App's
+    ``spec.namespace``).
 
     Raises ValueError (one line, for the CLI to print) for an invalid namespace, mode,
     subject, or ``admission_install=False`` outside the policy mode.
@@ -234,6 +294,7 @@ def rbac_manifests(
         admission=admission,
         skip_crd_install=skip_crd_install,
         admission_install=admission_install,
+        app=app,
     )
     if cluster:
         name = cluster_role_name(namespace)
@@ -257,7 +318,7 @@ def rbac_manifests(
             "apiVersion": RBAC_API_VERSION,
             "kind": "Role",
             "metadata": _metadata(ROLE_NAME, namespace),
-            "rules": namespaced_rules(namespace, skip_crd_install=skip_crd_install),
+            "rules": namespaced_rules(namespace, skip_crd_install=skip_crd_install, app=app),
         },
         {
             "apiVersion": RBAC_API_VERSION,

@@ -21,11 +21,12 @@ from actors.domain.names import (
     APP_API_VERSION,
     APP_CRD_NAME,
     APP_NAME,
+    APPLY_PATCH,
     APPS,
     ENGINE_MANAGER,
+    INSTALL_MANAGER,
 )
 from actors.ports.kube_port import (
-    JSON,
     MERGE_PATCH,
     KubeConflict,
     KubeHttp,
@@ -112,9 +113,18 @@ class AppApi:
         return True
 
     def create_crd(self, manifest: dict[str, Any]) -> None:
-        """Create the App CRD; one created meanwhile (409) is fine and kept as it is."""
+        """Create the App CRD by a server-side apply without ``force`` (so RBAC can
+        authorize the create by name). Between the caller's "is it there?" and this call
+        someone may have created it: a 409 (fields owned by another manager with other
+        values) leaves theirs as it is; identical fields change nothing."""
         try:
-            self.http.request("POST", CRD_PATH, body=manifest, content_type=JSON)
+            self.http.request(
+                "PATCH",
+                f"{CRD_PATH}/{APP_CRD_NAME}",
+                query={"fieldManager": INSTALL_MANAGER},
+                body=manifest,
+                content_type=APPLY_PATCH,
+            )
         except KubeConflict:
             pass
 

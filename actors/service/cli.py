@@ -130,10 +130,21 @@ def crds_command(argv: Sequence[str], out: TextIO) -> int:
         "Print the CustomResourceDefinitions of containers.rancherdesktop.io as YAML "
         f"documents: `{PROG} crds | kubectl apply -f -` (needs CRD write access).",
     )
-    parser.parse_args(list(argv))
+    parser.add_argument(
+        "--app",
+        action="store_true",
+        help="also the App CRD (app.rancherdesktop.io), for a service run with --app "
+        "--skip-crd-install where no App CRD is installed yet",
+    )
+    args = parser.parse_args(list(argv))
     from actors.domain.crds import all_crds
 
-    return print_manifests(all_crds(), out)
+    manifests = all_crds()
+    if args.app:
+        from actors.domain.app_mode import app_crd
+
+        manifests = [*manifests, app_crd()]
+    return print_manifests(manifests, out)
 
 
 def service_account(text: str) -> str:
@@ -172,6 +183,12 @@ def rbac_command(argv: Sequence[str], out: TextIO) -> int:
         action="store_true",
         help="the service runs with --skip-crd-install (no CRD write access needed)",
     )
+    parser.add_argument(
+        "--app",
+        action="store_true",
+        help="the service runs with --app (the App and the cleanup; --namespace must be "
+        "the App's spec.namespace)",
+    )
     args = parser.parse_args(list(argv))
     rbac = _load("actors.domain.rbac", parser.prog)
     return _call(
@@ -182,6 +199,7 @@ def rbac_command(argv: Sequence[str], out: TextIO) -> int:
             service_account=args.service_account,
             admission=args.admission,
             skip_crd_install=args.skip_crd_install,
+            app=args.app,
         ),
         out,
     )

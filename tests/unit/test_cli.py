@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from actors.domain.app_mode import app_crd
 from actors.domain.crds import all_crds
 from actors.infra.logsetup import JsonFormatter, configure_logging
 from actors.service import cli
@@ -69,6 +70,9 @@ def test_crds_prints_every_crd_as_yaml_documents() -> None:
     assert code == 0 and not seen
     assert out.startswith("---\n")
     assert list(yaml.safe_load_all(out)) == all_crds()
+    code, _, out = run_cli(["crds", "--app"])
+    assert code == 0
+    assert list(yaml.safe_load_all(out)) == [*all_crds(), app_crd()]
 
 
 def fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **functions: Any) -> None:
@@ -96,6 +100,7 @@ def test_rbac_passes_every_argument_and_prints_yaml(monkeypatch: pytest.MonkeyPa
             "--admission",
             "webhook",
             "--skip-crd-install",
+            "--app",
         ]
     )
     assert code == 0
@@ -106,6 +111,7 @@ def test_rbac_passes_every_argument_and_prints_yaml(monkeypatch: pytest.MonkeyPa
             service_account="sys/dm",
             admission="webhook",
             skip_crd_install=True,
+            app=True,
         )
     ]
     assert list(yaml.safe_load_all(out)) == [
@@ -120,6 +126,7 @@ def test_rbac_passes_every_argument_and_prints_yaml(monkeypatch: pytest.MonkeyPa
         service_account=None,
         admission="policy",
         skip_crd_install=False,
+        app=False,
     )
 
 
