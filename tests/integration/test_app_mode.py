@@ -42,6 +42,13 @@ from actors.domain.names import (
 from actors.domain.rbac import rbac_manifests
 from messages.journal import Effect, Received
 from tests.support.devenv import Devenv, unique_name
+from tests.support.engines import (
+    QUICK_STOP_SLEEP,
+    ExtraEngine,
+    engines_down,
+    engines_remove,
+    engines_up,
+)
 from tests.support.identity import mint_user_kubeconfig
 from tests.support.service import Service, retry_transient
 from tests.support.wait import wait_for
@@ -51,6 +58,7 @@ pytestmark = pytest.mark.integration
 KINDS = (CONTAINERS, VOLUMES, IMAGES, CONTAINER_NAMESPACES)
 ENGINE_READY = "ContainerEngineReady"
 FORBIDDEN = ("forbidden", " 403 ")
+PRIVATE_ENGINE = "appmode"
 
 
 class AppObject:
@@ -494,3 +502,65 @@ def test_app_mode_under_the_printed_rbac(
             "-",
             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": cluster_scoped}),
         )
+
+
+@pytest.fixture
+def private_engine() -> Iterator[ExtraEngine]:
+    """An extra engine of this test only, which it may stop (never the shared one)."""
+    engines_remove(PRIVATE_ENGINE)
+    (engine,) = engines_up(PRIVATE_ENGINE)
+    try:
+        yield engine
+    finally:
+        engines_remove(PRIVATE_ENGINE)
+
+
+def test_an_unreachable_engine_is_connect_failed_and_keeps_the_mirrors(
+    app: AppObject,
+    app_service: Callable[..., Service],
+    private_engine: ExtraEngine,
+) -> None:
+    """docs/contract.md §3.5: the engine going away is not the App stopping."""
+    app.create(vm_running=True)
+    svc = app_service("--docker-host", private_engine.docker_host)
+    app.wait_engine_ready("True", "Connected")
+    client = private_engine.client()
+    try:
+        c = client.containers.run(
+            "busybox:local", QUICK_STOP_SLEEP, detach=True, network_mode="none"
+        )
+        svc.wait_status(c.id, "running")
+        engines_down(PRIVATE_ENGINE)
+        cond = app.wait_engine_ready("False", "ConnectFailed", timeout=60)
+        assert cond["message"].startswith("failed to ping Docker"), cond["message"]
+        assert svc.mirror(c.id) is not None  # kept, stale, while the engine is away
+        engines_up(PRIVATE_ENGINE)
+        app.wait_engine_ready("True", "Connected", timeout=90)
+        assert svc.mirror(c.id) is not None
+    finally:
+        client.close()
+
+
+def test_an_app_naming_another_namespace_cleans_up_and_exits_for_a_restart(
+    app: AppObject,
+    app_service: Callable[..., Service],
+    run_container,
+    api_client: k8s.ApiClient,
+    namespace: str,
+) -> None:
+    """spec.namespace is immutable, so it changes only with a new App: our namespace is
+    cleaned up and the process ends with exit code 4 (a service manager restarts it, and
+    the new start follows the new App)."""
+    app.create(vm_running=True)
+    svc = app_service()
+    app.wait_engine_ready("True", "Connected")
+    c = run_container()
+    svc.wait_status(c.id, "running")
+    app.delete()
+    wait_for(lambda: _app_gone(app), timeout=10, message="App deleted")
+    other = AppObject(api_client, unique_name("t", "other-namespace"))
+    other.create(vm_running=True)
+    assert svc.wait_exit(timeout=60) == 4
+    assert counts(api_client, namespace) == dict.fromkeys(KINDS, 0)
+    assert "now names namespace" in svc.log_since_start()
+    assert other.engine_ready() is None  # nothing written on an App that is not ours
