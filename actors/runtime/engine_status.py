@@ -133,7 +133,10 @@ class EngineStatus:
         """Write ``EngineReady``. When the same status was written last, only check that
         ``ContainerNamespace/moby`` still exists and carries it (:meth:`ensure_moby`)."""
         if self.listener is not None:
-            self.listener(ready, reason, message)
+            try:
+                self.listener(ready, reason, message)
+            except Exception:  # a report lost must not fail the write (nor the router)
+                log.exception("the readiness listener failed")
         key = ("True" if ready else "False", reason, message[:32000] or reason)
         with self._lock:
             if key == self._last:

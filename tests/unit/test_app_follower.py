@@ -40,6 +40,7 @@ from actors.runtime.app_follower import (
     write_engine_condition,
 )
 from actors.runtime.app_watch import AppWatchReader
+from actors.runtime.engine_status import EngineStatus
 from actors.runtime.mirroring_switch import MirroringSwitch
 from messages.app import AppDeleted, AppObserved, EngineReadiness, MirroringChanged
 from messages.base import Message
@@ -569,3 +570,28 @@ def test_switch_request_does_not_wait_for_a_slow_stop() -> None:
     assert time.monotonic() - started < 1
     release.set()
     applier.join(timeout=5)
+
+
+# --- EngineStatus's listener ----------------------------------------------------------------
+
+
+class DownHttp:
+    """An apiserver that answers nothing."""
+
+    def request(self, *_args: Any, **_kwargs: Any) -> dict[str, Any]:
+        raise KubeUnavailable(None, "down")
+
+
+def test_engine_status_reports_every_readiness_before_and_whatever_the_write() -> None:
+    seen: list[tuple[bool, str, str]] = []
+    status = EngineStatus(DownHttp(), NS, listener=lambda *args: seen.append(args))  # type: ignore[arg-type]
+    with pytest.raises(KubeUnavailable):
+        status.set_ready(True, "Connected", "Container engine synced")
+    assert seen == [(True, "Connected", "Container engine synced")]
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    status.listener = broken
+    with pytest.raises(KubeUnavailable):  # the write still happens (and fails on its own)
+        status.set_ready(False, "ConnectFailed", "x")
