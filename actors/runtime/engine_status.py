@@ -3,8 +3,10 @@
 ``kubectl wait --for=condition=EngineReady containernamespace/moby -n <ns>`` returns
 once the first full sync finished; the condition turns False with reason
 ``ConnectFailed`` while Docker is unreachable and ``Stopped`` after a clean shutdown.
-(Upstream writes ``ContainerEngineReady`` on its App object; this service has no App,
-so the condition lives on the ContainerNamespace it creates anyway, docs/contract.md §6.1.)
+(Upstream writes ``ContainerEngineReady`` on its App object; in standalone mode there is
+no App, so the condition lives on the ContainerNamespace it creates anyway,
+docs/contract.md §6.1. In App mode the ``listener`` forwards every readiness to the App
+follower, which writes ``ContainerEngineReady`` on the App as well, §3.1.)
 
 ``ContainerNamespace/moby`` has no finalizer, so a client may delete it. It comes back,
 carrying the last ``EngineReady`` written, at the next ``EngineReady`` write (the full
