@@ -217,7 +217,7 @@ class AppFollower(JournaledActor):
         # Upstream does nothing without an App: whatever runs keeps running, and the
         # mirrors stay, until an App says otherwise.
         if self.view is not None:
-            log.warning("App %s deleted; mirroring stays as it is until an App exists", "app")
+            log.warning("App deleted; mirroring stays as it is until an App exists")
             self.note("app deleted")
         self.view = None
 
@@ -291,16 +291,15 @@ class AppFollower(JournaledActor):
             self._announce(view, decision)
             self.last_target = decision
         want_on = decision.target is Target.RUN
+        if want_on:  # a cleanup in progress has nothing left to do
+            self._abandon_poll()
+            self.retries.succeeded(CLEANUP)
         if want_on != self.mirroring or self.requested is not None:
-            if not want_on:
-                self._abandon_poll()
             if want_on and self.retries.pending(START):
                 return  # a failed start waits for its backoff
             self._request(want_on)
             return  # continued by MirroringChanged
         if want_on:
-            self._abandon_poll()
-            self.retries.succeeded(CLEANUP)
             self._write_readiness()
             return
         if self.poll_deadline is not None or self.retries.pending(CLEANUP):

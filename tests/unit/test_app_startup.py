@@ -15,6 +15,9 @@ from actors.service.app_mode import AppMode
 from tests.fakes.app_api import FakeCluster
 from tests.support.wait import wait_for
 
+#: Deadline of every wait (generous: a loaded machine is slow; a pass is quick).
+WAIT_S = 30.0
+
 
 def app_mode(tmp_path: Path, cluster: FakeCluster, *, install_crd: bool = True) -> AppMode:
     return AppMode(
@@ -39,10 +42,10 @@ def test_installs_a_missing_crd_and_reads_the_namespace(tmp_path: Path) -> None:
     found: list[str | None] = []
     waiter = threading.Thread(target=lambda: found.append(resolve(mode)), daemon=True)
     waiter.start()
-    wait_for(lambda: cluster.app_crd, timeout=5, message="the CRD installed")
+    wait_for(lambda: cluster.app_crd, timeout=WAIT_S, message="the CRD installed")
     assert [c["metadata"]["name"] for c in cluster.created_crds] == [APP_CRD_NAME]
     cluster.client_create_app(namespace="from-the-app")
-    waiter.join(timeout=10)
+    waiter.join(timeout=WAIT_S)
     assert found == ["from-the-app"] and mode.namespace == "from-the-app"
 
 
@@ -60,9 +63,9 @@ def test_skip_crd_install_never_writes_the_crd(tmp_path: Path) -> None:
     found: list[str | None] = []
     waiter = threading.Thread(target=lambda: found.append(resolve(mode, stop)), daemon=True)
     waiter.start()
-    wait_for(lambda: len(cluster.calls_of("get_app")) >= 1, timeout=5, message="a first read")
+    wait_for(lambda: len(cluster.calls_of("get_app")) >= 1, timeout=WAIT_S, message="a first read")
     stop.set()
-    waiter.join(timeout=5)
+    waiter.join(timeout=WAIT_S)
     assert found == [None]  # a signal while waiting
     assert cluster.calls_of("crd_installed") == [] and not cluster.app_crd
 

@@ -16,6 +16,8 @@ from tests.fakes.app_api import FakeCluster
 from tests.support.wait import wait_for
 
 NS = "rancher-desktop"
+#: Deadline of every wait (generous: a loaded machine is slow; a pass is quick).
+WAIT_S = 30.0
 
 
 def ready(reason: str = "Connected", status: str = "True") -> dict[str, str]:
@@ -141,10 +143,10 @@ def test_watch_replays_history_then_follows_until_closed() -> None:
     reader.start()
     cluster.client_set_running(True)
     cluster.client_delete_app()
-    wait_for(lambda: len(seen) == 3, timeout=5, message="three events")
+    wait_for(lambda: len(seen) == 3, timeout=WAIT_S, message="three events")
     assert seen == [("ADDED", None), ("MODIFIED", True), ("DELETED", True)]
     stream.close()
-    reader.join(timeout=5)
+    reader.join(timeout=WAIT_S)
     assert not reader.is_alive()
 
 
