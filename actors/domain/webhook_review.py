@@ -118,7 +118,9 @@ def _go_float(x: float) -> str:
         return "+Inf" if x > 0 else "-Inf"
     if x == 0:
         return "-0" if math.copysign(1.0, x) < 0 else "0"
-    sign, digit_tuple, exponent = Decimal(repr(x)).as_tuple()
+    sign, digit_tuple, raw_exponent = Decimal(repr(x)).as_tuple()
+    assert isinstance(raw_exponent, int)  # finite: NaN and infinities returned above
+    exponent = raw_exponent
     digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
     exponent += len("".join(map(str, digit_tuple))) - len(digits)  # dropped zeros
     exp10 = len(digits) + exponent - 1

@@ -104,7 +104,10 @@ def _load_pair(
         return None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         return None
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():
+    cert_key = cert.public_key()
+    if not isinstance(cert_key, ec.EllipticCurvePublicKey):
+        return None
+    if key.public_key().public_numbers() != cert_key.public_numbers():
         return None
     return cert, key
 

@@ -15,6 +15,7 @@ Every method is a blocking call in the caller's thread.
 
 from __future__ import annotations
 
+import builtins  # the class's own ``list`` method shadows the builtin in annotations
 from typing import Any
 
 from actors.domain.names import (
@@ -84,7 +85,7 @@ class AppApi:
         return WatchStream(response)
 
     def patch_conditions(
-        self, conditions: list[dict[str, Any]], *, resource_version: str
+        self, conditions: builtins.list[dict[str, Any]], *, resource_version: str
     ) -> dict[str, Any]:
         """Replace ``status.conditions`` if the App is still at ``resource_version``.
 

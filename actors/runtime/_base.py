@@ -92,7 +92,7 @@ class JournaledActor(pykka.ThreadingActor):
                     container_id=self.container_id,
                     causation_id=message.cause,
                     msg_id=message.msg_id,
-                    msg_kind=type(message).__struct_config__.tag or "",
+                    msg_kind=str(type(message).__struct_config__.tag or ""),
                     msg=_summarize(message),
                 )
             )

@@ -81,7 +81,7 @@ def install_crds(
 def conditions_of(crd: dict[str, Any]) -> dict[str, str]:
     """``{type: status}`` of a stored CRD's conditions; total over odd shapes."""
     conditions = (crd.get("status") or {}).get("conditions") or []
-    return {c.get("type"): c.get("status") for c in conditions if isinstance(c, dict)}
+    return {str(c.get("type")): str(c.get("status")) for c in conditions if isinstance(c, dict)}
 
 
 def wait_established(

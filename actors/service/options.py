@@ -259,6 +259,7 @@ def resolve(
             where = f"{opt.env_var} (option {opt.flag})"
             if text is None or (text == "" and opt.nullable):
                 continue  # the field default applies
+        assert text is not None  # argparse gives a string for every option it saw
         try:
             values[opt.name] = opt.convert(text)
         except OptionError as exc:

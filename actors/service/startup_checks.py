@@ -75,7 +75,7 @@ def missing_crds(discovery: dict[str, Any] | None) -> list[str]:
     served: set[str] = set()
     resources = (discovery or {}).get("resources")
     if isinstance(resources, list):
-        served = {r.get("name") for r in resources if isinstance(r, dict)}
+        served = {str(r.get("name")) for r in resources if isinstance(r, dict)}
     return [crd for crd, needed in REQUIRED.items() if not set(needed) <= served]
 
 

@@ -324,8 +324,10 @@ def _received_details(entry: Entry) -> str:
         value = msg.get(key)
         if value not in (None, ""):
             parts.append(f"{key}={value}")
-    obj = msg.get("obj") if isinstance(msg.get("obj"), dict) else {}
-    annotations = obj.get("annotations") if isinstance(obj.get("annotations"), dict) else {}
+    raw_obj = msg.get("obj")
+    obj: dict[str, Any] = raw_obj if isinstance(raw_obj, dict) else {}
+    raw_annotations = obj.get("annotations")
+    annotations: dict[str, Any] = raw_annotations if isinstance(raw_annotations, dict) else {}
     annotation = annotations.get(ACTION_ANNOTATION) or msg.get("annotation")
     if annotation:
         parts.append(f"annotation={annotation}")
