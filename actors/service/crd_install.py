@@ -78,10 +78,14 @@ def install_crds(
     log.info("CRDs applied and served: %s", ", ".join(m["metadata"]["name"] for m in manifests))
 
 
-def conditions_of(crd: dict[str, Any]) -> dict[str, str]:
+def conditions_of(crd: dict[str, Any]) -> dict[str, str | None]:
     """``{type: status}`` of a stored CRD's conditions; total over odd shapes."""
     conditions = (crd.get("status") or {}).get("conditions") or []
-    return {str(c.get("type")): str(c.get("status")) for c in conditions if isinstance(c, dict)}
+    return {
+        c["type"]: c.get("status")
+        for c in conditions
+        if isinstance(c, dict) and isinstance(c.get("type"), str)
+    }
 
 
 def wait_established(
