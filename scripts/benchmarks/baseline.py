@@ -20,7 +20,9 @@ client's annotation write and the removal are UPDATEs that pass admission), it s
 the same admission as the service: ``--admission policy`` (default) applies the
 service's ValidatingAdmissionPolicy and binding, ``--admission webhook`` registers the
 service's validating webhook, served by a server thread (the only other thread),
-``--admission none`` (or ``--no-webhook``) skips admission.
+``--admission none`` (or ``--no-webhook``) skips admission. ``--admission-only`` sets
+up the admission and then only waits for SIGTERM: the bench's floor measurements
+(``benchmarks.floor``) pay the mode's admission with nobody acting on the annotations.
 
 Stale watch events (the echo of its own lastAction write still shows the annotation)
 are skipped by resourceVersion: an event no newer than the last object it wrote for
@@ -192,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=None, help="webhook TLS files (default: tmp)")
     parser.add_argument("--admission", choices=("policy", "webhook", "none"), default="policy")
     parser.add_argument("--no-webhook", action="store_true", help="same as --admission none")
+    parser.add_argument(
+        "--admission-only", action="store_true", help="set up admission, act on nothing"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # SIGTERM ends the loop through SystemExit, so the finally below unregisters.
@@ -220,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             registration.register()
             registration.wait_until_called(timeout=30.0)
+        if args.admission_only:
+            log.info("baseline admission only (%s): namespace %s", mode, args.namespace)
+            signal.pause()  # until SIGTERM
         log.info("baseline running: namespace %s", args.namespace)
         Baseline(store, docker).run_forever()
     except KeyboardInterrupt:

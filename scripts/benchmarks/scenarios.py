@@ -7,6 +7,11 @@ Order of one run (namespace ``bench-<id>``; the full sync uses a fresh ``bench-<
 2. + stop containers (StopTimeout 3, PID 1 ignores SIGTERM) + throughput containers;
    ours: single stop, parallel stop, throughput; stop ours; restart the containers;
    baseline: the same three.
+   Then the floors of this mode (``benchmarks.floor``): bare action latency and bare
+   write rate (admission of the mode, no service), Docker's own parallel stop.
+   ``--admission both`` (default): a second pass in webhook mode on the same mirrors
+   (ours: action latency, parallel stop, throughput; baseline: throughput; floors) for
+   the keys with the ``_webhook`` suffix.
 3. remove the stop containers; + 1,000 created; ours in the fresh namespace: full sync,
    idle RSS and threads once settled, ``mirror_latency_p50_n1000``.
 
@@ -30,7 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stats
+from benchmarks import cost, stats
+from benchmarks.floor import ModePasses, delete_policy_bindings
 from benchmarks.harness import (
     Containers,
     Kube,
@@ -43,6 +49,7 @@ from benchmarks.harness import (
     status_is,
     wait_for,
 )
+from benchmarks.meters import CostMeter
 
 SETTLE_STEADY_S = 12.0  # > the service's default --idle-timeout (10 s)
 
@@ -58,6 +65,7 @@ class Sizes:
     created_large: int = 1000
     mirror_samples: int = 40
     settle_max_s: float = 60.0
+    write_rate_s: float = 10.0
 
 
 QUICK = Sizes(
@@ -68,6 +76,7 @@ QUICK = Sizes(
     created_large=100,
     mirror_samples=8,
     settle_max_s=30.0,
+    write_rate_s=3.0,
 )
 
 
@@ -84,8 +93,10 @@ class Bench:
         self, sizes: Sizes, workdir: Path, profile: Path | None, admission: str = "policy"
     ) -> None:
         self.sizes = sizes
-        #: ``--admission`` of both the service and the baseline (policy or webhook).
-        self.admission = admission
+        #: Admission modes of this run, first first (``both``: policy, then webhook).
+        #: The first mode is that of every scenario; the others get an extra pass.
+        self.modes: tuple[str, ...] = cost.MODES if admission == "both" else (admission,)
+        self.admission = self.modes[0]
         self.env = devenv_env()
         self.run_id = time.strftime("%H%M%S") + secrets.token_hex(2)
         self.ns = f"bench-{self.run_id}"
@@ -97,13 +108,14 @@ class Bench:
         self.processes: list[Process] = []
         self.watchers: list[Watcher] = []
         self.results: dict[str, dict[str, Any]] = {}
-        self.info: dict[str, Any] = {"admission": admission}
+        self.info: dict[str, Any] = {"admission": "+".join(self.modes)}
+        self.costs = ModePasses(self)
 
     # --- processes ----------------------------------------------------------------------
-    def start_ours(self, namespace: str) -> Process:
+    def start_ours(self, namespace: str, admission: str | None = None) -> Process:
         proc = Process("ours", namespace, self.workdir, self.env)
         self.processes.append(proc)
-        proc.start("--admission", self.admission)
+        proc.start("--admission", admission or self.admission)
         proc.wait_log("dockmirror running", timeout=120)
         wait_for(
             lambda: proc.alive() and self.kube.engine_ready(namespace) == ("True", "Connected"),
@@ -112,10 +124,10 @@ class Bench:
         )
         return proc
 
-    def start_baseline(self) -> Process:
+    def start_baseline(self, admission: str | None = None) -> Process:
         proc = Process("baseline", self.ns, self.workdir, self.env)
         self.processes.append(proc)
-        proc.start("--admission", self.admission)
+        proc.start("--admission", admission or self.admission)
         proc.wait_log("baseline running", timeout=60)
         return proc
 
@@ -158,8 +170,14 @@ class Bench:
             say(f"WARNING: stop failed on {failed}")
         return end - t0
 
-    def throughput(self, w: Watcher, ids: list[str], duration: float) -> float:
-        """Pause/unpause kept in flight on every container; completed actions per second."""
+    def throughput(
+        self, w: Watcher, ids: list[str], duration: float, meter: CostMeter | None = None
+    ) -> float:
+        """Pause/unpause kept in flight on every container; completed actions per second.
+
+        ``meter`` (``benchmarks.meters``) measures the cost per action from
+        ``cost.warm_up_s`` into the window to its end and sees every completion and
+        client write."""
         self.docker.ensure_running(ids)
         ns = w.store.namespace
         lock = threading.Lock()
@@ -170,6 +188,8 @@ class Bench:
         def submit(cid: str, action: str) -> None:
             try:
                 resp = self.kube.annotate(ns, cid, action)
+                if meter is not None:
+                    meter.client_write(time.monotonic())
                 w.expect(cid, no_annotation, _rv(resp), callback=lambda e: finished(cid, action, e))
             except Exception as exc:
                 with lock:
@@ -178,6 +198,8 @@ class Bench:
                 say(f"throughput request failed: {exc}")
 
         def finished(cid: str, action: str, exp: Any) -> None:
+            if meter is not None:
+                meter.action_done(exp.t_done)
             with lock:
                 if exp.t_done <= t_end:
                     state["done"] += 1
@@ -192,7 +214,12 @@ class Bench:
             state["outstanding"] = len(ids)
         for cid in ids:
             pool.submit(submit, cid, "pause")
+        if meter is not None:  # from the steady state: as many in flight as at the end
+            time.sleep(cost.warm_up_s(duration))
+            meter.start()
         time.sleep(max(0.0, t_end - time.monotonic()))
+        if meter is not None:
+            meter.stop()
         with lock:
             done = state["done"]
         try:  # drain: nothing may stay annotated for the next process
@@ -294,7 +321,8 @@ class Bench:
         single_ours = self.stop_all(w, stop_ids[:1])
         par_ours = self.stop_all(w, stop_ids[1:])
         prof = self.profiler(ours.pid, "ours-throughput")
-        tp_ours = self.throughput(w, tp_ids, s.throughput_s)
+        meter_ours = self.costs.meter(ours)
+        tp_ours = self.throughput(w, tp_ids, s.throughput_s, meter_ours)
         self.profiler_stop(prof)
         ours.stop()
         self.docker.ensure_running(stop_ids + tp_ids)
@@ -302,11 +330,23 @@ class Bench:
         say("baseline: single stop, parallel stop, throughput")
         single_base = self.stop_all(w, stop_ids[:1])
         par_base = self.stop_all(w, stop_ids[1:])
-        tp_base = self.throughput(w, tp_ids, s.throughput_s)
+        meter_base = self.costs.meter(base)
+        tp_base = self.throughput(w, tp_ids, s.throughput_s, meter_base)
         base.stop()
         r["single_stop_s"] = stats.result(single_ours, single_base, "s")
         r["parallel_stop_s"] = stats.result(par_ours, par_base, "s")
         r["action_throughput"] = stats.result(tp_ours, tp_base, "actions/s")
+        floors = self.costs.floors(self.admission, lat_id, stop_ids[1:], tp_ids)
+        self.costs.record(
+            self.admission,
+            lat_ours=lat_ours,
+            par_ours=par_ours,
+            meter_ours=meter_ours,
+            meter_base=meter_base,
+            floors=floors,
+        )
+        for mode in self.modes[1:]:
+            self.costs.extra_pass(mode, w, lat_id, stop_ids[1:], tp_ids)
         self.docker.remove_ids(stop_ids)
 
         # 3. scale: full sync, idle footprint, mirror latency with many mirrors
@@ -347,6 +387,7 @@ class Bench:
             say(f"cleanup: container removal failed: {exc}")
         for ns in (self.ns, self.ns_sync):
             try:
+                delete_policy_bindings(self.kube, ns)  # both, the warning binding too
                 self.kube.cleanup_namespace(ns)
             except Exception as exc:
                 say(f"cleanup: namespace {ns}: {exc}")
@@ -375,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/bench",
         description="Benchmark dockmirror against the single-threaded baseline on the devenv.",
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (< 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (< 5 minutes)")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this path")
     parser.add_argument("--workdir", type=Path, help="logs and state (default: a tmp dir)")
     parser.add_argument(
@@ -385,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-s", type=float, help="override the throughput window")
     parser.add_argument(
         "--admission",
-        choices=("policy", "webhook"),
-        default="policy",
-        help="admission mode of the service and the baseline (docs/admission.md)",
+        choices=("both", "policy", "webhook"),
+        default="both",
+        help="admission mode of the service and the baseline (docs/admission.md); both "
+        "(default): every scenario in policy mode, then a webhook pass for the floor and "
+        "cost keys with the _webhook suffix",
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
@@ -427,10 +470,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"sizes: {sizes}")
     print(f"observed: {bench.info}")
-    print(stats.format_table(results))
-    missing = stats.missing_keys(results)
+    checks = stats.check_targets(results) + cost.check_targets(results, bench.modes)
+    print(stats.format_table(results, checks))
+    for key, record in results.items():
+        if "by_verb" in record:
+            print(f"{key} by verb: {record['by_verb']}")
+    keys = cost.required_keys(bench.modes)
+    missing = stats.missing_keys(results, keys)
     if args.json:
-        stats.write_json(args.json, results)
+        stats.write_json(args.json, results, keys)
     if missing:
         print(f"missing results: {', '.join(missing)}", file=sys.stderr)
         code = code or 1

@@ -200,13 +200,16 @@ def format_table(results: dict[str, dict[str, Any]], checks: Sequence[Check] | N
     return "\n".join(lines)
 
 
-def missing_keys(results: dict[str, dict[str, Any]]) -> list[str]:
-    return [k for k in SCENARIOS if k not in results]
+def missing_keys(results: dict[str, dict[str, Any]], keys: Sequence[str] = SCENARIOS) -> list[str]:
+    return [k for k in keys if k not in results]
 
 
-def write_json(path: Path | str, results: dict[str, dict[str, Any]]) -> None:
-    """``{scenario: {"ours", "baseline", "unit", "ratio"}}``; every SCENARIOS key present."""
-    out = {k: results.get(k) or result(None, None, "") for k in SCENARIOS}
+def write_json(
+    path: Path | str, results: dict[str, dict[str, Any]], keys: Sequence[str] = SCENARIOS
+) -> None:
+    """``{scenario: {"ours", "baseline", "unit", "ratio"}}``; every key of ``keys``
+    present (a missing one with nulls), then any other result."""
+    out = {k: results.get(k) or result(None, None, "") for k in keys}
     for k, v in results.items():
         out.setdefault(k, v)
     Path(path).write_text(json.dumps(out, indent=2, sort_keys=False) + "\n", encoding="utf-8")
