@@ -47,14 +47,6 @@ WRITE_VERBS: frozenset[str] = frozenset(
 )
 
 
-def warm_up_s(duration: float) -> float:
-    """How long into a throughput window the cost meter starts: a cold window begins
-    with no request in flight and ends with one per container, so work on the last
-    ones would be charged to the completed ones; from this point on there are as many
-    in flight at the start as at the end, and their partial work cancels out."""
-    return min(5.0, duration / 3)
-
-
 def suffix(mode: str, first_mode: str) -> str:
     """``""`` for the run's first mode, ``_<mode>`` for the others."""
     return "" if mode == first_mode else f"_{mode}"
@@ -144,30 +136,26 @@ def delta_by_verb(before: Mapping[str, float], after: Mapping[str, float]) -> di
     return dict(sorted(out.items()))
 
 
-def count_between(times: Iterable[float], lo: float, hi: float) -> int:
-    return sum(1 for t in times if lo <= t <= hi)
-
-
 # --- one measurement window --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Window:
-    """What a :class:`benchmarks.meters.CostMeter` saw during one throughput window.
+    """What a :class:`benchmarks.meters.CostMeter` saw over one throughput run.
 
-    Two spans, because fetching ``/metrics`` costs the apiserver CPU: the CPU counters
-    are read at the window's edges (``seconds``), the request counters just outside
-    them (``requests_s``, from the first reading's snapshot to the last one's).
-    Completed actions and client writes are counted in each span separately.
+    The run starts and ends idle (the scenario drains every request), so its totals
+    hold whole actions only: a window cut while requests are in flight would charge
+    their partial work to the completed ones. The CPU counters are read inside the
+    ``/metrics`` readings, whose own cost stays out of the CPU figures.
     """
 
-    seconds: float
-    actions: int  # actions completed in the CPU span
+    seconds: float  # from the first request to the end of the drain
+    actions: int  # every action completed (all of them, the drain's too)
+    client_writes: int  # the bench client's annotation writes
     service_cpu_s: float | None
     apiserver_cpu_s: float | None
-    requests_s: float = 0.0
-    actions_requests: int = 0  # actions completed in the request span
-    client_writes: int = 0  # the bench client's annotation writes in the request span
     #: Delta by verb, every client; None when ``/metrics`` could not be read.
     requests: dict[str, float] | None = None
+    #: Completed actions per second in the scenario's window (its steady state).
+    rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +165,7 @@ class Cost:
     kube_requests_per_action: float | None
     by_verb: dict[str, float]
     throughput_per_cpu_s: float | None
-    write_rate: float | None  # every write on our groups per second, the client's too
+    write_rate: float | None  # writes on our groups per second in the window, client's too
 
 
 def _per(value: float | None, count: int, scale: float = 1.0) -> float | None:
@@ -185,23 +173,25 @@ def _per(value: float | None, count: int, scale: float = 1.0) -> float | None:
 
 
 def cost_of(w: Window) -> Cost:
-    """Per-action figures of a window.
+    """Per-action figures of a run.
 
     Requests per action are the process's own: the bench client's annotation writes
     (merge patches, one per requested action) are taken out of ``PATCH``. Throughput
-    per CPU second is actions / (service + apiserver CPU seconds).
+    per CPU second is actions / (service + apiserver CPU seconds). The write rate is
+    every write (the client's too) per action times the window's action rate.
     """
     by_verb: dict[str, float] = {}
     requests = write_rate = None
-    if w.requests is not None and w.requests_s > 0:
+    if w.requests is not None and w.actions > 0:
         own = dict(w.requests)
         if own.get("PATCH"):
             own["PATCH"] = max(0.0, own["PATCH"] - w.client_writes)
         own = {verb: n for verb, n in own.items() if n > 0}
-        if w.actions_requests > 0:
-            by_verb = {verb: round(n / w.actions_requests, 3) for verb, n in own.items()}
-        requests = _per(sum(own.values()), w.actions_requests)
-        write_rate = sum(n for verb, n in w.requests.items() if verb in WRITE_VERBS) / w.requests_s
+        by_verb = {verb: round(n / w.actions, 3) for verb, n in own.items()}
+        requests = sum(own.values()) / w.actions
+        if w.rate is not None:
+            writes = sum(n for verb, n in w.requests.items() if verb in WRITE_VERBS)
+            write_rate = writes / w.actions * w.rate
     cpu = None
     if w.service_cpu_s is not None and w.apiserver_cpu_s is not None:
         cpu = w.service_cpu_s + w.apiserver_cpu_s

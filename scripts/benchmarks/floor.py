@@ -12,10 +12,10 @@ same containers and mirrors as the scenarios (docs/performance.md, "Floor and co
 * :func:`write_rate`: merge patches per second from :data:`WRITE_THREADS` client
   threads on the mirrors.
 
-The writes pass the admission of the mode being measured: :class:`AdmissionOnly` runs
-the baseline process with ``--admission-only`` (it installs the policy or serves and
-registers the webhook, and acts on nothing), so the webhook is served by another
-process, as ours serves it.
+The writes pass the admission of the mode being measured (:func:`admission_only`: the
+policy applied from here, or the webhook served by the baseline process started with
+``--admission-only``, which acts on nothing, so that the webhook runs in another
+process, as ours serves it).
 
 :class:`ModePasses` records the new keys of a mode and runs the extra pass of
 ``--admission both``. Everything here runs in the bench's main thread (the write-rate
@@ -38,6 +38,7 @@ from actors.domain.timefmt import kube_now
 from actors.ports.docker_port import DockerPort
 from actors.ports.kube_port import ACTION_ANNOTATION, ACTIONS_MANAGER, KubeError
 from actors.runtime.actions import last_action
+from actors.service.admission import PolicyAdmission
 from benchmarks import cost
 from benchmarks.harness import Kube, Process, Watcher
 from benchmarks.meters import CostMeter, apiserver_pid, cpu_between, read_stat
@@ -184,15 +185,24 @@ def delete_policy_bindings(kube: Kube, namespace: str) -> None:
 
 
 @contextlib.contextmanager
-def admission_only(bench: Bench, mode: str) -> Iterator[Process]:
-    """The baseline process with ``--admission-only``: admission of ``mode`` in place
-    (webhook served from that process), no action loop."""
+def admission_only(bench: Bench, mode: str) -> Iterator[None]:
+    """Admission of ``mode`` in place with nobody acting on the annotations.
+
+    ``policy``: the service's own policy and binding, applied (and probed) from here;
+    the apiserver evaluates it, nothing has to run. ``webhook``: the baseline process
+    with ``--admission-only`` serves and registers the webhook (another process, as
+    ours serves it) and deletes the registration when it stops.
+    """
+    if mode == "policy":
+        PolicyAdmission(bench.kube.http, bench.ns).ensure(timeout=60.0)
+        yield
+        return
     proc = Process("baseline", bench.ns, bench.workdir, bench.env)
     bench.processes.append(proc)
     proc.start("--admission", mode, "--admission-only")
     try:
         proc.wait_log("baseline admission only", timeout=60)
-        yield proc
+        yield
     finally:
         proc.stop()
 

@@ -41,20 +41,16 @@ def apiserver_pid(repo_root: Path = REPO_ROOT) -> int | None:
     return pid if os.path.basename(exe) == "apiserver" else None
 
 
-def fetch_metrics(kube: Kube) -> tuple[str | None, float]:
-    """The apiserver's ``/metrics`` text (Prometheus format, None on any failure) and
-    the monotonic time its answer began: the server gathers the counters before it
-    sends the headers, so that is when the snapshot was taken (the body of about 2 MB
-    follows)."""
+def fetch_metrics(kube: Kube) -> str | None:
+    """The apiserver's ``/metrics`` text (Prometheus format) or None on any failure."""
     try:
         response = kube.http.open("GET", "/metrics", timeout=(5.0, 30.0))
-        at = time.monotonic()
         try:
-            return response.data.decode("utf-8", "replace"), at
+            return response.data.decode("utf-8", "replace")
         finally:
             response.release_conn()
     except Exception:
-        return None, time.monotonic()
+        return None
 
 
 def cpu_between(before: str | None, after: str | None) -> float | None:
@@ -66,14 +62,16 @@ def cpu_between(before: str | None, after: str | None) -> float | None:
         return None
 
 
-class CostMeter:
-    """CPU of one process and of the apiserver, and our requests, over one window.
+#: Quiet time at both ends: the last actions' status applies and Events trail them.
+TRAILING_S = 1.0
 
-    ``Bench.throughput`` calls :meth:`start` once the window is in its steady state
-    (every container has a request in flight, as many as at its end) and :meth:`stop`
-    at its end; :meth:`action_done` and :meth:`client_write` record when each action
-    completed and each client annotation write returned, so that each reading's span
-    counts its own actions (:class:`benchmarks.cost.Window`).
+
+class CostMeter:
+    """CPU of one process and of the apiserver, and our requests, over one throughput run.
+
+    ``Bench.throughput`` calls :meth:`start` before its first request and :meth:`stop`
+    once every request is drained; :meth:`action_done` and :meth:`client_write` count
+    the actions and the client's writes (:class:`benchmarks.cost.Window`).
     """
 
     def __init__(self, kube: Kube, pid: int | None, api_pid: int | None) -> None:
@@ -81,33 +79,39 @@ class CostMeter:
         self.pid = pid
         self.api_pid = api_pid
         self.lock = threading.Lock()
-        self.done: list[float] = []
-        self.writes: list[float] = []
-        self.t0 = self.t1 = self.m0 = self.m1 = 0.0
+        self.actions = 0
+        self.writes = 0
+        self.rate: float | None = None
+        self.t0 = self.t1 = 0.0
         self.text0: str | None = None
         self.text1: str | None = None
         self.stats0: tuple[str | None, str | None] = (None, None)
         self.stats1: tuple[str | None, str | None] = (None, None)
 
     def start(self) -> None:
-        """Read /metrics, then both CPU counters: the CPU span starts after the fetch."""
-        self.text0, self.m0 = fetch_metrics(self.kube)
+        """After :data:`TRAILING_S` (the previous scenario's last writes): /metrics,
+        then both CPU counters (the fetch's cost stays out)."""
+        time.sleep(TRAILING_S)
+        self.text0 = fetch_metrics(self.kube)
         self.t0 = time.monotonic()
         self.stats0 = (read_stat(self.pid), read_stat(self.api_pid))
 
-    def stop(self) -> None:
-        """CPU counters first, then /metrics (its cost stays out of the CPU span)."""
+    def stop(self, rate: float) -> None:
+        """After the drain and :data:`TRAILING_S`: CPU counters, then /metrics.
+        ``rate``: the scenario's completed actions per second in its window."""
+        time.sleep(TRAILING_S)
         self.stats1 = (read_stat(self.pid), read_stat(self.api_pid))
         self.t1 = time.monotonic()
-        self.text1, self.m1 = fetch_metrics(self.kube)
+        self.text1 = fetch_metrics(self.kube)
+        self.rate = rate
 
-    def action_done(self, t: float) -> None:
+    def action_done(self) -> None:
         with self.lock:
-            self.done.append(t)
+            self.actions += 1
 
-    def client_write(self, t: float) -> None:
+    def client_write(self) -> None:
         with self.lock:
-            self.writes.append(t)
+            self.writes += 1
 
     def window(self) -> cost.Window:
         """The readings as a :class:`benchmarks.cost.Window` (after :meth:`stop`)."""
@@ -117,14 +121,13 @@ class CostMeter:
                 cost.request_counts(self.text0), cost.request_counts(self.text1)
             )
         with self.lock:
-            done, writes = list(self.done), list(self.writes)
+            actions, writes = self.actions, self.writes
         return cost.Window(
             seconds=self.t1 - self.t0,
-            actions=cost.count_between(done, self.t0, self.t1),
+            actions=actions,
+            client_writes=writes,
             service_cpu_s=cpu_between(self.stats0[0], self.stats1[0]),
             apiserver_cpu_s=cpu_between(self.stats0[1], self.stats1[1]),
-            requests_s=self.m1 - self.m0,
-            actions_requests=cost.count_between(done, self.m0, self.m1),
-            client_writes=cost.count_between(writes, self.m0, self.m1),
             requests=requests,
+            rate=self.rate,
         )

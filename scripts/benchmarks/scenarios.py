@@ -175,9 +175,8 @@ class Bench:
     ) -> float:
         """Pause/unpause kept in flight on every container; completed actions per second.
 
-        ``meter`` (``benchmarks.meters``) measures the cost per action from
-        ``cost.warm_up_s`` into the window to its end and sees every completion and
-        client write."""
+        ``meter`` (``benchmarks.meters``) measures the cost per action from the first
+        request to the end of the drain, and counts every completion and client write."""
         self.docker.ensure_running(ids)
         ns = w.store.namespace
         lock = threading.Lock()
@@ -189,7 +188,7 @@ class Bench:
             try:
                 resp = self.kube.annotate(ns, cid, action)
                 if meter is not None:
-                    meter.client_write(time.monotonic())
+                    meter.client_write()
                 w.expect(cid, no_annotation, _rv(resp), callback=lambda e: finished(cid, action, e))
             except Exception as exc:
                 with lock:
@@ -199,7 +198,7 @@ class Bench:
 
         def finished(cid: str, action: str, exp: Any) -> None:
             if meter is not None:
-                meter.action_done(exp.t_done)
+                meter.action_done()
             with lock:
                 if exp.t_done <= t_end:
                     state["done"] += 1
@@ -209,23 +208,22 @@ class Bench:
             if again:
                 pool.submit(submit, cid, "unpause" if action == "pause" else "pause")
 
+        if meter is not None:
+            meter.start()
         t_end = time.monotonic() + duration
         with lock:
             state["outstanding"] = len(ids)
         for cid in ids:
             pool.submit(submit, cid, "pause")
-        if meter is not None:  # from the steady state: as many in flight as at the end
-            time.sleep(cost.warm_up_s(duration))
-            meter.start()
         time.sleep(max(0.0, t_end - time.monotonic()))
-        if meter is not None:
-            meter.stop()
         with lock:
             done = state["done"]
         try:  # drain: nothing may stay annotated for the next process
             wait_for(lambda: state["outstanding"] <= 0, 120, "throughput drain", interval=0.2)
         finally:
             pool.shutdown(wait=True)
+        if meter is not None:
+            meter.stop(done / duration)
         if state["errors"]:
             say(f"WARNING: {state['errors']} throughput requests failed")
         return done / duration
