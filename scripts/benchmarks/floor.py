@@ -265,7 +265,7 @@ class ModePasses:
                 write_rate_bare=floors.writes.rate,
                 ours=cost.cost_of(ours),
                 baseline=cost.cost_of(base),
-                key_suffix=cost.suffix(mode, b.modes[0]),
+                key_suffix=cost.suffix(mode),
             )
         )
         b.info[f"cost_{mode}"] = {

@@ -186,9 +186,10 @@ def test_required_keys_follow_the_modes():
     assert "service_cpu_ms_per_action" in both
     assert "service_cpu_ms_per_action_webhook" in both
     assert len(both) == len(stats.SCENARIOS) + 2 * len(cost.FLOOR_KEYS)
-    webhook_only = cost.required_keys(["webhook"])
-    assert "service_cpu_ms_per_action" in webhook_only
-    assert not [k for k in webhook_only if k.endswith("_webhook")]
+    webhook_only = cost.required_keys(["webhook"])  # the suffix names the mode
+    assert "service_cpu_ms_per_action_webhook" in webhook_only
+    assert "service_cpu_ms_per_action" not in webhook_only
+    assert cost.required_keys(["policy"]) == both[: len(stats.SCENARIOS) + len(cost.FLOOR_KEYS)]
 
 
 def test_targets_of_issue_14():
@@ -214,6 +215,11 @@ def test_targets_of_issue_14():
         "docker_parallel_stop_s_webhook",
     }
     assert all(c.ok is None for c in webhook)
+    assert {c.scenario for c in cost.check_targets({}, ["webhook"])} == {
+        "floor_action_latency_p50_webhook",
+        "floor_action_latency_p99_webhook",
+        "docker_parallel_stop_s_webhook",
+    }
 
 
 def test_json_writes_the_required_keys_of_both_modes(tmp_path):
