@@ -17,6 +17,14 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CONTAINERS = "containers"
 CONTAINER_NAMESPACES = "containernamespaces"
 CONTAINER_CREATE_REQUESTS = "containercreaterequests"
+IMAGES = "images"
+VOLUMES = "volumes"
+
+#: Mirror names of the kinds whose Docker names are not valid Kubernetes names
+#: (docs/contract.md §6.2, §6.3): the prefix and the lowercase hex SHA-256 of the Docker
+#: identity (actors/domain/image_status.py, actors/domain/volume_status.py).
+IMAGE_MIRROR_PREFIX = "img-"
+VOLUME_MIRROR_PREFIX = "vol-"
 
 #: The client's one-shot action request on a Container (docs/contract.md §4).
 ACTION_ANNOTATION = f"{GROUP}/action"
@@ -30,7 +38,8 @@ DISPATCH_ANNOTATION = "dockmirror.rancherdesktop.io/restart-dispatch"
 #: Every mirror carries this finalizer while its Docker object may still exist.
 FINALIZER = "engine.rancherdesktop.io/mirror"
 
-#: The ContainerNamespace that stands for the Docker engine, and its readiness condition.
+#: The ContainerNamespace that stands for the Docker engine (also ``status.namespace`` of
+#: every Image and Volume mirror), and its readiness condition.
 MOBY = "moby"
 ENGINE_READY = "EngineReady"
 
