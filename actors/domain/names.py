@@ -17,6 +17,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CONTAINERS = "containers"
 CONTAINER_NAMESPACES = "containernamespaces"
 CONTAINER_CREATE_REQUESTS = "containercreaterequests"
+#: Image and Volume mirrors (docs/contract.md §6.2, §6.3); App mode's cleanup deletes
+#: them too.
 IMAGES = "images"
 VOLUMES = "volumes"
 
@@ -55,11 +57,6 @@ INSTALL_MANAGER = "dockmirror"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
-
-#: Plurals of the two kinds the Image and Volume mirrors add (docs/contract.md §6.2, §6.3);
-#: App mode's cleanup deletes them too, whether or not their CRDs are installed yet.
-IMAGES = "images"
-VOLUMES = "volumes"
 
 #: App mode (``--app``, docs/contract.md §3.1, §3.5): the cluster-scoped singleton ``App``
 #: named ``app`` of rancher-desktop-daemon, its group, the conditions it carries and the

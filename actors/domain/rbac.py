@@ -8,9 +8,9 @@ mirror and action path and checks that nothing answered 403.
 
 Every rule maps to a call the service makes:
 
-* ``actors/ports/kube_port.py`` ``MirrorStore`` (``Container`` mirrors: list and watch, get,
-  server-side apply that creates, apply and merge patch of ``/status``, metadata merge
-  patch, delete);
+* ``actors/ports/kube_port.py`` ``MirrorStore`` (``Container``, ``Image`` and ``Volume``
+  mirrors: list and watch, get, server-side apply that creates, apply and merge patch of
+  ``/status``, metadata merge patch, delete);
 * ``actors/runtime/engine_status.py`` (namespace check, ``ContainerNamespace/moby`` apply, its
   ``EngineReady`` condition);
 * ``actors/runtime/event_writer.py`` (``events.k8s.io/v1`` Events: create, merge patch of a series);
@@ -136,9 +136,15 @@ def namespaced_rules(
         # MirrorStore: list + watch (kube-watch, full sync, resync), get (actions),
         # create (server-side apply of a new mirror; the webhook probe's dry-run create),
         # patch (apply of metadata/finalizer, annotation removal), delete (stale mirrors).
-        _rule(GROUP, [CONTAINERS], ["get", "list", "watch", "create", "patch", "delete"]),
+        # Image and Volume mirrors (docs/contract.md §6.2, §6.3) the same way; their names
+        # are hashes of Docker's, unknown in advance.
+        _rule(
+            GROUP,
+            [CONTAINERS, IMAGES, VOLUMES],
+            ["get", "list", "watch", "create", "patch", "delete"],
+        ),
         # Server-side apply of the mirrored status; merge patch of lastAction.
-        _rule(GROUP, [f"{CONTAINERS}/status"], ["patch"]),
+        _rule(GROUP, [f"{CONTAINERS}/status", f"{IMAGES}/status", f"{VOLUMES}/status"], ["patch"]),
         # ContainerNamespace/moby: read and server-side apply (which creates it once);
         # its status carries EngineReady.
         _rule(GROUP, [CONTAINER_NAMESPACES], ["get", "create", "patch"], [MOBY]),
