@@ -672,11 +672,13 @@ class FakeDocker:
 
     @_answer_may_be_lost
     def remove_volume(self, name: str) -> None:
-        """``DELETE /volumes/{name}?force=1`` (what the port sends)."""
+        """``DELETE /volumes/{name}?force=1`` (what the port sends): with ``force`` moby
+        answers 204 for a volume that does not exist (volume_routes.go)."""
         self._enter("remove_volume", name)
         self._gate("remove_volume", name)
         with self._cond:
-            self._volume_remove(name)
+            if name in self._volumes:
+                self._volume_remove(name)
 
     # --- out-of-band helpers: images and volumes (docker CLI) ------------------------
     def docker_import_direct(
@@ -745,6 +747,9 @@ class FakeDocker:
             c = self._resolve(container_ref)
             parent = c.image_id if c.image_id in self._images else ""
             image = _Image("sha256:" + secrets.token_hex(32), self._now(), parent)
+            # the container's configuration, whose labels merge its image's and its own
+            source = self._images.get(c.image_id)
+            image.labels = {**(source.labels if source else {}), **c.labels}
             self._images[image.id] = image
             self._add_tag(image, tag)
             self._emit_image(image, "tag", normalize_tag(tag))
@@ -1021,7 +1026,8 @@ class FakeDocker:
         for tag in list(image.tags):
             self._untag(image, tag)
         del self._images[image.id]
-        self._emit_image(image, "delete")
+        # logged after the image is gone: moby finds no labels to add
+        self._emit_object("image", "delete", image.id, {"name": image.id})
         parent = self._images.get(image.parent)
         if prune and parent is not None:
             # moby prunes the parent unforced and quietly: any conflict just stops it.

@@ -230,8 +230,9 @@ def test_volume_lifecycle_and_shapes():
     assert d.list_volumes() == [info]
     d.remove_volume("My_Vol_Ume")
     assert d.volume_events() == [("create", "My_Vol_Ume"), ("destroy", "My_Vol_Ume")]
+    d.remove_volume("My_Vol_Ume")  # force=1: a missing volume is no error
     with pytest.raises(DockerNotFound) as err:
-        d.remove_volume("My_Vol_Ume")
+        d.docker_volume_rm_direct("My_Vol_Ume")  # the CLI without --force
     assert err.value.daemon_message == "get My_Vol_Ume: no such volume"
     with pytest.raises(DockerNotFound):
         d.inspect_volume("My_Vol_Ume")
