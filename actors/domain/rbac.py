@@ -136,15 +136,13 @@ def namespaced_rules(
         # MirrorStore: list + watch (kube-watch, full sync, resync), get (actions),
         # create (server-side apply of a new mirror; the webhook probe's dry-run create),
         # patch (apply of metadata/finalizer, annotation removal), delete (stale mirrors).
-        # Image and Volume mirrors (docs/contract.md §6.2, §6.3) the same way; their names
-        # are hashes of Docker's, unknown in advance.
-        _rule(
-            GROUP,
-            [CONTAINERS, IMAGES, VOLUMES],
-            ["get", "list", "watch", "create", "patch", "delete"],
-        ),
+        _rule(GROUP, [CONTAINERS], ["get", "list", "watch", "create", "patch", "delete"]),
         # Server-side apply of the mirrored status; merge patch of lastAction.
-        _rule(GROUP, [f"{CONTAINERS}/status", f"{IMAGES}/status", f"{VOLUMES}/status"], ["patch"]),
+        _rule(GROUP, [f"{CONTAINERS}/status"], ["patch"]),
+        # Image and Volume mirrors (docs/contract.md §6.2, §6.3) the same way, without
+        # actions; their names are hashes of Docker's, unknown in advance.
+        _rule(GROUP, [IMAGES, VOLUMES], ["get", "list", "watch", "create", "patch", "delete"]),
+        _rule(GROUP, [f"{IMAGES}/status", f"{VOLUMES}/status"], ["patch"]),
         # ContainerNamespace/moby: read and server-side apply (which creates it once);
         # its status carries EngineReady.
         _rule(GROUP, [CONTAINER_NAMESPACES], ["get", "create", "patch"], [MOBY]),
