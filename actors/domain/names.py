@@ -17,6 +17,16 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CONTAINERS = "containers"
 CONTAINER_NAMESPACES = "containernamespaces"
 CONTAINER_CREATE_REQUESTS = "containercreaterequests"
+#: Image and Volume mirrors (docs/contract.md §6.2, §6.3); App mode's cleanup deletes
+#: them too.
+IMAGES = "images"
+VOLUMES = "volumes"
+
+#: Mirror names of the kinds whose Docker names are not valid Kubernetes names
+#: (docs/contract.md §6.2, §6.3): the prefix and the lowercase hex SHA-256 of the Docker
+#: identity (actors/domain/image_status.py, actors/domain/volume_status.py).
+IMAGE_MIRROR_PREFIX = "img-"
+VOLUME_MIRROR_PREFIX = "vol-"
 
 #: The client's one-shot action request on a Container (docs/contract.md §4).
 ACTION_ANNOTATION = f"{GROUP}/action"
@@ -30,7 +40,8 @@ DISPATCH_ANNOTATION = "dockmirror.rancherdesktop.io/restart-dispatch"
 #: Every mirror carries this finalizer while its Docker object may still exist.
 FINALIZER = "engine.rancherdesktop.io/mirror"
 
-#: The ContainerNamespace that stands for the Docker engine, and its readiness condition.
+#: The ContainerNamespace that stands for the Docker engine (also ``status.namespace`` of
+#: every Image and Volume mirror), and its readiness condition.
 MOBY = "moby"
 ENGINE_READY = "EngineReady"
 
@@ -46,11 +57,6 @@ INSTALL_MANAGER = "dockmirror"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
-
-#: Plurals of the two kinds the Image and Volume mirrors add (docs/contract.md §6.2, §6.3);
-#: App mode's cleanup deletes them too, whether or not their CRDs are installed yet.
-IMAGES = "images"
-VOLUMES = "volumes"
 
 #: App mode (``--app``, docs/contract.md §3.1, §3.5): the cluster-scoped singleton ``App``
 #: named ``app`` of rancher-desktop-daemon, its group, the conditions it carries and the

@@ -8,9 +8,9 @@ mirror and action path and checks that nothing answered 403.
 
 Every rule maps to a call the service makes:
 
-* ``actors/ports/kube_port.py`` ``MirrorStore`` (``Container`` mirrors: list and watch, get,
-  server-side apply that creates, apply and merge patch of ``/status``, metadata merge
-  patch, delete);
+* ``actors/ports/kube_port.py`` ``MirrorStore`` (``Container``, ``Image`` and ``Volume``
+  mirrors: list and watch, get, server-side apply that creates, apply and merge patch of
+  ``/status``, metadata merge patch, delete);
 * ``actors/runtime/engine_status.py`` (namespace check, ``ContainerNamespace/moby`` apply, its
   ``EngineReady`` condition);
 * ``actors/runtime/event_writer.py`` (``events.k8s.io/v1`` Events: create, merge patch of a series);
@@ -139,6 +139,10 @@ def namespaced_rules(
         _rule(GROUP, [CONTAINERS], ["get", "list", "watch", "create", "patch", "delete"]),
         # Server-side apply of the mirrored status; merge patch of lastAction.
         _rule(GROUP, [f"{CONTAINERS}/status"], ["patch"]),
+        # Image and Volume mirrors (docs/contract.md §6.2, §6.3) the same way, without
+        # actions; their names are hashes of Docker's, unknown in advance.
+        _rule(GROUP, [IMAGES, VOLUMES], ["get", "list", "watch", "create", "patch", "delete"]),
+        _rule(GROUP, [f"{IMAGES}/status", f"{VOLUMES}/status"], ["patch"]),
         # ContainerNamespace/moby: read and server-side apply (which creates it once);
         # its status carries EngineReady.
         _rule(GROUP, [CONTAINER_NAMESPACES], ["get", "create", "patch"], [MOBY]),

@@ -10,6 +10,7 @@ answer                                       exception                   retryab
 2xx, 3xx (``304 Not Modified`` of a          success (the SDK returns)   -
 redundant start/stop)
 404                                          :class:`DockerNotFound`     no
+409 of an image or volume remove (in use)    :class:`DockerInUse`        yes (later)
 other 4xx (409 conflict, 400 bad parameter)  :class:`DockerError`        no
 429, 5xx                                     :class:`DockerError`        yes
 cannot connect, refused, reset, cut body,    :class:`DockerUnavailable`  yes
@@ -125,7 +126,23 @@ class DockerError(PortError):
 
 
 class DockerNotFound(DockerError):
-    """404: no such container (or the engine does not know the ID). Not retryable."""
+    """404: no such container, image or volume. Not retryable."""
+
+
+class DockerInUse(DockerError):
+    """409 of an image or volume remove: something still holds it.
+
+    Docker refuses to remove an image a container (running or stopped) was created from,
+    that has child images, or (by ID) that other tags still name; and a volume a
+    container mounts. The same request succeeds once that is gone, which is nobody's
+    action of ours: retryable, with the caller's backoff (the engine gives no
+    ``Retry-After``), so a deleted mirror stays Terminating until then
+    (docs/contract.md §6.2, §7 scenario 13).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=409)
+        self.retryable = True
 
 
 def error_from_status(
@@ -135,6 +152,13 @@ def error_from_status(
     if status_code == 404:
         return DockerNotFound(message, status_code=404)
     return DockerError(message, status_code=status_code, retry_after=retry_after)
+
+
+def in_use(exc: DockerError) -> DockerError:
+    """A remove's error as the caller should see it: a 409 becomes :class:`DockerInUse`."""
+    if exc.status_code == 409 and not isinstance(exc, DockerInUse):
+        return DockerInUse(exc.daemon_message)
+    return exc
 
 
 def removal_in_progress(exc: DockerError) -> bool:
@@ -406,9 +430,71 @@ class DockerPort:
 
         self._request(call)
 
+    # --- images (docs/contract.md §6.2) -------------------------------------------
+    def list_images(self) -> list[dict[str, Any]]:
+        """``GET /images/json?all=1``: every image, intermediate ones included."""
+        listed = self._request(lambda api: api.images(all=True))
+        if not isinstance(listed, list) or not all(isinstance(i, dict) for i in listed):
+            raise DockerUnavailable(f"unexpected image list: {str(listed)[:200]}")
+        return listed
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        """``GET /images/{ref}/json`` (an ID or a reference); 404 → DockerNotFound."""
+        return self._request(lambda api: api.inspect_image(ref))
+
+    def remove_image(self, ref: str) -> None:
+        """``DELETE /images/{ref}?force=0&noprune=1``: never forced, parents kept.
+
+        By tag, Docker only untags while other tags remain. Raises :class:`DockerInUse`
+        (409) while a container uses it or it has child images, DockerNotFound (404)
+        when it is gone.
+        """
+        try:
+            self._request(lambda api: api.remove_image(ref, force=False, noprune=True))
+        except DockerError as exc:
+            raise in_use(exc) from exc.__cause__
+
+    # --- volumes (docs/contract.md §6.3) ------------------------------------------
+    def list_volumes(self) -> list[dict[str, Any]]:
+        """``GET /volumes``: every volume, each entry with all the fields inspect has."""
+        listed = self._request(lambda api: api.volumes())
+        volumes = listed.get("Volumes") if isinstance(listed, dict) else None
+        if volumes is None and isinstance(listed, dict) and "Volumes" in listed:
+            return []  # Docker answers null when there are none
+        if not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes):
+            raise DockerUnavailable(f"unexpected volume list: {str(listed)[:200]}")
+        return volumes
+
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        """``GET /volumes/{name}``; 404 → DockerNotFound."""
+        return self._request(lambda api: api.inspect_volume(name))
+
+    def remove_volume(self, name: str) -> None:
+        """``DELETE /volumes/{name}?force=1``. Force only ignores driver errors: a volume a
+        container mounts still answers 409 (:class:`DockerInUse`).
+
+        Built here: docker-py 7's ``remove_volume`` hands ``force`` to ``_url``, which
+        ignores it, so the SDK never sends it.
+        """
+
+        def call(api: docker.APIClient) -> None:
+            url = api._url("/volumes/{0}", name)
+            api._raise_for_status(api._delete(url, params={"force": "1"}))
+
+        try:
+            self._request(call)
+        except DockerError as exc:
+            raise in_use(exc) from exc.__cause__
+
     # --- events -----------------------------------------------------------------
-    def events(self, *, since: str | None = None, until: str | None = None) -> EventStream:
-        """Open ``GET /events`` for container events on a dedicated client.
+    def events(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        types: tuple[str, ...] = ("container",),
+    ) -> EventStream:
+        """Open ``GET /events`` for events of ``types`` on a dedicated client.
 
         ``since``/``until`` are ``"<seconds>.<nanoseconds>"`` strings built from
         ``timeNano`` (the SDK would round a datetime to whole seconds). Opening is
@@ -426,7 +512,7 @@ class DockerPort:
                 tls=self._tls,
             )
             params: dict[str, Any] = {
-                "filters": docker.utils.convert_filters({"type": ["container"]}),
+                "filters": docker.utils.convert_filters({"type": list(types)}),
                 "since": since,
                 "until": until,
             }

@@ -44,19 +44,23 @@ from typing import Any, TypeVar
 
 from actors.ports.docker_port import (
     DockerError,
+    DockerInUse,
     DockerNotFound,
     DockerTimeout,
     DockerUnavailable,
     error_from_status,
 )
 
-try:  # a teammate's realistic inspect payload; fall back to a minimal shape
+try:  # a teammate's realistic inspect payloads; fall back to a minimal shape
+    from tests.support.samples import IMAGE_INSPECT as _IMAGE_TEMPLATE
     from tests.support.samples import INSPECT_RUNNING as _TEMPLATE
 except ImportError:  # pragma: no cover
     _TEMPLATE = None
+    _IMAGE_TEMPLATE = None
 
 __all__ = [
     "DockerError",
+    "DockerInUse",
     "DockerNotFound",
     "DockerTimeout",
     "DockerUnavailable",
@@ -82,6 +86,12 @@ OPS = (
     "restart",
     "remove",
     "events",
+    "list_images",
+    "inspect_image",
+    "remove_image",
+    "list_volumes",
+    "inspect_volume",
+    "remove_volume",
 )
 STATES = ("created", "running", "paused", "exited", "dead", "restarting")
 
@@ -171,6 +181,11 @@ class _Container:
         self.restart_count = 0
         self.oom_killed = False
         self.error = ""
+        #: ``Image`` of inspect (the image ID) and ``Config.Image`` (the reference given)
+        self.image_id = IMAGE_ID
+        self.image_ref = "busybox"
+        #: named volumes it mounts: Docker refuses to remove them while it exists
+        self.volumes: list[str] = []
 
     @property
     def running(self) -> bool:
@@ -178,12 +193,55 @@ class _Container:
         return self.status in ("running", "paused", "restarting")
 
 
+class _Image:
+    def __init__(self, image_id: str, created_ns: int, parent: str = "") -> None:
+        self.id = image_id
+        self.tags: list[str] = []
+        self.digests: list[str] = []
+        self.parent = parent
+        self.created = rfc3339_ns(created_ns)
+        self.created_s = created_ns // 1_000_000_000
+        self.labels: dict[str, str] = {}
+        self.size = 1984172
+        self.architecture = "amd64"
+        self.os = "linux"
+
+
+class _Volume:
+    def __init__(self, name: str, created_at: str) -> None:
+        self.name = name
+        self.driver = "local"
+        self.labels: dict[str, str] = {}
+        self.options: dict[str, str] = {}
+        self.created_at = created_at
+        self.mountpoint = f"/var/lib/docker/volumes/{name}/_data"
+        self.scope = "local"
+
+
+def normalize_tag(ref: str) -> str:
+    """``name`` → ``name:latest`` like Docker's familiar references (no registry prefix)."""
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in ref else f"{ref}:latest"
+
+
+def short_id(image_or_container_id: str) -> str:
+    """Docker's ``stringid.TruncateID``: 12 hex digits without ``sha256:``."""
+    return image_or_container_id.split(":", 1)[-1][:12]
+
+
 class FakeEventStream:
     """Iterable of Docker 29-shaped event dicts; ``close()`` from any thread ends it."""
 
-    def __init__(self, docker: FakeDocker, since_ns: int | None, until_ns: int | None) -> None:
+    def __init__(
+        self,
+        docker: FakeDocker,
+        since_ns: int | None,
+        until_ns: int | None,
+        types: tuple[str, ...] = ("container",),
+    ) -> None:
         self._docker = docker
         self._until = until_ns
+        self._types = frozenset(types)
         self._closed = False
         with docker._cond:
             self._epoch = docker._stream_epoch
@@ -209,6 +267,8 @@ class FakeEventStream:
                             if self._until is not None and event["timeNano"] > self._until:
                                 return
                             self._cursor += 1
+                            if event["Type"] not in self._types:
+                                continue  # the engine's ``type`` filter
                             break
                         now = time.time_ns()
                         if self._until is not None and now >= self._until:
@@ -235,6 +295,8 @@ class FakeDocker:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._containers: dict[str, _Container] = {}
+        self._images: dict[str, _Image] = {}
+        self._volumes: dict[str, _Volume] = {}
         self._events: list[dict[str, Any]] = []
         self._streams: list[FakeEventStream] = []
         self._stream_epoch = 0
@@ -371,16 +433,30 @@ class FakeDocker:
         stop_timeout: int | None = None,
         ignores_sigterm: bool = False,
         container_id: str | None = None,
+        image: str | None = None,
+        volumes: list[str] | None = None,
     ) -> str:
         """``docker create`` (+ ``start`` if running). ``ports`` is the inspect
-        ``NetworkSettings.Ports`` dict, reported while running or paused."""
+        ``NetworkSettings.Ports`` dict, reported while running or paused.
+
+        ``image``: a reference to an image of this fake (404 ``No such image`` otherwise,
+        as ``docker create`` without a registry); without it the container uses the
+        built-in busybox ID, which is no image of the fake. ``volumes``: named volumes
+        to mount, created if missing; Docker sends a volume ``create`` event for each,
+        existing or not."""
         with self._cond:
             if any(c.name == name for c in self._containers.values()):
                 raise DockerError(
                     f'Conflict. The container name "/{name}" is already in use', status_code=409
                 )
+            resolved = self._resolve_image(image) if image is not None else None
             cid = container_id or secrets.token_hex(32)
             c = _Container(cid, name, self._now())
+            if resolved is not None:
+                c.image_id, c.image_ref = resolved.id, image or ""
+            for volume in volumes or []:
+                self._volume_create(volume)
+                c.volumes.append(volume)
             c.labels = dict(labels or {})
             c.ports = copy.deepcopy(ports or {})
             c.stop_timeout = stop_timeout
@@ -545,9 +621,192 @@ class FakeDocker:
         with self._cond:
             self._do_remove(self._resolve(container_id))
 
-    def events(self, *, since: str | None = None, until: str | None = None) -> FakeEventStream:
+    def events(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        types: tuple[str, ...] = ("container",),
+    ) -> FakeEventStream:
         self._enter("events", None)
-        return FakeEventStream(self, _parse_since(since), _parse_since(until))
+        return FakeEventStream(self, _parse_since(since), _parse_since(until), types)
+
+    # --- DockerPort API: images ------------------------------------------------------
+    @_answer_may_be_lost
+    def list_images(self) -> list[dict[str, Any]]:
+        """``GET /images/json?all=1`` as API 1.41 answers it (placeholders for images
+        without any reference)."""
+        self._enter("list_images", None)
+        with self._lock:
+            return [self._image_summary(i) for i in self._images.values()]
+
+    @_answer_may_be_lost
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        self._enter("inspect_image", ref)
+        with self._lock:
+            image = self._find_image(ref)
+            if image is None:
+                raise DockerNotFound(f"no such image: {ref}: No such image: {ref}", status_code=404)
+            return self._image_inspect(image)
+
+    @_answer_may_be_lost
+    def remove_image(self, ref: str) -> None:
+        """``DELETE /images/{ref}?force=0&noprune=1`` (what the port sends)."""
+        self._enter("remove_image", ref)
+        self._gate("remove_image", ref)
+        with self._cond:
+            self._image_delete(ref, force=False, prune=False)
+
+    # --- DockerPort API: volumes -----------------------------------------------------
+    @_answer_may_be_lost
+    def list_volumes(self) -> list[dict[str, Any]]:
+        self._enter("list_volumes", None)
+        with self._lock:
+            return [self._volume_inspect(v) for v in self._volumes.values()]
+
+    @_answer_may_be_lost
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        self._enter("inspect_volume", name)
+        with self._lock:
+            return self._volume_inspect(self._resolve_volume(name))
+
+    @_answer_may_be_lost
+    def remove_volume(self, name: str) -> None:
+        """``DELETE /volumes/{name}?force=1`` (what the port sends): with ``force`` moby
+        answers 204 for a volume that does not exist (volume_routes.go)."""
+        self._enter("remove_volume", name)
+        self._gate("remove_volume", name)
+        with self._cond:
+            if name in self._volumes:
+                self._volume_remove(name)
+
+    # --- out-of-band helpers: images and volumes (docker CLI) ------------------------
+    def docker_import_direct(
+        self,
+        tag: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        image_id: str | None = None,
+        parent: str = "",
+    ) -> str:
+        """``docker import - [tag]``: a new image; events ``tag`` (when tagged) then
+        ``import``, in that order as moby sends them. Returns the image ID."""
+        with self._cond:
+            image = _Image(image_id or "sha256:" + secrets.token_hex(32), self._now(), parent)
+            image.labels = dict(labels or {})
+            self._images[image.id] = image
+            if tag is not None:
+                self._add_tag(image, tag)
+                self._emit_image(image, "tag", normalize_tag(tag))
+            self._emit_image(image, "import")
+            return image.id
+
+    def docker_load_direct(
+        self, tags: list[str], *, image_id: str | None = None, labels: dict[str, str] | None = None
+    ) -> str:
+        """``docker load``: the image (new, or the one with ``image_id``) gets ``tags``
+        (moved from other images without an event of theirs); one ``load`` event only."""
+        with self._cond:
+            image = self._images.get(image_id or "")
+            if image is None:
+                image = _Image(image_id or "sha256:" + secrets.token_hex(32), self._now())
+                image.labels = dict(labels or {})
+                self._images[image.id] = image
+            for tag in tags:
+                self._add_tag(image, tag)
+            self._emit_image(image, "load")
+            return image.id
+
+    def docker_pull_direct(self, ref: str, *, image_id: str | None = None) -> str:
+        """``docker pull ref`` from a registry that serves ``image_id`` (new by default);
+        the ``pull`` event names the reference, not the ID, as moby's does."""
+        with self._cond:
+            image = self._images.get(image_id or "")
+            if image is None:
+                image = _Image(image_id or "sha256:" + secrets.token_hex(32), self._now())
+                self._images[image.id] = image
+            tag = normalize_tag(ref)
+            self._add_tag(image, tag)
+            name = tag.rsplit(":", 1)[0]
+            digest = f"{name}@sha256:{image.id.split(':', 1)[-1]}"
+            if digest not in image.digests:
+                image.digests.append(digest)
+            self._emit_object("image", "pull", tag, {"name": tag})
+            return image.id
+
+    def docker_tag_direct(self, ref: str, tag: str) -> None:
+        """``docker tag ref tag``; a tag another image had moves without an event of its."""
+        with self._cond:
+            image = self._resolve_image(ref)
+            self._add_tag(image, tag)
+            self._emit_image(image, "tag", normalize_tag(tag))
+
+    def docker_commit_direct(self, container_ref: str, tag: str) -> str:
+        """``docker commit``: a child image of the container's image, tagged ``tag``."""
+        with self._cond:
+            c = self._resolve(container_ref)
+            parent = c.image_id if c.image_id in self._images else ""
+            image = _Image("sha256:" + secrets.token_hex(32), self._now(), parent)
+            # the container's configuration, whose labels merge its image's and its own
+            source = self._images.get(c.image_id)
+            image.labels = {**(source.labels if source else {}), **c.labels}
+            self._images[image.id] = image
+            self._add_tag(image, tag)
+            self._emit_image(image, "tag", normalize_tag(tag))
+            self._emit(c, "commit", imageID=image.id, imageRef=normalize_tag(tag))
+            return image.id
+
+    def docker_rmi_direct(self, ref: str, *, force: bool = False, prune: bool = True) -> None:
+        """``docker image rm [--force] [--no-prune] ref`` (the CLI prunes by default)."""
+        with self._cond:
+            self._image_delete(ref, force=force, prune=prune)
+
+    def docker_volume_create_direct(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str] | None = None,
+        options: dict[str, str] | None = None,
+        created_at: str | None = None,
+    ) -> None:
+        """``docker volume create``; ``created_at`` replaces Docker's ``CreatedAt`` text
+        (e.g. with garbage, to test its mapping)."""
+        with self._cond:
+            volume = self._volume_create(name)
+            volume.labels = dict(labels or volume.labels)
+            volume.options = dict(options or volume.options)
+            if created_at is not None:
+                volume.created_at = created_at
+
+    def docker_volume_rm_direct(self, name: str) -> None:
+        with self._cond:
+            self._volume_remove(name)
+
+    def image_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._images)
+
+    def tags_of(self, image_id: str) -> list[str] | None:
+        with self._lock:
+            image = self._images.get(image_id)
+            return list(image.tags) if image else None
+
+    def volume_names(self) -> list[str]:
+        with self._lock:
+            return list(self._volumes)
+
+    def image_events(self) -> list[tuple[str, str, str]]:
+        """``(Action, Actor.ID, Attributes.name)`` of every image event so far."""
+        with self._lock:
+            return [
+                (e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"].get("name", ""))
+                for e in self._events
+                if e["Type"] == "image"
+            ]
+
+    def volume_events(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(e["Action"], e["Actor"]["ID"]) for e in self._events if e["Type"] == "volume"]
 
     # --- internals -------------------------------------------------------------------
     def _enter(self, op: str, ref: str | None) -> None:
@@ -618,7 +877,7 @@ class FakeDocker:
 
     def _emit(self, c: _Container, action: str, **attrs: str) -> None:
         ns = self._now()
-        attributes = {**c.labels, "image": "busybox", "name": c.name, **attrs}
+        attributes = {**c.labels, "image": c.image_ref, "name": c.name, **attrs}
         self._events.append(
             {
                 "Type": "container",
@@ -630,6 +889,220 @@ class FakeDocker:
             }
         )
         self._cond.notify_all()
+
+    def _emit_object(self, kind: str, action: str, actor_id: str, attrs: dict[str, str]) -> None:
+        ns = self._now()
+        self._events.append(
+            {
+                "Type": kind,
+                "Action": action,
+                "Actor": {"ID": actor_id, "Attributes": dict(attrs)},
+                "scope": "local",
+                "time": ns // 1_000_000_000,
+                "timeNano": ns,
+            }
+        )
+        self._cond.notify_all()
+
+    def _emit_image(self, image: _Image, action: str, name: str | None = None) -> None:
+        """moby's ``LogImageEvent(imageID, refName, action)``: the image's labels plus
+        ``name`` (the new tag for ``tag``, else the image ID itself)."""
+        self._emit_object("image", action, image.id, {**image.labels, "name": name or image.id})
+
+    # --- images: moby 20.10 daemon/images/image_delete.go --------------------------------
+    def _find_image(self, ref: str) -> _Image | None:
+        """Full ID (with or without ``sha256:``), then a tag, then a unique ID prefix."""
+        if not ref:
+            return None
+        image = self._images.get(ref) or self._images.get(f"sha256:{ref}")
+        if image is not None:
+            return image
+        tag = normalize_tag(ref)
+        image = next((i for i in self._images.values() if tag in i.tags), None)
+        if image is not None:
+            return image
+        hex_ref = ref.split(":", 1)[1] if ref.startswith("sha256:") else ref
+        matches = [i for i in self._images.values() if i.id[7:].startswith(hex_ref)]
+        return matches[0] if len(matches) == 1 and len(hex_ref) >= 1 else None
+
+    def _resolve_image(self, ref: str) -> _Image:
+        image = self._find_image(ref)
+        if image is None:
+            raise DockerNotFound(f"No such image: {ref}", status_code=404)
+        return image
+
+    def _is_id_ref(self, image: _Image, ref: str) -> bool:
+        hex_ref = ref.split(":", 1)[1] if ref.startswith("sha256:") else ref
+        return normalize_tag(ref) not in image.tags and image.id[7:].startswith(hex_ref)
+
+    def _add_tag(self, image: _Image, tag: str) -> None:
+        """Point ``tag`` at ``image``, taking it from whichever image had it."""
+        tag = normalize_tag(tag)
+        for other in self._images.values():
+            if other is not image and tag in other.tags:
+                other.tags.remove(tag)
+        if tag not in image.tags:
+            image.tags.append(tag)
+
+    def _users(self, image: _Image, *, running: bool | None = None) -> list[_Container]:
+        return [
+            c
+            for c in self._containers.values()
+            if c.image_id == image.id and (running is None or c.running == running)
+        ]
+
+    def _children(self, image: _Image) -> list[_Image]:
+        return [i for i in self._images.values() if i.parent == image.id]
+
+    def _conflict(self, image: _Image, *, hard_only: bool, skip_references: bool = False):
+        """``checkImageDeleteConflict``: (hard, used, message) of the first conflict, or None."""
+        if self._children(image):
+            return True, False, "image has dependent child images"
+        running = self._users(image, running=True)
+        if running:
+            return True, True, f"image is being used by running container {short_id(running[0].id)}"
+        if hard_only:
+            return None
+        if (image.tags or image.digests) and not skip_references:
+            return False, False, "image is referenced in multiple repositories"
+        stopped = self._users(image, running=False)
+        if stopped:
+            return (
+                False,
+                True,
+                f"image is being used by stopped container {short_id(stopped[0].id)}",
+            )
+        return None
+
+    @staticmethod
+    def _conflict_error(image: _Image, conflict: tuple[bool, bool, str]) -> DockerInUse:
+        hard, _used, message = conflict
+        forced = "cannot be forced" if hard else "must be forced"
+        return DockerInUse(
+            f"conflict: unable to delete {short_id(image.id)} ({forced}) - {message}"
+        )
+
+    def _untag(self, image: _Image, tag: str) -> None:
+        image.tags.remove(tag)
+        self._emit_image(image, "untag")
+
+    def _image_delete(self, ref: str, *, force: bool, prune: bool) -> None:
+        """``ImageService.ImageDelete`` for the cases the fake models (tags, no digests)."""
+        image = self._resolve_image(ref)
+        quiet = False
+        if not self._is_id_ref(image, ref):
+            tag = normalize_tag(ref)
+            single = len(image.tags) == 1
+            if not force and single:
+                users = self._users(image)
+                if users:
+                    raise DockerInUse(
+                        f'conflict: unable to remove repository reference "{ref}" (must force) '
+                        f"- container {short_id(users[0].id)} is using its referenced image "
+                        f"{short_id(image.id)}"
+                    )
+            self._untag(image, tag)
+            repo = tag.rsplit(":", 1)[0]
+            if not any(t.rsplit(":", 1)[0] == repo for t in image.tags):
+                # moby drops the repository's digest references with its last tag (no event)
+                image.digests = [d for d in image.digests if d.split("@", 1)[0] != repo]
+            if image.tags or image.digests:
+                return  # other references remain: the untag was the whole removal
+            quiet = True
+        elif len(image.tags) == 1:
+            conflict = self._conflict(image, hard_only=force, skip_references=True)
+            if conflict is not None:
+                raise self._conflict_error(image, conflict)
+            self._untag(image, image.tags[0])
+        self._image_delete_helper(image, force=force, prune=prune, quiet=quiet)
+
+    def _image_delete_helper(self, image: _Image, *, force: bool, prune: bool, quiet: bool) -> None:
+        conflict = self._conflict(image, hard_only=force)
+        if conflict is not None:
+            dangling = not image.tags and not image.digests and not self._children(image)
+            if quiet and (not dangling or conflict[1]):
+                return  # moby ignores the conflict after removing a tag by name
+            raise self._conflict_error(image, conflict)
+        for tag in list(image.tags):
+            self._untag(image, tag)
+        del self._images[image.id]
+        # logged after the image is gone: moby finds no labels to add
+        self._emit_object("image", "delete", image.id, {"name": image.id})
+        parent = self._images.get(image.parent)
+        if prune and parent is not None:
+            # moby prunes the parent unforced and quietly: any conflict just stops it.
+            self._image_delete_helper(parent, force=False, prune=True, quiet=True)
+
+    def _image_summary(self, image: _Image) -> dict[str, Any]:
+        placeholder = not image.tags and not image.digests
+        return {
+            "Containers": -1,
+            "Created": image.created_s,
+            "Id": image.id,
+            "Labels": dict(image.labels) or None,
+            "ParentId": image.parent,
+            "RepoDigests": ["<none>@<none>"] if placeholder else (list(image.digests) or None),
+            "RepoTags": ["<none>:<none>"] if placeholder else list(image.tags),
+            "SharedSize": -1,
+            "Size": image.size,
+            "VirtualSize": image.size,
+        }
+
+    def _image_inspect(self, image: _Image) -> dict[str, Any]:
+        base: dict[str, Any] = copy.deepcopy(_IMAGE_TEMPLATE) if _IMAGE_TEMPLATE else {}
+        config = dict(base.get("Config") or {})
+        config["Labels"] = dict(image.labels) or None
+        base.update(
+            {
+                "Id": image.id,
+                "RepoTags": list(image.tags),
+                "RepoDigests": list(image.digests),
+                "Parent": image.parent,
+                "Created": image.created,
+                "Config": config,
+                "Architecture": image.architecture,
+                "Os": image.os,
+                "Size": image.size,
+                "VirtualSize": image.size,
+            }
+        )
+        return base
+
+    # --- volumes: moby 20.10 volume/service ----------------------------------------------
+    def _volume_create(self, name: str) -> _Volume:
+        """Create (or find) a volume; Docker sends ``create`` either way."""
+        volume = self._volumes.get(name)
+        if volume is None:
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._now() // 10**9))
+            volume = self._volumes[name] = _Volume(name, created)
+        self._emit_object("volume", "create", name, {"driver": volume.driver})
+        return volume
+
+    def _resolve_volume(self, name: str) -> _Volume:
+        volume = self._volumes.get(name)
+        if volume is None:
+            raise DockerNotFound(f"get {name}: no such volume", status_code=404)
+        return volume
+
+    def _volume_remove(self, name: str) -> None:
+        volume = self._resolve_volume(name)
+        users = [c.id for c in self._containers.values() if name in c.volumes]
+        if users:
+            raise DockerInUse(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        del self._volumes[name]
+        self._emit_object("volume", "destroy", name, {"driver": volume.driver})
+
+    @staticmethod
+    def _volume_inspect(volume: _Volume) -> dict[str, Any]:
+        return {
+            "CreatedAt": volume.created_at,
+            "Driver": volume.driver,
+            "Labels": dict(volume.labels) or None,
+            "Mountpoint": volume.mountpoint,
+            "Name": volume.name,
+            "Options": dict(volume.options) or None,
+            "Scope": volume.scope,
+        }
 
     def _do_start(self, c: _Container) -> None:
         c.status = "running"
@@ -704,11 +1177,12 @@ class FakeDocker:
                 "Name": "/" + c.name,
                 "Path": base.get("Path", "sleep"),
                 "Args": base.get("Args", ["inf"]),
-                "Image": base.get("Image", IMAGE_ID),
+                "Image": c.image_id,
                 "RestartCount": c.restart_count,
             }
         )
-        config = dict(base.get("Config") or {"Image": "busybox", "Cmd": ["sleep", "inf"]})
+        config = dict(base.get("Config") or {"Cmd": ["sleep", "inf"]})
+        config["Image"] = c.image_ref
         config["Hostname"] = c.id[:12]
         config["Labels"] = dict(c.labels)
         config.pop("StopTimeout", None)

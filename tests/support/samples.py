@@ -124,3 +124,111 @@ def inspect_with(**state_overrides: Any) -> dict[str, Any]:
     inspect = copy.deepcopy(INSPECT_RUNNING)
     inspect["State"].update(state_overrides)
     return inspect
+
+
+# --- images and volumes (Docker 20.10, API 1.41) ----------------------------------------
+
+#: ``GET /images/{ref}/json`` of an image made by ``docker import -c 'LABEL a=b'`` of a
+#: busybox root file system and tagged twice (``docker tag``).
+IMAGE_INSPECT: dict[str, Any] = {
+    "Id": "sha256:5808ca04f9ae9c28a5bc9e61b06d7e039a0afa88fd3a2032b904095d58f7bcbd",
+    "RepoTags": ["probe-p:v1", "probe-p:v2"],
+    "RepoDigests": [],
+    "Parent": "",
+    "Comment": "Imported from -",
+    "Created": "2026-12-04T12:40:49.488604466Z",
+    "Container": "",
+    "ContainerConfig": {
+        "Hostname": "",
+        "Domainname": "",
+        "User": "",
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "Tty": False,
+        "OpenStdin": False,
+        "StdinOnce": False,
+        "Env": None,
+        "Cmd": None,
+        "Image": "",
+        "Volumes": None,
+        "WorkingDir": "",
+        "Entrypoint": None,
+        "OnBuild": None,
+        "Labels": None,
+    },
+    "DockerVersion": "20.10.24+dfsg1",
+    "Author": "",
+    "Config": {
+        "Hostname": "",
+        "Domainname": "",
+        "User": "",
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "Tty": False,
+        "OpenStdin": False,
+        "StdinOnce": False,
+        "Env": None,
+        "Cmd": None,
+        "Image": "",
+        "Volumes": None,
+        "WorkingDir": "",
+        "Entrypoint": None,
+        "OnBuild": None,
+        "Labels": {"a": "b"},
+    },
+    "Architecture": "amd64",
+    "Os": "linux",
+    "Size": 1984172,
+    "VirtualSize": 1984172,
+    "GraphDriver": {
+        "Data": {"MergedDir": "/var/lib/docker/overlay2/797496d9/merged"},
+        "Name": "overlay2",
+    },
+    "RootFS": {
+        "Type": "layers",
+        "Layers": ["sha256:797496d9ac9a4322b91223776903093db21a9f8c82fa29421c14cb0415c4901d"],
+    },
+    "Metadata": {"LastTagTime": "2026-12-04T12:40:49.512345678Z"},
+}
+
+#: ``GET /images/json?all=1`` with a tagged image and a dangling parent of a committed
+#: child (API 1.41 lists the placeholders ``<none>:<none>``/``<none>@<none>``).
+IMAGE_LIST: list[dict[str, Any]] = [
+    {
+        "Containers": -1,
+        "Created": 1796388049,
+        "Id": "sha256:e9aad69f5449485b1ce28aed972d43cf891adc3282556ffc8291b7ef194491b0",
+        "Labels": {"a": "b"},
+        "ParentId": "sha256:5808ca04f9ae9c28a5bc9e61b06d7e039a0afa88fd3a2032b904095d58f7bcbd",
+        "RepoDigests": None,
+        "RepoTags": ["probe-child:v1"],
+        "SharedSize": -1,
+        "Size": 1984172,
+        "VirtualSize": 1984172,
+    },
+    {
+        "Containers": -1,
+        "Created": 1796388049,
+        "Id": "sha256:5808ca04f9ae9c28a5bc9e61b06d7e039a0afa88fd3a2032b904095d58f7bcbd",
+        "Labels": {"a": "b"},
+        "ParentId": "",
+        "RepoDigests": ["<none>@<none>"],
+        "RepoTags": ["<none>:<none>"],
+        "SharedSize": -1,
+        "Size": 1984172,
+        "VirtualSize": 1984172,
+    },
+]
+
+#: ``GET /volumes/{name}`` of ``docker volume create My_Vol_Ume``.
+VOLUME_INSPECT: dict[str, Any] = {
+    "CreatedAt": "2026-12-04T12:40:32Z",
+    "Driver": "local",
+    "Labels": None,
+    "Mountpoint": "/var/lib/docker/volumes/My_Vol_Ume/_data",
+    "Name": "My_Vol_Ume",
+    "Options": None,
+    "Scope": "local",
+}

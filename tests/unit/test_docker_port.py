@@ -20,6 +20,7 @@ import socket
 import socketserver
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -41,6 +42,7 @@ from actors.ports.docker_port import (
     STOP_MARGIN_S,
     UNBOUNDED_STOP_WAIT_S,
     DockerError,
+    DockerInUse,
     DockerNotFound,
     DockerPort,
     DockerTimeout,
@@ -316,6 +318,31 @@ class _Api:
         self._record("containers", **kwargs)
         return [{"Id": "a"}, {"Id": "b"}]
 
+    def _delete(self, url: str, **kwargs: Any) -> Any:
+        return self._record("_delete", url, **kwargs)
+
+    def images(self, **kwargs: Any) -> Any:
+        self._record("images", **kwargs)
+        return self.image_list
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        self._record("inspect_image", ref)
+        return {"Id": "sha256:1"}
+
+    def remove_image(self, ref: str, **kwargs: Any) -> None:
+        self._record("remove_image", ref, **kwargs)
+
+    def volumes(self, **kwargs: Any) -> Any:
+        self._record("volumes", **kwargs)
+        return self.volume_list
+
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        self._record("inspect_volume", name)
+        return {"Name": name}
+
+    image_list: Any = [{"Id": "sha256:1", "RepoTags": ["a:1"]}]
+    volume_list: Any = {"Volumes": [{"Name": "v"}], "Warnings": None}
+
     def close(self) -> None:
         self.closed = True
 
@@ -369,6 +396,77 @@ def test_ordinary_calls_keep_their_signatures(port_and_api):
         "remove_container",
         "containers",
     ]
+
+
+def test_image_and_volume_calls(port_and_api):
+    port, api = port_and_api
+    assert port.list_images() == [{"Id": "sha256:1", "RepoTags": ["a:1"]}]
+    assert port.inspect_image("a:1") == {"Id": "sha256:1"}
+    port.remove_image("a:1")
+    assert port.list_volumes() == [{"Name": "v"}]
+    assert port.inspect_volume("v") == {"Name": "v"}
+    port.remove_volume("My_Vol")
+    assert [(c[0], c[1], c[2]) for c in api.calls] == [
+        ("images", (), {"all": True}),  # intermediate images too
+        ("inspect_image", ("a:1",), {}),
+        ("remove_image", ("a:1",), {"force": False, "noprune": True}),
+        ("volumes", (), {}),
+        ("inspect_volume", ("v",), {}),
+        ("_delete", ("/volumes/My_Vol",), {"params": {"force": "1"}}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "family", "retryable"),
+    [
+        (409, DockerInUse, True),
+        (404, DockerNotFound, False),
+        (500, DockerError, True),
+        (400, DockerError, False),
+    ],
+)
+@pytest.mark.parametrize("verb", ["remove_image", "remove_volume"])
+def test_remove_answers(port_and_api, verb, status, family, retryable):
+    port, api = port_and_api
+    message = "conflict: unable to delete 5808ca04f9ae (must be forced) - in use"
+    api.fail = api_error(status, message)
+    with pytest.raises(PortError) as err:
+        getattr(port, verb)("x")
+    assert type(err.value) is family and err.value.retryable is retryable
+    assert err.value.status_code == status
+    assert str(err.value) == f"Error response from daemon: {message}"
+    assert isinstance(err.value.__cause__, docker.errors.APIError)
+
+
+def test_in_use_only_for_removes(port_and_api):
+    """A 409 elsewhere (a start of a paused container) stays a plain, final DockerError."""
+    port, api = port_and_api
+    api.fail = api_error(409, "cannot start a paused container, try unpause instead")
+    with pytest.raises(DockerError) as err:
+        port.start("c1")
+    assert type(err.value) is DockerError and not err.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("attr", "value", "call", "expected"),
+    [
+        ("volume_list", {"Volumes": None, "Warnings": None}, "list_volumes", []),
+        ("volume_list", {"Warnings": None}, "list_volumes", DockerUnavailable),
+        ("volume_list", [{"Name": "v"}], "list_volumes", DockerUnavailable),
+        ("volume_list", {"Volumes": ["v"]}, "list_volumes", DockerUnavailable),
+        ("image_list", [], "list_images", []),
+        ("image_list", {"Id": "x"}, "list_images", DockerUnavailable),
+        ("image_list", ["sha256:1"], "list_images", DockerUnavailable),
+    ],
+)
+def test_list_shapes(port_and_api, attr, value, call, expected):
+    port, api = port_and_api
+    setattr(api, attr, value)
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            getattr(port, call)()
+    else:
+        assert getattr(port, call)() == expected
 
 
 def test_unavailable_resets_the_client_but_a_timeout_does_not(monkeypatch):
@@ -482,8 +580,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif "/events" in self.path:
             self._events()
+        elif "/images/json" in self.path:
+            self._send(200, b'[{"Id": "sha256:1", "RepoTags": ["<none>:<none>"]}]')
+        elif self.path.endswith("/volumes"):
+            self._send(200, b'{"Volumes": null, "Warnings": null}')
         else:
             self._send(404, b'{"message": "page not found"}')
+
+    def do_DELETE(self) -> None:
+        self.server.requests.append(f"DELETE {self.path}")
+        if "/used" in self.path:
+            self._send(409, b'{"message": "conflict: unable to delete used (cannot be forced)"}')
+        elif self.path.startswith("/v1.41/images/"):
+            self._send(200, b'[{"Untagged": "x:1"}]')
+        else:
+            self.send_response(204)
+            self.end_headers()
 
     def do_POST(self) -> None:
         self.server.requests.append(f"POST {self.path}")
@@ -550,6 +662,32 @@ def test_transport_answers(engine: _Engine):
     with pytest.raises(DockerUnavailable):
         port.inspect("reset")
     port.ping()  # and the port still works afterwards
+
+
+def test_transport_image_and_volume_calls(engine: _Engine):
+    """What the real SDK puts on the wire: the query strings of the removes matter."""
+    port = _port(engine)
+    assert port.list_images() == [{"Id": "sha256:1", "RepoTags": ["<none>:<none>"]}]
+    assert port.list_volumes() == []
+    port.remove_image("probe/x:1")
+    port.remove_volume("My_Vol")
+    with pytest.raises(DockerInUse):
+        port.remove_image("used")
+    with pytest.raises(DockerInUse):
+        port.remove_volume("used")
+    stream = port.events(types=("container", "image", "volume"))
+    stream.close()
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(engine.requests.pop()).query)
+    assert json.loads(query["filters"][0]) == {"type": ["container", "image", "volume"]}
+    assert engine.requests == [
+        "GET /version",
+        "GET /v1.41/images/json?only_ids=0&all=1",
+        "GET /v1.41/volumes",
+        "DELETE /v1.41/images/probe/x:1?force=False&noprune=True",
+        "DELETE /v1.41/volumes/My_Vol?force=1",
+        "DELETE /v1.41/images/used?force=False&noprune=True",
+        "DELETE /v1.41/volumes/used?force=1",
+    ]
 
 
 def test_missing_socket_is_unavailable(tmp_path: Path):

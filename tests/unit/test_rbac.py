@@ -187,15 +187,18 @@ CRD_NAMES = [
     "containers.containers.rancherdesktop.io",
     "containercreaterequests.containers.rancherdesktop.io",
     "containernamespaces.containers.rancherdesktop.io",
+    "images.containers.rancherdesktop.io",
+    "volumes.containers.rancherdesktop.io",
 ]
 
 
 def test_the_mirror_and_action_path_is_granted_in_the_namespace_only() -> None:
     role = namespaced(manifests(skip_crd_install=True, admission="none"))
-    for verb in ("get", "list", "watch", "create", "patch", "delete"):
-        assert (G, "containers", verb, "*") in role
-    assert (G, "containers/status", "patch", "*") in role
-    assert (G, "containers", "update", "*") not in role  # every write is a patch
+    for plural in ("containers", "images", "volumes"):
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            assert (G, plural, verb, "*") in role
+        assert (G, f"{plural}/status", "patch", "*") in role
+        assert (G, plural, "update", "*") not in role  # every write is a patch
     for verb in ("get", "create", "patch"):
         assert (G, "containernamespaces", verb, "moby") in role
     assert (G, "containernamespaces/status", "patch", "moby") in role

@@ -74,5 +74,12 @@ def test_the_app_crd_rules_name_it() -> None:
 def test_without_app_nothing_of_it_is_granted() -> None:
     for grant in grants():
         assert grant[1] != APP
-        assert grant[2] not in ("images", "volumes")
         assert not (grant[2] == "containernamespaces" and grant[3] == "delete")
+    # Images and Volumes: only what their mirrors need (the Role's mirror rules), the
+    # same whether or not --app adds its cleanup.
+    mirror_verbs = ("get", "list", "watch", "create", "patch", "delete")
+    assert {g for g in grants() if g[2] in ("images", "volumes")} == {
+        ("Role", GROUP, resource, verb, "*")
+        for resource in ("images", "volumes")
+        for verb in mirror_verbs
+    }

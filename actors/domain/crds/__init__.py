@@ -4,7 +4,8 @@ Each CRD is one manifest file next to this module, ``<plural>.<group>.yaml`` (fo
 example ``containers.containers.rancherdesktop.io.yaml``), shipped as package data.
 :func:`all_crds` returns every ``*.yaml`` of this directory, in file-name order, so a
 new kind's CRD is a new file and nothing else here. Contract: docs/contract.md §1
-(Container), §1.7 (ContainerCreateRequest) and §6.1 (ContainerNamespace).
+(Container), §1.7 (ContainerCreateRequest), §6.1 (ContainerNamespace), §6.2 (Image) and
+§6.3 (Volume).
 
 Facts defined in code (the group, version and plurals of ``actors/domain/names.py``, the
 enums of ``names.ACTIONS``, ``names.ACTION_STATES`` and
@@ -29,11 +30,20 @@ from typing import Any
 
 import yaml
 
-from actors.domain.names import CONTAINER_CREATE_REQUESTS, CONTAINER_NAMESPACES, CONTAINERS, GROUP
+from actors.domain.names import (
+    CONTAINER_CREATE_REQUESTS,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    IMAGES,
+    VOLUMES,
+)
 
 CONTAINER_CRD_NAME = f"{CONTAINERS}.{GROUP}"
 CONTAINER_CREATE_REQUEST_CRD_NAME = f"{CONTAINER_CREATE_REQUESTS}.{GROUP}"
 CONTAINER_NAMESPACE_CRD_NAME = f"{CONTAINER_NAMESPACES}.{GROUP}"
+IMAGE_CRD_NAME = f"{IMAGES}.{GROUP}"
+VOLUME_CRD_NAME = f"{VOLUMES}.{GROUP}"
 
 #: Label selector of the "is it served" probe (a list that matches nothing, answered by
 #: the watch cache): ``actors/service/crd_install.py`` and ``startup_checks.py`` use it.
@@ -117,3 +127,13 @@ def container_create_request_crd() -> dict[str, Any]:
 def container_namespace_crd() -> dict[str, Any]:
     """``containernamespaces.containers.rancherdesktop.io`` (docs/contract.md §6.1)."""
     return crd(CONTAINER_NAMESPACE_CRD_NAME)
+
+
+def image_crd() -> dict[str, Any]:
+    """``images.containers.rancherdesktop.io`` (docs/contract.md §6.2)."""
+    return crd(IMAGE_CRD_NAME)
+
+
+def volume_crd() -> dict[str, Any]:
+    """``volumes.containers.rancherdesktop.io`` (docs/contract.md §6.3)."""
+    return crd(VOLUME_CRD_NAME)
