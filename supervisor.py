@@ -431,7 +431,8 @@ class Supervisor:
             "docker-events": lambda: DockerEventsReader.start(
                 journal=self.journal,
                 docker=self.docker,
-                send=self.router.send,
+                # Engine (dis)connection also feeds the log stream's 503 (probe_wiring).
+                send=self.probes.watch_engine(self.router.send),
                 on_death=self._on_death,
             ),
             "kube-watch": lambda: KubeWatchReader.start(

@@ -3,7 +3,9 @@
 ``GET /healthz`` and ``GET /readyz`` answer what :mod:`actors.domain.probes` decides (one line
 of text); ``GET /metrics`` is the Prometheus exposition of :class:`ServiceMetrics`'s
 registry (prometheus_client's encoder, which also offers OpenMetrics to a client that
-asks for it). ``HEAD`` works too; anything else is 404 or 501.
+asks for it). ``HEAD`` works too; anything else is 404 or 501. When the endpoint has a
+:class:`~actors.infra.log_stream.LogStreams`, ``GET /passthrough/engine/logs/{id}`` is
+handed to it (the WebSocket log stream, docs/contract.md §6.4).
 
 Transport, and why it cannot be starved: the serving thread accepts and runs every
 connection in its own daemon thread, at most :data:`MAX_CONNECTIONS` at once. A
@@ -14,6 +16,11 @@ is taken, a new connection evicts the oldest one still sending its request (neve
 being answered; :class:`actors.infra.webhook.ConnTable` decides, as for the webhook). Every
 answer closes its connection (no keep-alive: a probe or scrape is one request), so no
 idle connection holds a slot. ``stop`` returns within about ``POLL_INTERVAL``.
+
+A log stream request leaves this accounting as soon as its headers are read
+(:meth:`_Server.detach`): it may last hours, so it must neither hold a probe slot nor
+meet the request deadline; :class:`~actors.infra.log_stream.LogStreams` bounds those
+connections with its own limit instead.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
 
+from actors.domain.log_stream import Refusal, is_logs_path
 from actors.domain.probes import (
     LeaderStateFn,
     Liveness,
@@ -38,6 +46,7 @@ from actors.domain.probes import (
     health_answer,
     ready_answer,
 )
+from actors.infra.log_stream import LogStreams
 from actors.infra.metrics import ServiceMetrics
 from actors.infra.webhook import ConnTable, Phase
 
@@ -109,9 +118,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.conn.cut:
             log.info("%s - " + format, self.client_address[0], *args)
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.server.answering(self.conn)
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -130,10 +143,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._text(code, message or self.responses.get(code, ("error",))[0])
         self.close_connection = True
 
+    def _refuse(self, refusal: Refusal) -> None:
+        """A log stream's plain HTTP answer (instead of the WebSocket upgrade)."""
+        headers = {}
+        if refusal.retry_after_s is not None:
+            headers["Retry-After"] = str(refusal.retry_after_s)
+        body = (refusal.text + "\n").encode()
+        self._send(refusal.status, body, "text/plain; charset=utf-8", headers)
+
+    def _log_stream(self, logs: LogStreams) -> None:
+        """The connection thread serves the stream until it ends (docs/contract.md §6.4)."""
+        self.close_connection = True
+        if self.command != "GET":
+            self._text(405, "method not allowed: the log stream is a WebSocket (GET)")
+            return
+        if not self.server.detach(self.conn):
+            return  # cut meanwhile (past its deadline, or the endpoint is stopping)
+        try:
+            logs.serve(self.connection, self.path, self.headers, self._refuse)
+        except OSError:
+            pass  # the client went away
+        except Exception:
+            # Never an HTTP answer here: the connection may be a WebSocket by now.
+            log.exception("log stream failed: %s", self.path)
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         try:
-            if path == "/healthz":
+            logs = self.server.endpoint.logs
+            if logs is not None and is_logs_path(path):
+                self._log_stream(logs)
+            elif path == "/healthz":
                 self._text(*self.server.endpoint.healthz())
             elif path == "/readyz":
                 self._text(*self.server.endpoint.readyz())
@@ -165,6 +205,7 @@ class _Server(HTTPServer):
         self._table = ConnTable(REQUEST_DEADLINE, REQUEST_DEADLINE)
         self._lock = threading.Lock()
         self._closing = False
+        self._detached: set[int] = set()  # id() of connections handed to the log streams
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)  # type: ignore[arg-type]
@@ -212,8 +253,22 @@ class _Server(HTTPServer):
         finally:
             with self._lock:
                 self._table.remove(conn)
+                detached = id(conn) in self._detached
+                self._detached.discard(id(conn))
             self.shutdown_request(conn.sock)
-            self._slots.release()
+            if not detached:
+                self._slots.release()
+
+    def detach(self, conn: Any) -> bool:
+        """Connection thread: a log stream leaves the table (no deadline, no eviction)
+        and gives its slot back at once. False when it was cut already."""
+        with self._lock:
+            if conn.cut or self._closing or not self._table.remove(conn):
+                return False
+            self._detached.add(id(conn))
+        conn.sock.settimeout(None)  # the request deadline's backstop no longer applies
+        self._slots.release()
+        return True
 
     def answering(self, conn: Any) -> None:
         """Connection thread: the request is complete; it is no longer to be evicted."""
@@ -264,9 +319,12 @@ class HttpEndpoint:
         liveness: Liveness,
         leader_state: LeaderStateFn = election_disabled,
         clock: Callable[[], float] = time.monotonic,
+        logs: LogStreams | None = None,
     ) -> None:
         self.address = address
         self.metrics = metrics
+        #: The WebSocket log streams (None: the path is answered 404 like any other).
+        self.logs = logs
         self.liveness = liveness
         self.leader_state = leader_state
         self._clock = clock
@@ -322,6 +380,8 @@ class HttpEndpoint:
         if server is None:
             return
         server.shutdown()  # returns once serve_forever noticed (<= POLL_INTERVAL)
+        if self.logs is not None:
+            self.logs.close_all()  # 1001 to every follower; their threads end on their own
         server.close_connections()
         server.server_close()
         if self._thread is not None:

@@ -13,7 +13,9 @@ series listed in :data:`SERIES`. Actors reach it through small hooks:
 * the router reports retries it schedules, full syncs, EngineReady writes and container
   actor restarts, and binds a callback that reads its queue depths at scrape time;
 * the supervisor reports top-level restarts and binds the event writer's backlog, the
-  liveness snapshot and the leader state.
+  liveness snapshot and the leader state;
+* the log streams (:mod:`actors.infra.log_stream`) report each answer (101 for a stream
+  that was opened) and bind their count of open streams.
 
 Gauges that follow a size (queues, actors alive, leader state) are read at scrape time
 through callbacks (:class:`_ScrapeCollector`) instead of being updated on every change,
@@ -78,6 +80,8 @@ SERIES = (
     "dockmirror_engine_ready",
     "dockmirror_admission_info",
     "dockmirror_leader",
+    "dockmirror_log_streams",
+    "dockmirror_log_stream_answers",
 )
 
 
@@ -114,6 +118,10 @@ class NoMetrics:
 
     def bind_router(self, depths: Callable[[], RouterDepths]) -> None:
         """Router thread, in ``on_start``: where the scrape reads the router's queues."""
+
+    def log_stream_answered(self, status: int) -> None:
+        """HTTP connection thread: a log stream request was answered ``status`` (101: the
+        WebSocket was opened)."""
 
 
 NO_METRICS = NoMetrics()
@@ -207,6 +215,14 @@ class ServiceMetrics(NoMetrics):
             self.action_duration.labels(action)
             for outcome in ("succeeded", "failed"):
                 self.actions.labels(action, outcome)
+        self.log_answers = Counter(
+            "dockmirror_log_stream_answers",
+            "Answers to log stream requests by HTTP status (101: a stream was opened; "
+            "400, 403, 404, 429, 500, 503: refused)",
+            ["code"],
+            registry=reg,
+        )
+        self.log_answers.labels("101")
         self.admission = Info(
             "dockmirror_admission", "How Container writes are validated", registry=reg
         )
@@ -228,8 +244,11 @@ class ServiceMetrics(NoMetrics):
         event_backlog: Callable[[], int] | None = None,
         alive: Callable[[], dict[str, bool]] | None = None,
         leader_state: Callable[[], str] | None = None,
+        log_streams: Callable[[], int] | None = None,
     ) -> None:
         """Supervisor thread, at start: callbacks read at scrape time."""
+        if log_streams is not None:
+            self._scrape.log_streams = log_streams
         if event_backlog is not None:
             self._scrape.event_backlog = event_backlog
         if alive is not None:
@@ -302,6 +321,12 @@ class ServiceMetrics(NoMetrics):
             self._ready = False
             self._sync_started = None
 
+    def log_stream_answered(self, status: int) -> None:
+        try:
+            self.log_answers.labels(str(status)).inc()
+        except Exception:
+            self._hook_failed("log_stream_answered")
+
     def router_depths(self) -> RouterDepths | None:
         with self._lock:
             depths = self._router_depths
@@ -333,6 +358,7 @@ class _ScrapeCollector(Collector):
         self.event_backlog: Callable[[], int] | None = None
         self.alive: Callable[[], dict[str, bool]] | None = None
         self.leader_state: Callable[[], str] | None = None
+        self.log_streams: Callable[[], int] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families(placeholder=True))
@@ -376,3 +402,8 @@ class _ScrapeCollector(Collector):
         for name in LEADER_STATES:
             leader.add_metric([name], 1 if name == state else 0)
         yield leader
+        yield GaugeMetricFamily(
+            "dockmirror_log_streams",
+            "WebSocket log streams open or being opened (at most --max-log-streams)",
+            value=0 if placeholder else _call(self.log_streams, 0),
+        )

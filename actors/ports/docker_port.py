@@ -31,7 +31,8 @@ heartbeat (:mod:`actors.runtime.docker_events`) watches the engine instead.
 
 Threads: one :class:`DockerPort` is shared by all container actors (the SDK's
 connection pool serves parallel calls; see docs/architecture.md). The events stream
-uses its own connection, opened by :meth:`DockerPort.events`.
+uses its own connection, opened by :meth:`DockerPort.events`; so does every container
+log stream (:meth:`DockerPort.logs`), read by the HTTP connection thread that serves it.
 """
 
 from __future__ import annotations
@@ -280,6 +281,55 @@ class EventStream:
                 self._client.close()
 
 
+class LogStream:
+    """One container's log stream on its own connection (``GET /containers/{id}/logs``).
+
+    :meth:`chunks` is iterated by one thread (the HTTP connection serving the stream);
+    :meth:`close` may be called from any other thread and unblocks it (socket shutdown),
+    which is how a follower that went away frees the Docker connection at once.
+    """
+
+    def __init__(self, response: Any, client: Any) -> None:
+        self._response = response
+        self._client = client
+        self._closed = threading.Event()
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The body as the engine sent it, at most ``size`` bytes at a time.
+
+        Docker writes (and flushes) each log message as one HTTP chunk, so one item is
+        one message, or one piece of a message longer than ``size``. Ends when the
+        engine ends the stream (``follow=false`` once the output is sent; ``follow``
+        once the container stopped) or after :meth:`close`. A broken connection raises
+        :class:`DockerUnavailable`, unless it was closed on purpose.
+        """
+        raw = self._response.raw
+        try:
+            if raw.chunked and raw.supports_chunked_reads():
+                for chunk in raw.read_chunked(size, decode_content=False):
+                    if chunk:
+                        yield chunk
+            else:  # not chunked (a proxy in between): whatever has arrived, as it arrives
+                while chunk := raw.read1(size):
+                    yield chunk
+        except Exception as exc:
+            if self._closed.is_set():
+                return
+            raise translate(exc) from exc
+
+    def close(self) -> None:
+        """Close from any thread (idempotent); a reader blocked in :meth:`chunks` ends."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            docker.types.CancellableStream(iter(()), self._response).close()
+        with contextlib.suppress(Exception):
+            self._response.close()
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
 class DockerPort:
     """Blocking, bounded calls to one Docker engine. Safe to share between actor threads.
 
@@ -522,6 +572,36 @@ class DockerPort:
                 client._stream_helper(response, decode=True), response
             )
             return EventStream(stream, client)
+        except Exception as exc:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            raise translate(exc) from exc
+
+    # --- logs -------------------------------------------------------------------
+    def logs(self, container_id: str, *, follow: bool, tail: str = "all") -> LogStream:
+        """Open ``GET /containers/{id}/logs`` (stdout and stderr) on a dedicated client.
+
+        ``tail`` is Docker's: ``all`` or a number of lines. Opening is bounded by
+        :data:`PING_TIMEOUT_S` (the daemon flushes the answer's headers before it sends
+        any output); then the socket waits without a timeout, since a followed container
+        may be quiet for hours: the caller closes the stream when its client is gone.
+        A 404 raises :class:`DockerNotFound`; no fault injection (a stream, not a call).
+        """
+        api_version = self._request(lambda api: api.api_version, inject=False)
+        client: docker.APIClient | None = None
+        try:
+            client = docker.APIClient(
+                base_url=self._base_url,
+                version=api_version,
+                timeout=self._ping_timeout,
+                tls=self._tls,
+            )
+            params = {"stdout": 1, "stderr": 1, "follow": int(follow), "tail": tail}
+            url = client._url("/containers/{0}/logs", container_id)
+            response = client._get(url, params=params, stream=True)
+            client._disable_socket_timeout(client._get_raw_response_socket(response))
+            return LogStream(response, client)
         except Exception as exc:
             if client is not None:
                 with contextlib.suppress(Exception):

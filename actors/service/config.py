@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors.domain.log_stream import DEFAULT_MAX_LOG_STREAMS
 from actors.infra.http_endpoint import DEFAULT_HTTP_ADDRESS, AddressError, parse_http_address
 from actors.runtime.leader import LeaseTiming
 from actors.service.admission import MODES as ADMISSION_MODES
@@ -214,6 +215,13 @@ class Config:
         "empty: off)",
         group=PROBES,
         normalize=_http_address,
+    )
+    max_log_streams: int = option(
+        DEFAULT_MAX_LOG_STREAMS,
+        "WebSocket log streams (/passthrough/engine/logs/ID on --http-address) served at "
+        "once; more are answered 429 (each holds a Docker connection and 4 threads)",
+        group=PROBES,
+        minimum=1,
     )
 
     # --- logging ----------------------------------------------------------------------

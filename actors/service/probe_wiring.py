@@ -10,16 +10,26 @@ Leader election (issue 11, point 4) plugs in by assigning :attr:`Probes.leader_s
 (a ``() -> "leader" | "standby" | "disabled"`` callable, called from HTTP threads);
 until then this instance reports "disabled" and acts as the leader. An ``--admission``
 mode resolved at run time (``auto``) is reported with :meth:`set_admission_mode`.
+
+The same endpoint serves the WebSocket log stream (docs/contract.md §6.4) when the
+supervisor has built its ports: :meth:`watch_engine` wraps the Docker events reader's
+``send`` so the stream knows whether the engine is connected (503 otherwise).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from actors.domain.log_stream import DEFAULT_MAX_LOG_STREAMS, EngineLink
 from actors.domain.probes import LeaderStateFn, Liveness, election_disabled
 from actors.infra.http_endpoint import HttpEndpoint, parse_http_address
+from actors.infra.log_stream import LogStreams
 from actors.infra.metrics import ServiceMetrics
+from actors.service.log_source import EngineLogSource
+from messages.base import Message
+from messages.inbound import DockerLost, EngineReachable
 
 log = logging.getLogger("dockmirror.http")
 
@@ -40,6 +50,10 @@ class Probes:
         #: Assigned by the composition root when leader election exists.
         self.leader_state: LeaderStateFn = leader_state
         self.endpoint: HttpEndpoint | None = None
+        self.max_log_streams: int = getattr(config, "max_log_streams", DEFAULT_MAX_LOG_STREAMS)
+        #: The engine connection as the Docker events reader last reported it.
+        self.engine_link = EngineLink()
+        self.logs: LogStreams | None = None
 
     @staticmethod
     def _admission_of(config: Any) -> str:
@@ -50,6 +64,34 @@ class Probes:
     def set_admission_mode(self, mode: str) -> None:
         """The admission mode actually in use (``auto`` resolved at start)."""
         self.metrics.admission.info({"mode": mode})
+
+    def watch_engine(self, send: Callable[[Message], None]) -> Callable[[Message], None]:
+        """The Docker events reader's ``send`` (its thread), noting on the way whether the
+        engine is connected (``EngineReachable``/``DockerLost``) for the log stream."""
+        link = self.engine_link
+
+        def watched(message: Message) -> None:
+            if isinstance(message, EngineReachable):
+                link.reachable()
+            elif isinstance(message, DockerLost):
+                link.lost(message.reason)
+            send(message)
+
+        return watched
+
+    def engine_state(self) -> tuple[bool, str]:
+        """HTTP threads: connected, unless this instance is a standby (it mirrors nothing)."""
+        if self.leader_state() == "standby":
+            return False, "standby"
+        return self.engine_link.state()
+
+    def _log_streams(self, supervisor: Any) -> LogStreams | None:
+        """The log streams, once the supervisor has its ports (None in bare tests)."""
+        store, docker = getattr(supervisor, "store", None), getattr(supervisor, "docker", None)
+        if store is None or docker is None:
+            return None
+        source = EngineLogSource(store, docker, self.engine_state)
+        return LogStreams(source, max_streams=self.max_log_streams, metrics=self.metrics)
 
     def start(self, supervisor: Any) -> None:
         """Main thread, once the journal is open: feed the metrics and open the endpoint.
@@ -62,16 +104,19 @@ class Probes:
             event_backlog=lambda: _inbox_size(supervisor.events_ref),
             alive=self.liveness.alive,
             leader_state=lambda: self.leader_state(),
+            log_streams=lambda: self.logs.active if self.logs is not None else 0,
         )
         address = parse_http_address(self.http_address)
         if address is None:
             log.info("probes and metrics endpoint off (--http-address is empty)")
             return
+        self.logs = self._log_streams(supervisor)
         endpoint = HttpEndpoint(
             address,
             metrics=self.metrics,
             liveness=self.liveness,
             leader_state=lambda: self.leader_state(),
+            logs=self.logs,
         )
         try:
             endpoint.start()
@@ -82,7 +127,8 @@ class Probes:
                 "(choose another HOST:PORT, or an empty value to turn the endpoint off)"
             ) from exc
         self.endpoint = endpoint
-        log.info("probes and metrics on %s (/healthz, /readyz, /metrics)", endpoint.url)
+        paths = "/healthz, /readyz, /metrics" + (", /passthrough/engine/logs/" if self.logs else "")
+        log.info("probes and metrics on %s (%s)", endpoint.url, paths)
 
     def observe_liveness(self, supervisor: Any) -> None:
         """Main thread, at the end of every sweep (after its restarts)."""

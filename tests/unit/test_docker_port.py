@@ -573,8 +573,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"Id": "cu')  # the body is cut short
         elif "/containers/busy/json" in self.path:
             self._send(503, b'{"message": "busy"}', {"Retry-After": "2"})
-        elif "/containers/gone/json" in self.path:
+        elif "/containers/gone/" in self.path:  # json and logs
             self._send(404, b'{"message": "No such container: gone"}')
+        elif "/logs" in self.path:
+            self._logs()
         elif "/containers/reset/json" in self.path:
             self.connection.shutdown(socket.SHUT_RDWR)  # dropped without an answer
             self.close_connection = True
@@ -618,6 +620,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
             self.server.released.wait(10)  # then quiet until the client goes away
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _logs(self) -> None:
+        # Like dockerd: headers flushed at once, then one chunk per log message (an
+        # 8-byte frame header and the line); "cut" breaks off inside a chunk.
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.docker.raw-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+
+        def chunk(data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        try:
+            chunk(b"\x01\x00\x00\x00\x00\x00\x00\x06first\n")
+            if "/containers/cut/" in self.path:
+                self.wfile.write(b"40\r\npartial")
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            threading.Event().wait(self.server.quiet_s)
+            chunk(b"\x02\x00\x00\x00\x00\x00\x00\x07second\n")
+            if "follow=0" in self.path:
+                self.wfile.write(b"0\r\n\r\n")  # the end of the output
+                return
+            self.server.released.wait(10)  # following: quiet until the client goes away
         except OSError:
             pass
         self.close_connection = True
@@ -745,3 +777,47 @@ def test_event_stream_outlives_every_bound_and_closes_from_another_thread(engine
     assert received[0]["Actor"]["ID"] == "c1" and not ended.is_set()
     stream.close()
     assert ended.wait(5), "close() did not unblock the reader"
+
+
+def test_log_stream_chunks_follow_quiet_periods_and_close_from_another_thread(engine: _Engine):
+    port = _port(engine, ping_timeout_s=0.2, call_timeout_s=0.2)
+    engine.quiet_s = 1.0  # five times the open bound: a read timeout would end the stream
+    stream = port.logs("c1", follow=True, tail="5")
+    request = engine.requests[-1]
+    assert request.startswith("GET /v1.41/containers/c1/logs?")
+    for param in ("stdout=1", "stderr=1", "follow=1", "tail=5"):
+        assert param in request
+    received: list[bytes] = []
+    ended = threading.Event()
+
+    def read() -> None:
+        try:
+            received.extend(stream.chunks(32768))
+        except DockerUnavailable:
+            pass
+        ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    wait_for(lambda: len(received) == 2, timeout=10, message="both chunks")
+    assert received == [
+        b"\x01\x00\x00\x00\x00\x00\x00\x06first\n",
+        b"\x02\x00\x00\x00\x00\x00\x00\x07second\n",
+    ]
+    assert not ended.is_set()
+    stream.close()
+    assert ended.wait(5), "close() did not unblock the reader"
+    stream.close()  # idempotent
+
+
+def test_log_stream_ends_and_fails_like_the_engine_says(engine: _Engine):
+    port = _port(engine)
+    done = port.logs("c1", follow=False, tail="all")
+    assert len(list(done.chunks(4))) == 8  # 28 bytes in pieces of at most 4
+    with pytest.raises(DockerNotFound):
+        port.logs("gone", follow=True)
+    cut = port.logs("cut", follow=True)
+    chunks = cut.chunks(32768)
+    assert next(chunks).endswith(b"first\n")
+    with pytest.raises(DockerUnavailable):
+        list(chunks)
+    cut.close()
