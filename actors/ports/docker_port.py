@@ -25,9 +25,10 @@ no answer within the call's bound            :class:`DockerTimeout`      yes
 may not have carried the call out.
 
 Every call is bounded (issue 10, point 4): see :data:`PING_TIMEOUT_S`,
-:data:`CALL_TIMEOUT_S` and :func:`stop_call_timeout`. Only the event stream waits without
-a read timeout, because hours without an event are normal; the events reader's
-heartbeat (:mod:`actors.runtime.docker_events`) watches the engine instead.
+:data:`CALL_TIMEOUT_S` and :func:`stop_call_timeout`. Only the event stream and the log
+streams wait without a read timeout, because hours without an event (or a line of
+output) are normal; the events reader's heartbeat (:mod:`actors.runtime.docker_events`)
+watches the engine instead, and a log stream is closed when its client goes away.
 
 Threads: one :class:`DockerPort` is shared by all container actors (the SDK's
 connection pool serves parallel calls; see docs/architecture.md). The events stream

@@ -25,6 +25,8 @@ from typing import Any
 import docker
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from actors.ports.kube_port import (
     ACTION_ANNOTATION,
@@ -69,14 +71,21 @@ class Containers:
         self.workers = workers
 
     def create(
-        self, count: int, *, start: bool, role: str, stop_timeout: int | None = None
+        self,
+        count: int,
+        *,
+        start: bool,
+        role: str,
+        stop_timeout: int | None = None,
+        command: list[str] | None = None,
     ) -> list[str]:
-        """``count`` busybox ``sleep`` containers (PID 1 ignores SIGTERM), network none."""
+        """``count`` busybox containers, network none; by default ``sleep`` (PID 1 ignores
+        SIGTERM)."""
 
         def one(_: int) -> str:
             cid = self.api.create_container(
                 IMAGE,
-                command=["sleep", "86400"],
+                command=command or ["sleep", "86400"],
                 labels={LABEL: self.run_id, f"{LABEL}.role": role},
                 host_config=self.api.create_host_config(network_mode="none"),
                 stop_timeout=stop_timeout,
@@ -196,6 +205,13 @@ class Process:
             )
         return True
 
+    def http_port(self) -> int:
+        """Ours: the --http-address port it picked (``127.0.0.1:0``), from its log."""
+        found = re.search(r"probes and metrics on http://127\.0\.0\.1:(\d+)", self.log_text())
+        if found is None:
+            raise RuntimeError(f"{self.kind}: no endpoint address in {self.log_file}")
+        return int(found.group(1))
+
     def wait_log(self, text: str, timeout: float = 120.0) -> None:
         wait_for(lambda: self.alive() and text in self.log_text(), timeout, f"{self.kind}: {text}")
 
@@ -222,12 +238,79 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
         time.sleep(interval)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status(pid: int) -> dict[str, str]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         out[key] = value.strip()
     return out
+
+
+# --- log followers ----------------------------------------------------------------------------
+class LogFollowers:
+    """WebSocket followers of ours' log stream (``/passthrough/engine/logs/<id>``), one
+    client thread each, counting the frames they receive."""
+
+    def __init__(self, port: int, ids: list[str]) -> None:
+        self.urls = [f"ws://127.0.0.1:{port}/passthrough/engine/logs/{cid}?tail=1" for cid in ids]
+        self.lock = threading.Lock()
+        self.frames = 0
+        self.first = threading.Semaphore(0)
+        self.conns: list[Any] = []
+        self.errors: list[str] = []
+        self.threads = [
+            threading.Thread(target=self._follow, args=(url,), name="bench-follow", daemon=True)
+            for url in self.urls
+        ]
+
+    def _follow(self, url: str) -> None:
+        try:
+            with connect(url, open_timeout=30, close_timeout=5) as ws:
+                with self.lock:
+                    self.conns.append(ws)
+                first = True
+                for _ in ws:
+                    with self.lock:
+                        self.frames += 1
+                    if first:
+                        first = False
+                        self.first.release()
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            with self.lock:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self.first.release()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Connect all; returns once each has received its first frame."""
+        for thread in self.threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for _ in self.threads:
+            if not self.first.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("log followers did not all receive a first frame")
+        if self.errors:
+            raise RuntimeError(f"log followers failed: {self.errors[:3]}")
+
+    def count(self) -> int:
+        with self.lock:
+            return self.frames
+
+    def close(self) -> None:
+        with self.lock:
+            conns = list(self.conns)
+        for ws in conns:
+            with contextlib.suppress(Exception):
+                ws.close()
+        for thread in self.threads:
+            thread.join(timeout=10)
 
 
 # --- Kubernetes -----------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Order of one run (namespace ``bench-<id>``; the full sync uses a fresh ``bench-<id>-sync``):
 
 1. latency container + 10 created ones; ours: ``mirror_latency_p50_n10``, action latency;
-   stop ours; baseline on the same mirrors: action latency.
+   + chatty containers (a line every 0.1 s): action latency without and with one log
+   stream follower per chatty container, alternating in rounds
+   (``action_latency_p*_logs``); chatty containers removed; stop ours; baseline on the
+   same mirrors: action latency.
 2. + stop containers (StopTimeout 3, PID 1 ignores SIGTERM) + throughput containers;
    ours: single stop, parallel stop, throughput; stop ours; restart the containers;
    baseline: the same three.
@@ -40,8 +43,10 @@ from benchmarks.floor import ModePasses, delete_policy_bindings
 from benchmarks.harness import (
     Containers,
     Kube,
+    LogFollowers,
     Process,
     Watcher,
+    cpu_seconds,
     devenv_env,
     last_action_differs,
     no_annotation,
@@ -52,6 +57,8 @@ from benchmarks.harness import (
 from benchmarks.meters import CostMeter
 
 SETTLE_STEADY_S = 12.0  # > the service's default --idle-timeout (10 s)
+#: A chatty container for the log followers: one line every 0.1 s, for ever.
+CHATTY = ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); usleep 100000; done"]
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,13 @@ class Sizes:
     mirror_samples: int = 40
     settle_max_s: float = 60.0
     write_rate_s: float = 10.0
+    log_followers: int = 50
+    log_rounds: int = 4
 
 
 QUICK = Sizes(
+    log_followers=16,
+    log_rounds=2,
     latency_actions=20,
     stop_containers=6,
     throughput_containers=20,
@@ -150,6 +161,49 @@ class Bench:
                 samples.append(t1 - t0)
             action = "unpause" if action == "pause" else "pause"
         return samples
+
+    def latency_with_followers(self, ours: Process, w: Watcher, cid: str) -> None:
+        """Action latency with chatty containers, without and with one log stream
+        follower each; the followers' cost is the ratio (issue 13: followers must not
+        slow actions down). The two conditions alternate in ``log_rounds`` rounds
+        (followers connect at the start of each "with" block and leave at its end), so a
+        change of the machine's load during the phase affects both alike."""
+        s = self.sizes
+        say(f"creating {s.log_followers} chatty containers")
+        chatty = self.docker.create(s.log_followers, start=True, role="chatty", command=CHATTY)
+        wait_for(lambda: all(w.get(c) for c in chatty), 120, "chatty mirrors")
+        per_round = max(1, s.latency_actions // s.log_rounds)
+        quiet: list[float] = []
+        followed: list[float] = []
+        time_s = {"quiet": 0.0, "followed": 0.0}
+        cpu_s = {"quiet": 0.0, "followed": 0.0}
+        frames = 0
+        for n in range(s.log_rounds):
+            say(f"ours: round {n + 1}/{s.log_rounds}: {per_round} actions without followers")
+            cpu0, t0 = cpu_seconds(ours.pid), time.monotonic()
+            quiet += self.action_latency(w, cid, per_round)
+            time_s["quiet"] += time.monotonic() - t0
+            cpu_s["quiet"] += cpu_seconds(ours.pid) - cpu0
+            followers = LogFollowers(ours.http_port(), chatty)
+            try:
+                followers.start()
+                say(f"ours: round {n + 1}: {per_round} actions with {s.log_followers} followers")
+                before, cpu0, t0 = followers.count(), cpu_seconds(ours.pid), time.monotonic()
+                followed += self.action_latency(w, cid, per_round)
+                time_s["followed"] += time.monotonic() - t0
+                cpu_s["followed"] += cpu_seconds(ours.pid) - cpu0
+                frames += followers.count() - before
+            finally:
+                followers.close()
+        self.docker.remove_ids(chatty)
+        self.info["log_frames_per_s"] = round(frames / time_s["followed"])
+        # CPU of ours (one core = 100 %) while acting without and with the followers.
+        for key in ("quiet", "followed"):
+            self.info[f"ours_cpu_pct_{key}"] = round(100 * cpu_s[key] / time_s[key])
+        for q in (50, 99):
+            self.results[f"action_latency_p{q}_logs"] = stats.result(
+                stats.percentile(followed, q), stats.percentile(quiet, q), "s"
+            )
 
     def stop_all(self, w: Watcher, ids: list[str]) -> float:
         """Request ``stop`` on all at once; wall time until every lastAction is written."""
@@ -297,6 +351,7 @@ class Bench:
         n10 = self.mirror_latency(w, lat_id, s.mirror_samples)
         say("ours: action latency")
         lat_ours = self.action_latency(w, lat_id, s.latency_actions)
+        self.latency_with_followers(ours, w, lat_id)
         ours.stop()
         base = self.start_baseline()
         say("baseline: action latency")

@@ -28,6 +28,8 @@ SCENARIOS: tuple[str, ...] = (
     "full_sync_s",
     "rss_mb_idle_n1000",
     "threads_idle_n1000",
+    "action_latency_p50_logs",
+    "action_latency_p99_logs",
 )
 
 
@@ -155,6 +157,20 @@ def check_targets(results: dict[str, dict[str, Any]]) -> list[Check]:
     checks.append(
         _cmp("threads_idle_n1000", "< 64", _get(r, "threads_idle_n1000"), 64, le=True, what="n")
     )
+    # Log followers must not slow actions down (issue 13): the "baseline" of these two
+    # rows is ours with the same chatty containers but no follower.
+    for q, limit in ((50, 1.2), (99, 1.5)):
+        key = f"action_latency_p{q}_logs"
+        checks.append(
+            _cmp(
+                key,
+                f"<= {limit}x without followers",
+                _get(r, key, "ratio"),
+                limit,
+                le=True,
+                what="ratio",
+            )
+        )
     return checks
 
 

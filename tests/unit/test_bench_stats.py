@@ -49,6 +49,8 @@ def _all_passing() -> dict:
         "full_sync_s": stats.result(12.0, None, "s"),
         "rss_mb_idle_n1000": stats.result(120.0, None, "MB"),
         "threads_idle_n1000": stats.result(20, None, "threads"),
+        "action_latency_p50_logs": stats.result(0.11, 0.1, "s"),
+        "action_latency_p99_logs": stats.result(0.14, 0.1, "s"),
     }
 
 
@@ -68,6 +70,14 @@ def test_targets_missed_and_unknown():
     assert by[("threads_idle_n1000", "< 64")] is False
     assert by[("mirror_latency_p50_n1000", "<= 1.5x n10")] is None
     assert by[("action_throughput", ">= 3x baseline")] is True
+
+
+def test_log_followers_target_compares_with_no_followers():
+    results = _all_passing()
+    results["action_latency_p50_logs"] = stats.result(0.13, 0.1, "s")  # 1.3x
+    by = {(c.scenario, c.text): c.ok for c in stats.check_targets(results)}
+    assert by[("action_latency_p50_logs", "<= 1.2x without followers")] is False
+    assert by[("action_latency_p99_logs", "<= 1.5x without followers")] is True
 
 
 def test_table_has_every_row_and_verdicts():

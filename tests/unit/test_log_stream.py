@@ -307,3 +307,34 @@ def test_a_broken_docker_stream_is_stream_failed():
     assert next(chunks) == b"a"
     with pytest.raises(StreamFailed, match="connection reset"):
         next(chunks)
+
+
+# --- the wiring (actors/service/probe_wiring.py) ---------------------------------------------
+def test_probes_follow_the_engine_through_the_docker_events_readers_messages():
+    from types import SimpleNamespace
+
+    from actors.service.probe_wiring import Probes
+    from messages.inbound import DockerEvent, DockerLost, EngineReachable
+
+    probes = Probes(SimpleNamespace(http_address="", max_log_streams=3))
+    routed: list[object] = []
+    send = probes.watch_engine(routed.append)
+    assert probes.engine_state() == (False, "not connected yet")
+    messages = [
+        EngineReachable(since="1.0"),
+        DockerEvent(container_id=CID, action="start", time_nano=1),
+        DockerLost(reason="failed to ping Docker: refused"),
+    ]
+    send(messages[0])
+    assert probes.engine_state() == (True, "")
+    send(messages[1])
+    assert probes.engine_state() == (True, "")
+    probes.leader_state = lambda: "standby"  # a standby mirrors nothing: 503
+    assert probes.engine_state() == (False, "standby")
+    probes.leader_state = lambda: "leader"
+    send(messages[2])
+    assert probes.engine_state() == (False, "failed to ping Docker: refused")
+    assert routed == messages  # every message still reaches the router, in order
+    streams = probes._log_streams(SimpleNamespace(store=Store(), docker=Docker()))
+    assert streams is not None and streams.max_streams == 3
+    assert probes._log_streams(SimpleNamespace()) is None  # no ports: no log streams

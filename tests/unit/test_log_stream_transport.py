@@ -283,6 +283,17 @@ def test_a_live_follower_outlasts_many_pings_and_may_talk():
         r.endpoint.stop()
 
 
+def test_a_client_message_over_the_limit_closes_with_1009(rig: Rig):
+    with rig.connect() as ws:
+        feed = rig.feed()
+        ws.send(b"x" * 4096)  # at the limit: discarded
+        ws.send(b"x" * 4097)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+    assert ws.close_code == 1009
+    assert feed.closed.wait(5)
+
+
 def test_a_follower_that_stops_reading_is_dropped_by_the_write_bound():
     r = Rig(write_timeout_s=0.5, ping_interval_s=60.0)
     sock = _raw_upgrade(r.port)
