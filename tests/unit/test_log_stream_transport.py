@@ -231,10 +231,16 @@ def test_a_follower_that_disconnects_frees_the_docker_stream_at_once(rig: Rig):
         assert ws.recv(timeout=5) == b"a\n"
         scrape = rig.metrics.registry.get_sample_value
         assert scrape("dockmirror_log_streams") == 1
+        assert drain_threads() == 1
         ws.socket.shutdown(socket.SHUT_RDWR)  # gone without a closing handshake
         assert feed.closed.wait(5), "the Docker stream stayed open"
     wait_for(lambda: rig.logs.active == 0, timeout=5, message="slot released")
     assert scrape("dockmirror_log_streams") == 0
+    wait_for(lambda: drain_threads() == 0, timeout=5, message="the stream's threads ended")
+
+
+def drain_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("log-drain-"))
 
 
 def _raw_upgrade(port: int) -> socket.socket:
