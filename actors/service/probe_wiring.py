@@ -54,6 +54,8 @@ class Probes:
         #: The engine connection as the Docker events reader last reported it.
         self.engine_link = EngineLink()
         self.logs: LogStreams | None = None
+        #: Whether the Docker events reader runs (bound by ``start``).
+        self._mirroring: Callable[[], bool] = self._always
 
     @staticmethod
     def _admission_of(config: Any) -> str:
@@ -80,10 +82,17 @@ class Probes:
         return watched
 
     def engine_state(self) -> tuple[bool, str]:
-        """HTTP threads: connected, unless this instance is a standby (it mirrors nothing)."""
+        """HTTP threads: connected as the Docker events reader last said, while it runs:
+        a standby, or App mode while the App wants no mirroring, mirrors nothing."""
         if self.leader_state() == "standby":
             return False, "standby"
+        if not self._mirroring():
+            return False, "not mirroring"
         return self.engine_link.state()
+
+    @staticmethod
+    def _always() -> bool:
+        return True
 
     def _log_streams(self, supervisor: Any) -> LogStreams | None:
         """The log streams, once the supervisor has its ports (None in bare tests)."""
@@ -106,6 +115,11 @@ class Probes:
             leader_state=lambda: self.leader_state(),
             log_streams=lambda: self.logs.active if self.logs is not None else 0,
         )
+        refs = getattr(supervisor, "refs", None)
+        if refs is not None:
+            # The reader is in the table only while mirroring (not on a standby, not in
+            # App mode while the App is stopped): its last report is stale otherwise.
+            self._mirroring = lambda: "docker-events" in refs
         address = parse_http_address(self.http_address)
         if address is None:
             log.info("probes and metrics endpoint off (--http-address is empty)")

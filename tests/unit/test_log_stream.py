@@ -335,6 +335,15 @@ def test_probes_follow_the_engine_through_the_docker_events_readers_messages():
     send(messages[2])
     assert probes.engine_state() == (False, "failed to ping Docker: refused")
     assert routed == messages  # every message still reaches the router, in order
+    routed.clear()
+    # Once started, the reader must be in the supervisor's table: it is not on a standby,
+    # nor in App mode while the App wants no mirroring; its last report is stale then.
+    refs: dict[str, object] = {}
+    probes.start(SimpleNamespace(journal=SimpleNamespace(listener=None), refs=refs))
+    send(EngineReachable(since="2.0"))
+    assert probes.engine_state() == (False, "not mirroring")
+    refs["docker-events"] = object()
+    assert probes.engine_state() == (True, "")
     streams = probes._log_streams(SimpleNamespace(store=Store(), docker=Docker()))
     assert streams is not None and streams.max_streams == 3
     assert probes._log_streams(SimpleNamespace()) is None  # no ports: no log streams
