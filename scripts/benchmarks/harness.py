@@ -38,6 +38,7 @@ from actors.ports.kube_port import (
     MirrorStore,
     custom_path,
 )
+from benchmarks import cost
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABEL = "dockmirror.bench"
@@ -239,9 +240,10 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``, parsed by
+    :func:`benchmarks.cost.cpu_seconds`)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return cost.cpu_seconds(stat, os.sysconf("SC_CLK_TCK"))
 
 
 def proc_status(pid: int) -> dict[str, str]:
