@@ -15,9 +15,9 @@ is not an IP address (Docker has been seen to send ``""``) passes through verbat
 from __future__ import annotations
 
 import ipaddress
-import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from actors.domain.timefmt import MAX_TIME_S, ZERO_TIME_S, kube_time_from_seconds, parse_rfc3339
 
 DEFAULT_NAMESPACE = "moby"
 
@@ -36,14 +36,6 @@ CONTAINER_STATUSES: tuple[str, ...] = (
 
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
-
-# RFC 3339 as Docker writes it (Go's time.RFC3339Nano): optional fraction of any length,
-# "Z" or a numeric offset. Uppercase T/Z only, like Go's parser.
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|[+-]\d{2}:\d{2})",
-    re.ASCII,
-)
-_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
 def parse_container_name(name: str) -> tuple[str, str]:
@@ -69,32 +61,13 @@ def to_kube_time(value: str | None) -> str | None:
     ``2025-11-22T00:34:07Z``. Returns ``None`` for ``None``, non-strings, unparsable
     text and Docker's zero time ``0001-01-01T00:00:00Z`` (with or without a fraction).
     """
-    if not isinstance(value, str):
+    parsed = parse_rfc3339(value)  # the one parser (actors/domain/timefmt.py)
+    # Truncated to the second in UTC: offsets are whole minutes, so dropping the fraction
+    # before or after the shift is the same. The zero time "never" is no time at all,
+    # whatever fraction it carries; an offset may push an instant out of 0001..9999.
+    if parsed is None or not ZERO_TIME_S < parsed.seconds <= MAX_TIME_S:
         return None
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    zone = match.group(7)
-    try:
-        # The fraction is dropped before the UTC shift. Offsets are whole minutes, so
-        # this equals truncating after the shift, and 9-digit fractions never reach
-        # datetime (which cannot parse them on 3.11).
-        parsed = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-        if zone != "Z":
-            offset_hours, offset_minutes = int(zone[1:3]), int(zone[4:6])
-            if offset_hours > 23 or offset_minutes > 59:
-                return None
-            offset = timedelta(hours=offset_hours, minutes=offset_minutes)
-            parsed = parsed - offset if zone[0] == "+" else parsed + offset
-    except (ValueError, OverflowError):
-        return None
-    if parsed == _ZERO_TIME:
-        return None
-    return (
-        f"{parsed.year:04d}-{parsed.month:02d}-{parsed.day:02d}"
-        f"T{parsed.hour:02d}:{parsed.minute:02d}:{parsed.second:02d}Z"
-    )
+    return kube_time_from_seconds(parsed.seconds)
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -42,11 +42,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from actors.domain.names import ACTION_ANNOTATION
+from actors.domain.timefmt import parse_rfc3339_ns
 
 ENTRY_KINDS = ("received", "effect", "note")
 DEFAULT_FOLLOW_LIMIT = 10  # like tail -F: last lines first, then new ones
@@ -93,16 +94,26 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RELATIVE_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _RELATIVE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 _CLOCK = re.compile(r"(\d{1,2}):(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?")
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d+))?)?)?"
-    r"\s*(Z|z|[+-]\d\d:?\d\d)?"
+#: What a user may type for an RFC 3339 time, beyond RFC 3339 itself: a space for the
+#: ``T``, lowercase ``t``/``z``, no seconds, no zone (UTC), ``+hhmm``, or a bare date
+#: (midnight UTC). :func:`_rfc3339_of` rewrites these into RFC 3339 for the one parser.
+_USER_STAMP = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[Tt ]([0-9]{2}:[0-9]{2})(:[0-9]{2}(?:\.[0-9]{1,9})?)?)?"
+    r"\s*([Zz]|[+-][0-9]{2}:?[0-9]{2})?"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _to_ns(moment: datetime, fraction: str | None) -> int:
-    seconds = int((moment - _EPOCH).total_seconds())
-    return seconds * 1_000_000_000 + int((fraction or "0")[:9].ljust(9, "0"))
+def _rfc3339_of(value: str) -> str | None:
+    """The RFC 3339 text a user's date-time stands for, or None when it is not one."""
+    stamp = _USER_STAMP.fullmatch(value)
+    if stamp is None:
+        return None
+    date, clock, seconds, zone = stamp.groups()
+    if zone is None or zone in ("Z", "z"):
+        zone = "Z"
+    elif ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    return f"{date}T{clock or '00:00'}{seconds or ':00'}{zone}"
 
 
 def parse_time(text: str, *, now_ns: int | None = None) -> int:
@@ -123,30 +134,17 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
         hour, minute, second, fraction = clock.groups()
         if int(hour) > 23 or int(minute) > 59 or int(second or 0) > 59:
             raise ValueError(f"not a clock time: {text!r}")
-        today = datetime.fromtimestamp(now // 1_000_000_000, UTC).replace(
-            hour=int(hour), minute=int(minute), second=int(second or 0), microsecond=0
-        )
-        return _to_ns(today, fraction)
-    stamp = _RFC3339.fullmatch(value)
-    if stamp:
-        year, month, day, hour, minute, second, fraction, zone = stamp.groups()
-        try:
-            moment = datetime(
-                int(year),
-                int(month),
-                int(day),
-                int(hour or 0),
-                int(minute or 0),
-                int(second or 0),
-                tzinfo=UTC,
-            )
-        except ValueError as exc:
-            raise ValueError(f"not a valid date-time: {text!r}") from exc
-        if zone and zone not in ("Z", "z"):
-            digits = zone[1:].replace(":", "")
-            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-            moment -= offset if zone[0] == "+" else -offset
-        return _to_ns(moment, fraction)
+        today = datetime.fromtimestamp(now // 1_000_000_000, UTC).date().isoformat()
+        stamp = f"{today}T{int(hour):02d}:{minute}:{second or '00'}"
+        parsed = parse_rfc3339_ns(stamp + (f".{fraction}Z" if fraction else "Z"))
+        if parsed is None:  # unreachable: every part was checked above
+            raise ValueError(f"not a clock time: {text!r}")
+        return parsed
+    if stamp := _rfc3339_of(value):
+        parsed = parse_rfc3339_ns(stamp)  # the one parser (actors/domain/timefmt.py)
+        if parsed is None:
+            raise ValueError(f"not a valid date-time: {text!r}")
+        return parsed
     raise ValueError(
         f"cannot parse time {text!r}: use RFC 3339, HH:MM:SS (today, UTC) or 30s/5m/2h/1d"
     )

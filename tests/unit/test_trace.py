@@ -102,9 +102,27 @@ def test_rfc3339_times() -> None:
     assert trace.parse_time("2026-01-02T05:04:05+02:00") == base
     assert trace.parse_time("2026-01-01T22:04:05-05:00") == base
     assert trace.parse_time("2026-01-02 03:04:05") == base  # no offset: UTC
+    # What users type beyond RFC 3339 is rewritten for the one parser (actors/domain/timefmt).
+    assert trace.parse_time("2026-01-02t03:04:05z") == base
+    assert trace.parse_time("2026-01-02T05:04:05+0200") == base
+    assert trace.parse_time("2026-01-02 03:04") == base - 5 * 1_000_000_000
+    assert trace.parse_time("2026-01-02") == base - (3 * 3600 + 4 * 60 + 5) * 1_000_000_000
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "5x", "25:00:00", "2026-13-01T00:00:00Z"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "5x",
+        "25:00:00",
+        "2026-13-01T00:00:00Z",
+        "2026-02-30",
+        "2026-01-02T03:04:60Z",
+        "2026-01-02T03:04:05.1234567890Z",
+        "2026-01-02T03:04:05+24:00",
+    ],
+)
 def test_bad_times_are_rejected(text: str) -> None:
     with pytest.raises(ValueError):
         trace.parse_time(text, now_ns=NOW)
