@@ -41,7 +41,6 @@ from collections import deque
 from collections.abc import Callable
 
 import pykka
-from kubernetes import client as k8s_client
 
 from actors.infra.certs import ensure_certificates
 from actors.infra.heap_report import HeapGrowthReporter
@@ -55,7 +54,7 @@ from actors.ports.kube_connect import (
     load_client_configuration,
     unreachable_message,
 )
-from actors.ports.kube_port import KubeError, KubeHttp, MirrorStore
+from actors.ports.kube_port import KubeError, MirrorStore, open_http
 from actors.runtime import fence
 from actors.runtime.container import ContainerActor
 from actors.runtime.docker_events import DockerEventsReader
@@ -202,16 +201,13 @@ class Supervisor:
             raise SystemExit(f"dockmirror: {exc}") from exc
         self.journal = state.journal
         self.identity = state.identity
-        # Every container actor may hold a connection; the client's default pool (5 per
-        # CPU) made parallel actions drop and re-handshake connections.
+        # Every container actor may hold a connection (Docker and Kubernetes pools).
         pool_size = cfg.max_active_containers + 16
         try:
             configuration, self.kube_target = load_client_configuration(cfg.kubeconfig)
         except KubeconfigError as exc:
             raise SystemExit(f"dockmirror: {exc}") from None
-        configuration.connection_pool_maxsize = pool_size
-        self.api_client = k8s_client.ApiClient(configuration)
-        self.http = KubeHttp(self.api_client)
+        self.http = open_http(configuration, pool_maxsize=pool_size)
         if cfg.app:
             self.bind_app()
         self.store = MirrorStore(self.http, cfg.namespace)
@@ -353,14 +349,14 @@ class Supervisor:
             self.probes.set_admission_mode(self.admission_mode)
             if self.admission_mode == "policy":
                 if not cfg.skip_admission_install:
-                    admission.remove_stale_webhook(self.api_client, cfg.namespace)
+                    admission.remove_stale_webhook(self.http, cfg.namespace)
                 policy = PolicyAdmission(
                     self.http, cfg.namespace, install=not cfg.skip_admission_install
                 )
                 policy.ensure(timeout=cfg.admission_timeout)
             elif self.admission_mode == "webhook":
                 self.webhook, self.registration = admission.start_webhook(
-                    self.api_client, cfg.namespace, self.webhook_settings(), cfg.admission_timeout
+                    self.http, cfg.namespace, self.webhook_settings(), cfg.admission_timeout
                 )
             else:
                 log.warning("admission mode none: invalid action annotations are not rejected")
@@ -607,7 +603,7 @@ class Supervisor:
             self.webhook_checked = time.monotonic()
             try:
                 self.registration.register()
-            except Exception as exc:
+            except KubeError as exc:
                 log.warning("webhook configuration check failed: %s", exc)
         if time.monotonic() - self.certs_checked >= CERT_CHECK_INTERVAL:
             self.certs_checked = time.monotonic()
@@ -714,7 +710,7 @@ class Supervisor:
         if self.registration is not None:
             try:
                 self.registration.delete()
-            except Exception as exc:
+            except KubeError as exc:
                 log.warning("webhook configuration not deleted: %s", exc)
         if self.webhook is not None:
             self.webhook.stop()

@@ -13,10 +13,11 @@ accept or after its first byte, however steadily it trickles in, and bodies over
 DEBUG only.
 
 :class:`WebhookRegistration` creates or replaces the ValidatingWebhookConfiguration that
-points the API server at it, deletes it, and probes that the API server really calls it.
-The configuration holds two webhooks on the same URL (the decision tells them apart by
-the request's resource): Container CREATE/UPDATE (§5.1) and ContainerNamespace DELETE,
-which is always allowed with a warning (§5.2).
+points the API server at it, deletes it, and probes that the API server really calls it,
+all through the Kubernetes port (its failures are :class:`~actors.ports.kube_port.KubeError`
+families). The configuration holds two webhooks on the same URL (the decision tells them
+apart by the request's resource): Container CREATE/UPDATE (§5.1) and ContainerNamespace
+DELETE, which is always allowed with a warning (§5.2).
 See docs/admission.md.
 """
 
@@ -39,12 +40,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
-
-from actors.domain.names import CONTAINER_NAMESPACES, CONTAINERS, GROUP, VERSION
-from actors.domain.webhook_review import ACTION_ANNOTATION, MAX_BODY_BYTES, review
+from actors.domain.names import ACTION_ANNOTATION, CONTAINER_NAMESPACES, CONTAINERS, GROUP, VERSION
+from actors.domain.webhook_review import CREATE_DENIED_MESSAGE, MAX_BODY_BYTES, review
+from actors.ports.kube_port import (
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeHttp,
+    KubeNotFound,
+    WebhookConfigs,
+    dry_run_create,
+)
 
 logger = logging.getLogger("dockmirror.webhook")
 
@@ -690,7 +696,7 @@ class WebhookRegistration:
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        http: KubeHttp,
         namespace: str,
         port: int,
         ca_pem: bytes,
@@ -702,8 +708,8 @@ class WebhookRegistration:
         """``host`` is the address the server listens on (``--webhook-host``) and goes
         into the registered URL; ``url`` (``--webhook-url``) replaces that URL as is,
         for an API server that reaches us another way (a tunnel, a proxy)."""
-        self._api = k8s.AdmissionregistrationV1Api(api_client)
-        self._custom = k8s.CustomObjectsApi(api_client)
+        self.http = http
+        self._configs = WebhookConfigs(http)
         self.namespace = namespace
         self.port = port
         self.ca_pem = ca_pem
@@ -782,43 +788,46 @@ class WebhookRegistration:
         }
 
     def register(self, attempts: int = 5) -> None:
-        """Create the configuration, or replace it if it exists (re-reading on 409)."""
-        last: ApiException | None = None
+        """Create the configuration, or replace it if it exists (re-reading on 409).
+
+        Main thread. Raises a :class:`KubeError` family: the first answer that is not a
+        409/404 race, or the last :class:`KubeConflict` after ``attempts`` races.
+        """
+        last: KubeError = KubeConflict(409, "no attempt made", reason="Conflict")
         for _ in range(attempts):
             try:
-                self._api.create_validating_webhook_configuration(body=self.body())
+                self._configs.create(self.body())
                 logger.info("registered ValidatingWebhookConfiguration %s", self.name)
                 return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+            except KubeConflict as exc:
                 last = exc
             try:
-                current = self._api.read_validating_webhook_configuration(self.name)
+                current = self._configs.get(self.name)
+                current_rv = (current.get("metadata") or {}).get("resourceVersion")
                 body = self.body()
-                body["metadata"]["resourceVersion"] = current.metadata.resource_version
-                stored = self._api.replace_validating_webhook_configuration(self.name, body)
+                body["metadata"]["resourceVersion"] = current_rv
+                stored = self._configs.replace(self.name, body)
                 # The apiserver skips an update that changes nothing and keeps the
                 # resourceVersion: the periodic recheck (--webhook-recheck) is then
                 # silent, and only a real repair (edited, new CA bundle) is logged.
-                if stored.metadata.resource_version == current.metadata.resource_version:
+                if (stored.get("metadata") or {}).get("resourceVersion") == current_rv:
                     logger.debug("ValidatingWebhookConfiguration %s is up to date", self.name)
                 else:
                     logger.info("replaced ValidatingWebhookConfiguration %s", self.name)
                 return
-            except ApiException as exc:
-                if exc.status not in (404, 409):  # deleted or changed meanwhile: retry
-                    raise
+            except (KubeNotFound, KubeConflict) as exc:  # deleted or changed meanwhile
                 last = exc
-        raise RuntimeError(f"could not register {self.name}: {last}")
+        raise type(last)(
+            last.status, f"could not register {self.name}: {last.message}", reason=last.reason
+        )
 
     def delete(self) -> None:
+        """Delete the configuration; one already gone is fine. Raises a KubeError family."""
         try:
-            self._api.delete_validating_webhook_configuration(self.name)
+            self._configs.delete(self.name)
             logger.info("deleted ValidatingWebhookConfiguration %s", self.name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        except KubeNotFound:
+            pass
 
     def _probe_object(self, token: str) -> dict[str, Any]:
         return {
@@ -841,26 +850,18 @@ class WebhookRegistration:
         last = "no attempt made"
         while True:
             try:
-                self._custom.create_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    CONTAINERS,
-                    self._probe_object(token),
-                    dry_run="All",
-                )
+                dry_run_create(self.http, self.namespace, CONTAINERS, self._probe_object(token))
                 last = "dry-run create was allowed (webhook not active yet)"
-            except ApiException as exc:
-                text = exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body)
-                if WEBHOOK_NAME in text and "not allowed on create" in text:
+            except KubeForbidden as exc:
+                if WEBHOOK_NAME in exc.message and CREATE_DENIED_MESSAGE in exc.message:
                     if self._server is None or self._server.last_probe == token:
                         logger.info("webhook %s is called by the API server", self.name)
                         return
                     last = "denied by a webhook, but not by this server"
                 else:
-                    last = f"HTTP {exc.status}: {text[:300]}"
-            except (OSError, urllib3.exceptions.HTTPError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                    last = f"{exc}"[:300]
+            except KubeError as exc:  # e.g. 500: the apiserver cannot reach the webhook
+                last = f"{exc}"[:300]
             if time.monotonic() >= deadline:
                 raise WebhookNotCalledError(
                     f"API server did not call webhook {self.name} within {timeout}s: {last}"

@@ -615,3 +615,95 @@ def has_finalizer(obj: dict[str, Any]) -> bool:
 
 def resource_version_of(obj: dict[str, Any]) -> str | None:
     return (obj.get("metadata") or {}).get("resourceVersion")
+
+
+# --- connecting -----------------------------------------------------------------------
+
+
+def open_http(configuration: k8s.Configuration, *, pool_maxsize: int) -> KubeHttp:
+    """A :class:`KubeHttp` on a new shared ``ApiClient`` for a loaded configuration
+    (:func:`actors.ports.kube_connect.load_client_configuration`).
+
+    ``pool_maxsize`` connections are kept per host: every container actor may hold one,
+    and the client's default (5 per CPU) made parallel actions drop and re-handshake
+    connections. Main thread, at start; no request is sent.
+    """
+    configuration.connection_pool_maxsize = pool_maxsize
+    return KubeHttp(k8s.ApiClient(configuration))
+
+
+# --- admission ---------------------------------------------------------------------------
+
+WEBHOOK_CONFIGS_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+
+
+class WebhookConfigs:
+    """``ValidatingWebhookConfiguration`` objects (cluster-scoped), raw JSON.
+
+    Blocking calls in the caller's thread (the supervisor's main thread); every failure
+    is a :class:`KubeError` family (409 when it exists / a stale resourceVersion, 404
+    when missing, 403 without the permission).
+    """
+
+    def __init__(self, http: KubeHttp) -> None:
+        self.http = http
+
+    def _path(self, name: str | None = None) -> str:
+        return WEBHOOK_CONFIGS_PATH + ("/" + quote(name, safe="") if name is not None else "")
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.http.request("POST", self._path(), body=body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.http.request("GET", self._path(name))
+
+    def replace(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT; a ``metadata.resourceVersion`` in ``body`` makes it conditional (409)."""
+        return self.http.request("PUT", self._path(name), body=body)
+
+    def delete(self, name: str) -> None:
+        self.http.request("DELETE", self._path(name))
+
+
+def dry_run_create(http: KubeHttp, namespace: str, plural: str, body: dict[str, Any]) -> None:
+    """A server-side dry-run CREATE of a custom object: admission runs, nothing is stored.
+
+    The start-up probes use it to prove that a policy or webhook denies what it must
+    (docs/admission.md); a denial is :class:`KubeForbidden` with the apiserver's text.
+    """
+    http.request("POST", custom_path(namespace, plural), query={"dryRun": "All"}, body=body)
+
+
+# --- events ------------------------------------------------------------------------------
+
+EVENTS_API = "/apis/events.k8s.io/v1"
+
+
+class EventStore:
+    """``events.k8s.io/v1`` Events of one namespace, raw JSON.
+
+    Blocking calls in the caller's thread (the event writer actor's); every failure is a
+    :class:`KubeError` family (422 for an Event the apiserver's validation refuses, 404
+    for a series whose Event expired, ``--event-ttl``).
+    """
+
+    def __init__(self, http: KubeHttp, namespace: str) -> None:
+        self.http = http
+        self.namespace = namespace
+
+    def _path(self, name: str | None = None) -> str:
+        path = f"{EVENTS_API}/namespaces/{quote(self.namespace, safe='')}/events"
+        return path + ("/" + quote(name, safe="") if name is not None else "")
+
+    def create(self, event: dict[str, Any]) -> dict[str, Any]:
+        return self.http.request("POST", self._path(), body=event)
+
+    def patch_series(self, name: str, count: int, last_observed_time: str) -> dict[str, Any]:
+        """Merge patch of ``series`` (``count`` >= 2, ``lastObservedTime`` a MicroTime)."""
+        body = {"series": {"count": count, "lastObservedTime": last_observed_time}}
+        return self.http.request("PATCH", self._path(name), body=body, content_type=MERGE_PATCH)
+
+    def list(self, *, field_selector: str = "") -> list[dict[str, Any]]:
+        """Events of the namespace, e.g. ``field_selector="regarding.uid=<uid>"``."""
+        query = {"fieldSelector": field_selector} if field_selector else None
+        return list(self.http.request("GET", self._path(), query=query).get("items") or [])

@@ -26,9 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
-
 from actors.domain.admission_policy import (
     API_VERSION,
     POLICY_NAME,
@@ -36,28 +33,24 @@ from actors.domain.admission_policy import (
     policy_manifests,
     warning_manifests,
 )
+from actors.domain.names import ACTION_ANNOTATION, APPLY_PATCH, CONTAINERS, INSTALL_MANAGER
+from actors.domain.names import API_VERSION as CONTAINER_API_VERSION
 from actors.domain.webhook_review import CREATE_DENIED_MESSAGE
 from actors.infra.certs import ensure_certificates
-from actors.infra.webhook import WebhookRegistration, WebhookServer
+from actors.infra.webhook import WebhookNotCalledError, WebhookRegistration, WebhookServer
 from actors.ports.kube_port import (
-    ACTION_ANNOTATION,
-    CONTAINERS,
     KubeError,
     KubeForbidden,
     KubeHttp,
     KubeNotFound,
-    custom_path,
-)
-from actors.ports.kube_port import (
-    API_VERSION as CONTAINER_API_VERSION,
+    dry_run_create,
 )
 
 log = logging.getLogger("dockmirror.admission")
 
 MODES = ("auto", "policy", "webhook", "none")
-FIELD_MANAGER = "dockmirror"
+FIELD_MANAGER = INSTALL_MANAGER
 _ADMISSION_PATH = f"/apis/{API_VERSION}"
-_APPLY = "application/apply-patch+yaml"
 PROBE_INTERVAL_S = 0.2
 
 
@@ -150,7 +143,7 @@ class PolicyAdmission:
                     _manifest_path(manifest),
                     query={"fieldManager": FIELD_MANAGER, "force": "true"},
                     body=manifest,
-                    content_type=_APPLY,
+                    content_type=APPLY_PATCH,
                 )
             except KubeForbidden as exc:
                 raise AdmissionError(
@@ -201,14 +194,11 @@ class PolicyAdmission:
         """Dry-run CREATE a Container with the action annotation until the apiserver
         denies it with this policy and binding (new policies take a moment to load)."""
         deadline = self.clock() + timeout
-        path = custom_path(self.namespace, CONTAINERS)
         binding = binding_name(self.namespace)
         last = "no attempt made"
         while True:
             try:
-                self.http.request(
-                    "POST", path, query={"dryRun": "All"}, body=_probe_object(self.namespace)
-                )
+                dry_run_create(self.http, self.namespace, CONTAINERS, _probe_object(self.namespace))
                 last = "a dry-run create with the action annotation was allowed"
             except KubeForbidden as exc:
                 text = exc.message
@@ -230,17 +220,15 @@ class PolicyAdmission:
             self.sleep(PROBE_INTERVAL_S)
 
 
-def remove_stale_webhook(api_client: k8s.ApiClient, namespace: str) -> None:
+def remove_stale_webhook(http: KubeHttp, namespace: str) -> None:
     """Delete our webhook configuration left by a crashed webhook-mode run: with nothing
     answering it, its ``failurePolicy: Fail`` would block every Container write. Best
-    effort (policy mode with an admin-installed policy may lack the permission)."""
-    registration = WebhookRegistration(api_client, namespace, 0, b"")
+    effort (policy mode with an admin-installed policy may lack the permission): a
+    failure is logged, never raised. Main thread, at start."""
+    registration = WebhookRegistration(http, namespace, 0, b"")
     try:
         registration.delete()
-    except ApiException as exc:
-        if exc.status != 403:
-            log.warning("could not check for a leftover %s: %s", registration.name, exc)
-            return
+    except KubeForbidden:
         # Least privilege (docs/permissions.md): policy mode is not granted access to
         # webhook configurations, so this check is skipped, not an error.
         log.info(
@@ -249,7 +237,7 @@ def remove_stale_webhook(api_client: k8s.ApiClient, namespace: str) -> None:
             "validatingwebhookconfiguration %s removes it if it exists)",
             registration.name,
         )
-    except Exception as exc:
+    except KubeError as exc:
         log.warning("could not check for a leftover %s: %s", registration.name, exc)
 
 
@@ -275,7 +263,7 @@ class WebhookSettings:
 
 
 def start_webhook(
-    api_client: k8s.ApiClient, namespace: str, settings: WebhookSettings, timeout: float
+    http: KubeHttp, namespace: str, settings: WebhookSettings, timeout: float
 ) -> tuple[WebhookServer, WebhookRegistration]:
     """Start the server, register and probe. On any failure the configuration is
     deleted and the server stopped before :class:`AdmissionError` is raised."""
@@ -290,7 +278,7 @@ def start_webhook(
             f"cannot start the admission webhook server on {settings.host}:{settings.port}: {exc}"
         ) from exc
     registration = WebhookRegistration(
-        api_client,
+        http,
         namespace,
         server.port,
         bundle.ca_pem,
@@ -301,13 +289,13 @@ def start_webhook(
     try:
         try:
             registration.register()
-        except Exception as exc:
+        except KubeError as exc:
             raise AdmissionError(
                 f"cannot register ValidatingWebhookConfiguration {registration.name}: {exc}"
             ) from exc
         try:
             registration.wait_until_called(timeout=timeout)
-        except Exception as exc:
+        except WebhookNotCalledError as exc:
             raise AdmissionError(
                 f"the API server cannot reach the admission webhook at {registration.url}: "
                 f"{exc}; use --admission policy or --webhook-url"
@@ -315,7 +303,7 @@ def start_webhook(
     except AdmissionError as failure:
         try:
             registration.delete()
-        except Exception as exc:  # the line the user sees must say what is left behind
+        except KubeError as exc:  # the line the user sees must say what is left behind
             server.stop()
             raise AdmissionError(
                 f"{failure}; ValidatingWebhookConfiguration {registration.name} could not "

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook = WebhookServer(bundle.cert_path, bundle.key_path)
             webhook.start()
             registration = WebhookRegistration(
-                api_client, args.namespace, webhook.port, bundle.ca_pem, server=webhook
+                store.http, args.namespace, webhook.port, bundle.ca_pem, server=webhook
             )
             registration.register()
             registration.wait_until_called(timeout=30.0)

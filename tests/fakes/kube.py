@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import threading
 import time
 import uuid
@@ -46,13 +47,17 @@ from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from actors.domain.timefmt import kube_now
-from actors.domain.webhook_review import _decide
-from actors.ports.kube_port import (
+from actors.domain.names import (
     ACTION_ANNOTATION,
     API_VERSION,
     ENGINE_MANAGER,
     FINALIZER,
+    JSON,
+    MERGE_PATCH,
+)
+from actors.domain.timefmt import kube_now
+from actors.domain.webhook_review import _decide
+from actors.ports.kube_port import (
     KubeConflict,
     KubeError,
     KubeForbidden,
@@ -64,6 +69,7 @@ from actors.ports.kube_port import (
 )
 
 __all__ = [
+    "FakeKubeHttp",
     "FakeMirrorStore",
     "KubeConflict",
     "KubeError",
@@ -705,3 +711,370 @@ class FakeMirrorStore:
         self._history.append((self._rv, {"type": "DELETED", "object": copy.deepcopy(obj)}))
         self.write_log.append((op, name, str(self._rv)))
         self._cond.notify_all()
+
+
+# ---------------------------------------------------------------------------------------
+# FakeKubeHttp: the apiserver behind KubeHttp.request for Events and webhook configurations
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+)
+_EVENT_IMMUTABLE = (
+    "regarding",
+    "related",
+    "reason",
+    "note",
+    "type",
+    "action",
+    "eventTime",
+    "reportingController",
+    "reportingInstance",
+)
+_EVENTS = re.compile(r"/apis/events\.k8s\.io/v1/namespaces/([^/]+)/events(?:/([^/]+))?")
+_CORE_EVENTS = re.compile(r"/api/v1/namespaces/([^/]+)/events")
+_WEBHOOKS = re.compile(
+    r"/apis/admissionregistration\.k8s\.io/v1/validatingwebhookconfigurations(?:/([^/]+))?"
+)
+_CUSTOM = re.compile(r"/apis/([^/]+)/([^/]+)/namespaces/([^/]+)/([^/]+)")
+
+
+def _invalid(kind: str, name: str, causes: list[str]) -> KubeInvalid:
+    return KubeInvalid(422, f'{kind} "{name}" is invalid: [{", ".join(causes)}]', reason="Invalid")
+
+
+def _byte_len(value: Any) -> int:
+    return len(value.encode("utf-8")) if isinstance(value, str) else 0
+
+
+class FakeKubeHttp:
+    """Thread-safe fake of :class:`actors.ports.kube_port.KubeHttp` (``request`` only)
+    serving what the event writer and the webhook registration use, faithful to the
+    apiserver (Kubernetes 1.35, ``pkg/apis/core/validation/events.go``, the registry's
+    optimistic concurrency):
+
+    * ``events.k8s.io/v1`` Events: POST validates like the apiserver (name a DNS
+      subdomain, ``eventTime`` set, ``type`` Normal/Warning, ``reportingController`` a
+      qualified name, ``reportingInstance``, ``action`` and ``reason`` set and at most
+      128 bytes, ``note`` at most 1,024 bytes, ``regarding.namespace`` set, a ``series``
+      with ``count`` >= 2 and ``lastObservedTime``) → 422; an existing name → 409;
+      stamps uid, resourceVersion, creationTimestamp. A merge PATCH of a missing Event
+      → 404; changing an immutable field (regarding, reason, note, type, action, ...)
+      → 422. GET lists with ``fieldSelector`` on ``regarding.name``/``regarding.uid``/
+      ``regarding.kind``/``reason``/``type``;
+    * ``/api/v1/namespaces/<ns>/events``: the same Events as ``core/v1`` (what ``kubectl
+      describe`` reads: ``involvedObject`` = ``regarding``, ``message`` = ``note``,
+      ``count`` from the series), selectable on ``involvedObject.name``/``.uid``/
+      ``.namespace``/``.kind`` exactly like kubectl's query;
+    * ``ValidatingWebhookConfiguration``: POST (409 when it exists), GET, PUT with
+      ``metadata.resourceVersion`` required (422 without, 409 when stale; a PUT that
+      changes nothing keeps the resourceVersion), DELETE (404 when missing);
+    * a dry-run POST of a custom object (``?dryRun=All``) calls :attr:`on_dry_run`
+      (default: allowed), which may raise the denial to answer.
+
+    :meth:`fail_next` queues failures for requests matching ``"METHOD path"``;
+    :attr:`requests` records ``(method, path, query, body, content_type)``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._rv = 5000
+        self.events: dict[tuple[str, str], dict[str, Any]] = {}
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, dict[str, Any], Any, str]] = []
+        self._faults: list[tuple[str, BaseException]] = []
+        self.on_dry_run: Callable[[dict[str, Any]], None] = lambda body: None
+
+    # --- test controls --------------------------------------------------------------
+    def fail_next(self, match: str, exc: BaseException, *, times: int = 1) -> None:
+        """The next ``times`` requests whose ``"METHOD path"`` contains ``match`` raise."""
+        with self._lock:
+            self._faults.extend([(match, exc)] * times)
+
+    def events_of(self, method: str) -> list[tuple[str, Any]]:
+        """``(path, body)`` of the Event requests with ``method``."""
+        with self._lock:
+            return [(p, b) for m, p, _, b, _ in self.requests if m == method and "/events" in p]
+
+    def describe_events(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]:
+        """What ``kubectl describe container/<name>`` lists (its exact field selector)."""
+        selector = (
+            f"involvedObject.name={name},involvedObject.namespace={namespace},"
+            f"involvedObject.kind=Container,involvedObject.uid={uid}"
+        )
+        body = self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/events", query={"fieldSelector": selector}
+        )
+        return body["items"]
+
+    # --- KubeHttp API -------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        timeout: Any = None,
+    ) -> dict[str, Any]:
+        query = dict(query or {})
+        with self._lock:
+            self.requests.append((method, path, query, copy.deepcopy(body), content_type))
+            line = f"{method} {path}"
+            for i, (match, exc) in enumerate(self._faults):
+                if match in line:
+                    del self._faults[i]
+                    raise exc
+            if m := _EVENTS.fullmatch(path):
+                return self._events(method, m.group(1), m.group(2), query, body, content_type)
+            if m := _CORE_EVENTS.fullmatch(path):
+                if method != "GET":
+                    raise KubeInvalid(405, "the fake serves core/v1 Events read-only")
+                return self._core_events(m.group(1), query)
+            if m := _WEBHOOKS.fullmatch(path):
+                return self._webhooks(method, m.group(1), body)
+            if _CUSTOM.fullmatch(path) and method == "POST" and query.get("dryRun") == "All":
+                self.on_dry_run(copy.deepcopy(body))
+                return copy.deepcopy(body)
+        raise KubeNotFound(404, f"the server could not find the requested resource ({path})")
+
+    # --- internals ----------------------------------------------------------------------
+    def _stamp(self, obj: dict[str, Any]) -> None:
+        self._rv += 1
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", kube_now())
+        meta["resourceVersion"] = str(self._rv)
+
+    def _events(
+        self,
+        method: str,
+        namespace: str,
+        name: str | None,
+        query: dict[str, Any],
+        body: Any,
+        content_type: str,
+    ) -> dict[str, Any]:
+        if method == "POST" and name is None:
+            event = copy.deepcopy(body)
+            meta = event.setdefault("metadata", {})
+            meta.setdefault("namespace", namespace)
+            if meta["namespace"] != namespace:
+                raise KubeInvalid(
+                    400,
+                    "the namespace of the provided object does not match the namespace "
+                    "sent on the request",
+                    reason="BadRequest",
+                )
+            self._validate_event(event)
+            key = (namespace, meta["name"])
+            if key in self.events:
+                raise KubeConflict(
+                    409,
+                    f'events.events.k8s.io "{meta["name"]}" already exists',
+                    reason="AlreadyExists",
+                )
+            self._stamp(event)
+            self.events[key] = event
+            return copy.deepcopy(event)
+        if method == "PATCH" and name is not None:
+            if content_type != MERGE_PATCH:
+                raise KubeInvalid(415, f"the fake accepts {MERGE_PATCH} only")
+            old = self.events.get((namespace, name))
+            if old is None:
+                raise KubeNotFound(
+                    404, f'events.events.k8s.io "{name}" not found', reason="NotFound"
+                )
+            new = merge_patch(old, body)
+            changed = [f for f in _EVENT_IMMUTABLE if new.get(f) != old.get(f)]
+            if changed:  # the apiserver validates the core/v1 form: its field names
+                core = {"regarding": "involvedObject", "note": "message"}
+                raise _invalid(
+                    "Event",
+                    name,
+                    [f"{core.get(f, f)}: Invalid value: field is immutable" for f in changed],
+                )
+            if new.get("series") != old.get("series"):
+                self._validate_series(new)
+            if new != old:
+                self._stamp(new)
+                self.events[(namespace, name)] = new
+            return copy.deepcopy(new)
+        if method == "GET" and name is None:
+            selector = _selector(query.get("fieldSelector", ""))
+            items = [
+                copy.deepcopy(e)
+                for (ns, _), e in sorted(self.events.items())
+                if ns == namespace and all(_event_field(e, k) == v for k, v in selector.items())
+            ]
+            return {"apiVersion": "events.k8s.io/v1", "kind": "EventList", "items": items}
+        if method == "GET" and name is not None:
+            event = self.events.get((namespace, name))
+            if event is None:
+                raise KubeNotFound(404, f'events.events.k8s.io "{name}" not found')
+            return copy.deepcopy(event)
+        raise KubeInvalid(405, f"the fake does not serve {method} on events")
+
+    def _core_events(self, namespace: str, query: dict[str, Any]) -> dict[str, Any]:
+        selector = _selector(query.get("fieldSelector", ""))
+        items = []
+        for (ns, _), event in sorted(self.events.items()):
+            core = _as_core_event(event)
+            if ns == namespace and all(_core_field(core, k) == v for k, v in selector.items()):
+                items.append(core)
+        return {"apiVersion": "v1", "kind": "EventList", "items": items}
+
+    def _validate_event(self, event: dict[str, Any]) -> None:
+        name = event["metadata"].get("name") or ""
+        causes = []
+        if not (_DNS_SUBDOMAIN.fullmatch(name) and len(name) <= 253):
+            causes.append(f"metadata.name: Invalid value: {json.dumps(name)}")
+        if not event.get("eventTime"):
+            causes.append("eventTime: Required value")
+        if event.get("type") not in ("Normal", "Warning"):
+            causes.append(f'type: Invalid value: "": has invalid value: {event.get("type")}')
+        controller = event.get("reportingController") or ""
+        if not controller:
+            causes.append("reportingController: Required value")
+        elif not _QUALIFIED_NAME.fullmatch(controller) or len(controller.split("/")[-1]) > 63:
+            causes.append(f"reportingController: Invalid value: {json.dumps(controller)}")
+        for field, limit in (("reportingInstance", 128), ("action", 128), ("reason", 128)):
+            if not event.get(field):
+                causes.append(f"{field}: Required value")
+            elif _byte_len(event[field]) > limit:
+                causes.append(f'{field}: Invalid value: "": can have at most {limit} characters')
+        if _byte_len(event.get("note")) > 1024:
+            causes.append('note: Invalid value: "": can have at most 1024 characters')
+        if not (event.get("regarding") or {}).get("namespace") and event["metadata"][
+            "namespace"
+        ] not in ("default", "kube-system"):
+            causes.append('regarding.namespace: Invalid value: "": does not match event.namespace')
+        if causes:
+            raise _invalid("Event", name, causes)
+        if event.get("series") is not None:
+            self._validate_series(event)
+
+    @staticmethod
+    def _validate_series(event: dict[str, Any]) -> None:
+        series = event.get("series")
+        if series is None:
+            return
+        causes = []
+        if not isinstance(series.get("count"), int) or series["count"] < 2:
+            causes.append('series.count: Invalid value: "": should be at least 2')
+        if not series.get("lastObservedTime"):
+            causes.append("series.lastObservedTime: Required value")
+        if causes:
+            raise _invalid("Event", event["metadata"]["name"], causes)
+
+    def _webhooks(self, method: str, name: str | None, body: Any) -> dict[str, Any]:
+        resource = "validatingwebhookconfigurations.admissionregistration.k8s.io"
+        if method == "POST" and name is None:
+            obj = copy.deepcopy(body)
+            name = obj["metadata"]["name"]
+            if name in self.webhooks:
+                raise KubeConflict(
+                    409, f'{resource} "{name}" already exists', reason="AlreadyExists"
+                )
+            self._stamp(obj)
+            self.webhooks[name] = obj
+            return copy.deepcopy(obj)
+        if name is None:
+            raise KubeInvalid(405, f"the fake does not serve {method} on the collection")
+        current = self.webhooks.get(name)
+        if current is None:
+            raise KubeNotFound(404, f'{resource} "{name}" not found', reason="NotFound")
+        if method == "GET":
+            return copy.deepcopy(current)
+        if method == "DELETE":
+            del self.webhooks[name]
+            return {"kind": "Status", "status": "Success"}
+        if method == "PUT":
+            obj = copy.deepcopy(body)
+            rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if not rv:
+                raise _invalid(
+                    "ValidatingWebhookConfiguration",
+                    name,
+                    [
+                        "metadata.resourceVersion: Invalid value: 0x0: "
+                        "must be specified for an update"
+                    ],
+                )
+            if rv != current["metadata"]["resourceVersion"]:
+                raise KubeConflict(
+                    409,
+                    f'Operation cannot be fulfilled on {resource} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                    reason="Conflict",
+                )
+            for key in ("uid", "creationTimestamp"):
+                obj["metadata"][key] = current["metadata"][key]
+            if obj == current:
+                return copy.deepcopy(current)  # no change: the resourceVersion stays
+            self._stamp(obj)
+            self.webhooks[name] = obj
+            return copy.deepcopy(obj)
+        raise KubeInvalid(405, f"the fake does not serve {method} on {resource}")
+
+
+def _selector(text: str) -> dict[str, str]:
+    """``a=b,c=d`` (the only field selector form the service and kubectl use here)."""
+    pairs = [part.split("=", 1) for part in text.split(",") if part]
+    return {k: v.removeprefix("=") for k, v in pairs}
+
+
+def _event_field(event: dict[str, Any], field: str) -> str:
+    regarding = event.get("regarding") or {}
+    table = {
+        "regarding.name": regarding.get("name"),
+        "regarding.namespace": regarding.get("namespace"),
+        "regarding.uid": regarding.get("uid"),
+        "regarding.kind": regarding.get("kind"),
+        "reason": event.get("reason"),
+        "type": event.get("type"),
+        "metadata.name": event["metadata"].get("name"),
+    }
+    if field not in table:
+        raise KubeInvalid(
+            400, f'"{field}" is not a known field selector: only "{", ".join(table)}"'
+        )
+    return str(table[field] or "")
+
+
+def _as_core_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The ``core/v1`` view of an ``events.k8s.io/v1`` Event (the apiserver's conversion)."""
+    series = event.get("series")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": copy.deepcopy(event["metadata"]),
+        "involvedObject": copy.deepcopy(event.get("regarding") or {}),
+        "reason": event.get("reason", ""),
+        "message": event.get("note", ""),
+        "type": event.get("type", ""),
+        "action": event.get("action", ""),
+        "eventTime": event.get("eventTime"),
+        "reportingComponent": event.get("reportingController", ""),
+        "reportingInstance": event.get("reportingInstance", ""),
+        "source": {},
+        "series": copy.deepcopy(series),  # no "count": that is deprecatedCount, unset
+    }
+
+
+def _core_field(core: dict[str, Any], field: str) -> str:
+    involved = core["involvedObject"]
+    table = {
+        "involvedObject.name": involved.get("name"),
+        "involvedObject.namespace": involved.get("namespace"),
+        "involvedObject.uid": involved.get("uid"),
+        "involvedObject.kind": involved.get("kind"),
+        "reason": core.get("reason"),
+        "type": core.get("type"),
+    }
+    if field not in table:
+        raise KubeInvalid(400, f'"{field}" is not a known field selector')
+    return str(table[field] or "")

@@ -72,7 +72,9 @@ def limited_webhook(
     def make(**limits: float) -> tuple[WebhookRegistration, WebhookServer, ssl.SSLContext]:
         server = WebhookServer(bundle.cert_path, bundle.key_path, port=0, **limits)
         server.start()
-        reg = WebhookRegistration(api_client, namespace, server.port, bundle.ca_pem, server=server)
+        reg = WebhookRegistration(
+            KubeHttp(api_client), namespace, server.port, bundle.ca_pem, server=server
+        )
         made.append((reg, server))
         reg.register()
         reg.wait_until_called(timeout=30)

@@ -54,7 +54,9 @@ def webhook(
     bundle = ensure_certificates(tmp_path)
     server = WebhookServer(bundle.cert_path, bundle.key_path, port=0)
     server.start()
-    reg = WebhookRegistration(api_client, namespace, server.port, bundle.ca_pem, server=server)
+    reg = WebhookRegistration(
+        KubeHttp(api_client), namespace, server.port, bundle.ca_pem, server=server
+    )
     try:
         reg.register()
         reg.wait_until_called(timeout=30)

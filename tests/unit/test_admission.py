@@ -24,7 +24,7 @@ from actors.domain.admission_policy import (
 from actors.domain.webhook_review import CREATE_DENIED_MESSAGE, NAMESPACE_DELETE_WARNING
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import WebhookNotCalledError
-from actors.ports.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
+from actors.ports.kube_port import KubeConflict, KubeForbidden, KubeNotFound, KubeUnavailable
 from actors.service import admission
 from actors.service.admission import AdmissionError, PolicyAdmission, WebhookSettings, choose_mode
 
@@ -342,7 +342,7 @@ def test_unreachable_webhook_is_removed_and_reported(fake_webhook: None, tmp_pat
 
 
 def test_failed_registration_is_removed_and_reported(fake_webhook: None, tmp_path: Path) -> None:
-    FakeRegistration.plan = {"fail_register": RuntimeError("409 twice")}
+    FakeRegistration.plan = {"fail_register": KubeConflict(409, "could not register: 409 twice")}
     with pytest.raises(AdmissionError, match="cannot register ValidatingWebhookConfiguration"):
         admission.start_webhook(None, "ns", WebhookSettings(tmp_path), timeout=1)  # type: ignore[arg-type]
     assert FakeRegistration.last.deleted  # a half-done replace must not stay
@@ -351,7 +351,7 @@ def test_failed_registration_is_removed_and_reported(fake_webhook: None, tmp_pat
 def test_failed_removal_names_the_leftover(fake_webhook: None, tmp_path: Path) -> None:
     FakeRegistration.plan = {
         "fail_probe": WebhookNotCalledError("timeout"),
-        "fail_delete": RuntimeError("apiserver gone"),
+        "fail_delete": KubeUnavailable(None, "apiserver gone"),
     }
     with pytest.raises(AdmissionError) as info:
         admission.start_webhook(None, "ns", WebhookSettings(tmp_path), timeout=1)  # type: ignore[arg-type]

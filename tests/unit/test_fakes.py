@@ -6,12 +6,10 @@ import threading
 
 import pytest
 
+from actors.domain.names import ACTION_ANNOTATION, ACTIONS_MANAGER, FINALIZER, MERGE_PATCH
 from actors.domain.timefmt import parse_rfc3339_ns
 from actors.ports.docker_port import DockerError, DockerNotFound, DockerTimeout, DockerUnavailable
 from actors.ports.kube_port import (
-    ACTION_ANNOTATION,
-    ACTIONS_MANAGER,
-    FINALIZER,
     KubeConflict,
     KubeError,
     KubeForbidden,
@@ -24,7 +22,7 @@ from actors.ports.kube_port import (
 )
 from actors.ports.port_errors import is_retryable, retry_after_of
 from tests.fakes.docker import FakeDocker
-from tests.fakes.kube import FakeMirrorStore, merge_patch
+from tests.fakes.kube import FakeKubeHttp, FakeMirrorStore, merge_patch
 from tests.support.wait import wait_for
 
 # --- FakeDocker -------------------------------------------------------------------------
@@ -559,3 +557,138 @@ def test_watch_dropped_with_error_and_concurrent_writers_serialise():
         t.join()
     rvs = [int(rv) for op, _, rv in k.write_log if op == "client_patch_status"]
     assert len(set(rvs)) == 80
+
+
+# --- FakeKubeHttp: Events and webhook configurations ----------------------------------------
+
+EVENTS = "/apis/events.k8s.io/v1/namespaces/ns/events"
+
+
+def _event(name: str = "c.1", **over):
+    event = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": "ns"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "container-controller",
+        "reportingInstance": "container-controller-host",
+        "action": "pause",
+        "reason": "ActionSucceeded",
+        "type": "Normal",
+        "note": "pause succeeded",
+        "regarding": {"kind": "Container", "name": "c", "namespace": "ns", "uid": "u1"},
+    }
+    event.update(over)
+    return event
+
+
+def test_fake_events_validate_like_the_apiserver():
+    http = FakeKubeHttp()
+    stored = http.request("POST", EVENTS, body=_event())
+    assert stored["metadata"]["uid"] and stored["metadata"]["resourceVersion"]
+    with pytest.raises(KubeConflict):
+        http.request("POST", EVENTS, body=_event())
+    for bad in (
+        {"type": "Info"},
+        {"eventTime": None},
+        {"reportingController": ""},
+        {"reportingController": "not a name"},
+        {"reportingInstance": "i" * 129},
+        {"action": ""},
+        {"reason": "r" * 129},
+        {"note": "é" * 513},  # 1,026 bytes
+        {"series": {"count": 1, "lastObservedTime": "2026-01-01T00:00:00.000000Z"}},
+        {"regarding": {"kind": "Container", "name": "c"}},
+    ):
+        with pytest.raises(KubeInvalid) as err:
+            http.request("POST", EVENTS, body=_event("c.2", **bad))
+        assert err.value.status == 422
+    with pytest.raises(KubeInvalid):
+        http.request("POST", EVENTS, body=_event("Not_A_Name"))
+    with pytest.raises(KubeInvalid) as err:
+        http.request("POST", "/apis/events.k8s.io/v1/namespaces/other/events", body=_event())
+    assert err.value.status == 400
+
+
+def test_fake_event_patches_keep_immutable_fields_and_validate_series():
+    http = FakeKubeHttp()
+    http.request("POST", EVENTS, body=_event())
+    series = {"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:01.000000Z"}}
+    patched = http.request("PATCH", f"{EVENTS}/c.1", body=series, content_type=MERGE_PATCH)
+    assert patched["series"]["count"] == 2
+    with pytest.raises(KubeInvalid, match="message: Invalid value: field is immutable"):
+        http.request("PATCH", f"{EVENTS}/c.1", body={"note": "x"}, content_type=MERGE_PATCH)
+    with pytest.raises(KubeInvalid, match=r"series\.count"):
+        http.request(
+            "PATCH", f"{EVENTS}/c.1", body={"series": {"count": 1}}, content_type=MERGE_PATCH
+        )
+    with pytest.raises(KubeNotFound):
+        http.request("PATCH", f"{EVENTS}/gone", body=series, content_type=MERGE_PATCH)
+
+
+def test_fake_event_selectors_and_the_core_view_kubectl_describe_reads():
+    http = FakeKubeHttp()
+    http.request("POST", EVENTS, body=_event("c.1"))
+    http.request(
+        "POST",
+        EVENTS,
+        body=_event("c.2", regarding={"kind": "Container", "name": "c", "namespace": "ns"}),
+    )
+    by_uid = http.request("GET", EVENTS, query={"fieldSelector": "regarding.uid=u1"})
+    assert [e["metadata"]["name"] for e in by_uid["items"]] == ["c.1"]
+    by_name = http.request("GET", EVENTS, query={"fieldSelector": "regarding.name=c"})
+    assert len(by_name["items"]) == 2
+    (core,) = http.describe_events("ns", "c", "u1")
+    assert core["involvedObject"]["uid"] == "u1" and core["message"] == "pause succeeded"
+    assert core["reportingComponent"] == "container-controller" and "count" not in core
+    with pytest.raises(KubeInvalid):
+        http.request("GET", EVENTS, query={"fieldSelector": "note=x"})
+
+
+def test_fake_webhook_configurations_follow_optimistic_concurrency():
+    http = FakeKubeHttp()
+    path = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+    body = {"metadata": {"name": "w"}, "webhooks": []}
+    created = http.request("POST", path, body=body)
+    with pytest.raises(KubeConflict):
+        http.request("POST", path, body=body)
+    with pytest.raises(KubeInvalid, match="must be specified for an update"):
+        http.request("PUT", f"{path}/w", body=body)
+    rv = created["metadata"]["resourceVersion"]
+    same = http.request(
+        "PUT", f"{path}/w", body={**body, "metadata": {"name": "w", "resourceVersion": rv}}
+    )
+    assert same["metadata"]["resourceVersion"] == rv  # nothing changed: no new version
+    changed = http.request(
+        "PUT",
+        f"{path}/w",
+        body={"metadata": {"name": "w", "resourceVersion": rv}, "webhooks": [{}]},
+    )
+    assert changed["metadata"]["resourceVersion"] != rv
+    with pytest.raises(KubeConflict):
+        http.request(
+            "PUT", f"{path}/w", body={**body, "metadata": {"name": "w", "resourceVersion": rv}}
+        )
+    http.request("DELETE", f"{path}/w")
+    with pytest.raises(KubeNotFound):
+        http.request("DELETE", f"{path}/w")
+
+
+def test_fake_kube_http_faults_and_dry_runs():
+    http = FakeKubeHttp()
+    http.fail_next("POST /apis/events", KubeUnavailable(503, "down"), times=2)
+    for _ in range(2):
+        with pytest.raises(KubeUnavailable):
+            http.request("POST", EVENTS, body=_event())
+    http.request("POST", EVENTS, body=_event())
+    containers = "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containers"
+    http.request("POST", containers, query={"dryRun": "All"}, body={"metadata": {}})
+
+    def deny(body):
+        raise KubeForbidden(403, "denied")
+
+    http.on_dry_run = deny
+    with pytest.raises(KubeForbidden):
+        http.request("POST", containers, query={"dryRun": "All"}, body={"metadata": {}})
+    with pytest.raises(KubeNotFound):
+        http.request("POST", containers, body={"metadata": {}})  # only dry runs are served

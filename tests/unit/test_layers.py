@@ -17,13 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 #: threads or servers) may import them.
 SDKS = {"docker", "kubernetes", "requests", "urllib3", "pykka", "prometheus_client"}
 
-#: Modules outside actors/ports that still import the kubernetes SDK, with why.
-#: Issue 12 point 5 empties this set: every Kubernetes call goes through the port.
-KUBE_SDK_OUTSIDE_PORTS: set[str] = {
-    "actors/infra/webhook.py",
-    "actors/service/admission.py",
-    "supervisor.py",
-}
+#: Modules outside actors/ports that still import the kubernetes SDK, with why. Empty
+#: since issue 12 point 5: every Kubernetes call goes through the port.
+KUBE_SDK_OUTSIDE_PORTS: set[str] = set()
 
 
 def modules(*paths: str) -> list[Path]:

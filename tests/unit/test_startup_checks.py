@@ -231,7 +231,6 @@ def _supervisor(
 ) -> Supervisor:
     sup = Supervisor(make_config(tmp_path, **over))
     sup.http = http  # type: ignore[assignment]
-    sup.api_client = object()  # type: ignore[assignment]
     sup.engine_status = EngineStatus(http, "ns")  # type: ignore[arg-type]
     install: Callable[..., None] = lambda *a, **kw: installed.append(kw.get("namespace"))  # noqa: E731
     monkeypatch.setattr(supervisor, "install_crds", install)

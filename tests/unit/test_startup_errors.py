@@ -159,7 +159,6 @@ class FakeEngineStatus:
 def make_supervisor(tmp_path: Path, timeout: float = 0.0) -> supervisor.Supervisor:
     sup = supervisor.Supervisor(Config(state_dir=tmp_path, startup_timeout=timeout))
     sup.kube_target = TARGET
-    sup.api_client = None
     sup.http = None  # type: ignore[assignment]
     return sup
 

@@ -26,6 +26,7 @@ import pytest
 import supervisor
 from actors.infra import webhook as webhook_mod
 from actors.infra.certs import ensure_certificates
+from actors.ports.kube_port import KubeUnavailable
 from supervisor import CERT_CHECK_INTERVAL, EXIT_BUDGET, Config, Supervisor
 from tests.support.wait import wait_for
 
@@ -65,7 +66,7 @@ class FakeRegistration:
 
     def register(self) -> None:
         if self.fail:
-            raise RuntimeError("apiserver down")
+            raise KubeUnavailable(503, "apiserver down")
         self.registered.append(self.ca_pem)
 
 
