@@ -135,14 +135,22 @@ class ChildStopped(Message, frozen=True, tag="child_stopped"):
 
 
 class EmitEvent(Message, frozen=True, tag="emit_event"):
-    """-> event writer: create one events.k8s.io/v1 Event about a Container."""
+    """-> event writer: create one events.k8s.io/v1 Event about a Container.
+
+    ``uid`` and ``resource_version`` are those of the mirror the sender last saw (empty
+    when it saw none): the Event regards that object version, so ``kubectl describe``
+    finds it and a new transition never folds into an older one's series. Older
+    journals carry a ``reporting_controller`` field; decoding ignores it (one reporting
+    controller name is used for every Event).
+    """
 
     container_id: str
     type: str  # "Normal" or "Warning"
     reason: str
     action: str
     note: str
-    reporting_controller: str = "dockmirror"
+    uid: str = ""
+    resource_version: str = ""
 
 
 class ContainerGone(Message, frozen=True, tag="container_gone"):

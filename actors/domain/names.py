@@ -53,6 +53,10 @@ ACTIONS_MANAGER = "dockmirror-actions"
 #: The manager of what the service installs (CRDs, admission objects, RBAC output).
 INSTALL_MANAGER = "dockmirror"
 
+#: The ``reportingController`` of every Kubernetes Event the service writes (condition
+#: changes, action outcomes, rejected syncs): one name, upstream's (docs/contract.md §1.6).
+EVENT_REPORTING_CONTROLLER = "container-controller"
+
 #: Content types of the Kubernetes API calls.
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"

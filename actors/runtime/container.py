@@ -325,6 +325,7 @@ class ContainerActor(JournaledActor):
                 reason=reason,
                 action=action,
                 note=note[:1024],
+                **self._regarding(),
                 cause=self._current_msg_id,
             )
         )
@@ -410,6 +411,15 @@ class ContainerActor(JournaledActor):
             self.note("metadata apply rejected", detail={"error": str(exc)})
             return None
 
+    def _regarding(self) -> dict[str, str]:
+        """The uid and resourceVersion of the mirror as last seen, for an Event about
+        it (``kubectl describe`` finds Events by uid; the version keeps transitions apart)."""
+        meta = (self._obj or {}).get("metadata") or {}
+        return {
+            "uid": str(meta.get("uid") or ""),
+            "resource_version": str(meta.get("resourceVersion") or ""),
+        }
+
     def _emit_condition_changes(self, changed: list[dict[str, Any]]) -> None:
         """One ``ConditionChanged`` Event per changed condition (docs/contract.md §1.6)."""
         for condition in changed:
@@ -420,7 +430,7 @@ class ContainerActor(JournaledActor):
                     reason="ConditionChanged",
                     action=condition["type"],
                     note=condition["message"],
-                    reporting_controller="container-controller",
+                    **self._regarding(),
                     cause=self._current_msg_id,
                 )
             )
@@ -657,6 +667,7 @@ class ContainerActor(JournaledActor):
                 reason="ActionFailed" if error is not None else "ActionSucceeded",
                 action=action,
                 note=_outcome_text(action, error),
+                **self._regarding(),
                 cause=self._current_msg_id,
             )
         )

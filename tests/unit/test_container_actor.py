@@ -106,7 +106,12 @@ def test_sync_creates_mirror_with_finalizer_status_and_conditions(env: Env):
     assert conditions["OOMKilled"]["status"] == "Unknown"
     changed = _events(env, "ConditionChanged")
     assert sorted(e.action for e in changed) == sorted(conditions)
-    assert all(e.reporting_controller == "container-controller" for e in changed)
+    # Each regards the mirror version that shows the change (kubectl describe finds
+    # Events by uid; the version keeps later transitions out of this one's series).
+    meta = obj["metadata"]
+    assert {(e.uid, e.resource_version) for e in changed} == {
+        (meta["uid"], meta["resourceVersion"])
+    }
 
 
 def test_resync_of_unchanged_container_keeps_resource_version(env: Env):
@@ -658,6 +663,40 @@ def test_overwrite_while_disconnected_runs_only_the_last_value(env: Env):
     assert (la["action"], la["state"]) == ("unpause", "Succeeded")
     assert env.docker.calls_of("pause") == [] and env.docker.calls_of("unpause") == []
     assert "pause" not in env.docker.events_of(cid)
+
+
+def test_repeated_transitions_regard_new_mirror_versions(env: Env):
+    """pause, unpause, pause: every outcome and condition change regards the mirror's
+    uid and a version no earlier transition regarded (issue 13 point 6)."""
+    cid, ref = _synced(env)
+    env.events._items.clear()
+    for value in ("pause", "unpause", "pause"):
+        _request(env, ref, cid, value)
+        wait_for(
+            lambda value=value: (
+                env.annotation(cid) is None
+                and (env.last_action(cid) or {}).get("action") == value
+                and [e for e in _events(env, "ActionSucceeded") if e.action == value]
+            ),
+            timeout=5,
+            message=f"{value} done",
+        )
+        ref.tell(SyncContainer(reason="docker event"))
+        barrier(ref)
+    uid = env.mirror(cid)["metadata"]["uid"]
+    outcomes = _events(env, "ActionSucceeded")
+    assert [e.action for e in outcomes] == ["pause", "unpause", "pause"]
+    changes = [e for e in _events(env, "ConditionChanged") if e.action == "Paused"]
+    assert [e.note for e in changes] == [
+        "Container is paused",
+        "Container is not paused",
+        "Container is paused",
+    ]
+    regarded = [(e.uid, e.resource_version) for e in outcomes + changes]
+    assert {u for u, _ in regarded} == {uid}
+    # The two pause outcomes (and the two "paused" changes) regard different versions.
+    assert outcomes[0].resource_version != outcomes[2].resource_version
+    assert changes[0].resource_version != changes[2].resource_version
 
 
 def test_back_to_back_pause_unpause_never_fails(env: Env):

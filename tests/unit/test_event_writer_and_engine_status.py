@@ -1,19 +1,28 @@
-"""EventWriterActor and EngineStatus against a fake HTTP layer that fails like the apiserver."""
+"""EventWriterActor (on the faithful FakeKubeHttp) and EngineStatus (on a small fake HTTP
+layer) failing like the apiserver."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pykka
 import pytest
 
+from actors.domain.event_series import SERIES_UPDATE_S, SERIES_WINDOW_S
 from actors.infra.journal import Journal
 from actors.ports.kube_port import KubeNotFound, KubeUnavailable
 from actors.runtime.engine_status import EngineStatus
 from actors.runtime.event_writer import EventWriterActor
-from messages.inbound import EmitEvent
+from messages.inbound import EmitEvent, Tick
 from messages.journal import Effect
+from tests.fakes.kube import FakeKubeHttp
 from tests.unit._helpers import barrier, journal_entries
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+CID = "a" * 64
+UID = "0b7e0a43-1f1c-4f4e-9f5e-2c8e8f0b7a01"
 
 
 class FakeHttp:
@@ -48,28 +57,159 @@ def _stop_actors():
     pykka.ActorRegistry.stop_all()
 
 
+def emit(
+    ref_or_actor: Any,
+    *,
+    rv: str = "10",
+    reason: str = "ActionSucceeded",
+    action: str = "pause",
+    note: str = "pause succeeded",
+    uid: str = UID,
+    type: str = "Normal",
+) -> None:
+    message = EmitEvent(
+        container_id=CID,
+        type=type,
+        reason=reason,
+        action=action,
+        note=note,
+        uid=uid,
+        resource_version=rv,
+    )
+    if isinstance(ref_or_actor, EventWriterActor):
+        ref_or_actor.on_receive(message)
+    else:
+        ref_or_actor.tell(message)
+
+
+def writer(http: FakeKubeHttp, now: list[int]) -> EventWriterActor:
+    """The actor object itself, driven through ``on_receive`` (no thread, injected clock)."""
+    return EventWriterActor(
+        journal=Journal(None), http=http, namespace="ns", clock_ns=lambda: now[0]
+    )
+
+
 def test_event_writer_creates_events_and_survives_failures(tmp_path):
-    http = FakeHttp()
+    http = FakeKubeHttp()
     journal = Journal(tmp_path / "trace.jsonl")
     ref = EventWriterActor.start(journal=journal, http=http, namespace="ns")
-    http.fail.append(KubeUnavailable(None, "apiserver away"))
-    for reason in ("ActionFailed", "ActionSucceeded"):
-        ref.tell(
-            EmitEvent(container_id="a" * 64, type="Normal", reason=reason, action="pause", note="x")
-        )
+    http.fail_next("POST /apis/events.k8s.io", KubeUnavailable(None, "apiserver away"))
+    emit(ref, reason="ActionFailed", type="Warning", note="pause failed")
+    emit(ref, reason="ActionSucceeded")
     barrier(ref)
-    posts = [body for method, path, body in http.requests if method == "POST"]
-    assert len(posts) == 2
-    event = posts[1]
-    assert event["regarding"]["name"] == "a" * 64
-    assert event["reason"] == "ActionSucceeded"
-    assert event["action"] == "pause"
-    assert event["reportingController"] == "dockmirror"
+    assert len(http.events_of("POST")) == 2
+    (event,) = http.events.values()  # the first create failed
+    assert event["regarding"]["name"] == CID
+    assert (event["reason"], event["action"]) == ("ActionSucceeded", "pause")
+    assert event["reportingController"] == "container-controller"
+    assert event["reportingInstance"].startswith("container-controller-")
     assert ref.is_alive()
     outcomes = [
         e.outcome for e in journal_entries(tmp_path / "trace.jsonl") if isinstance(e, Effect)
     ]
     assert outcomes == ["unavailable", "ok"]
+
+
+def test_kubectl_describe_lists_the_events_of_the_container():
+    """kubectl describe asks for involvedObject.uid: Events carry regarding.uid and
+    the resourceVersion, as client-go's GetReference does."""
+    http = FakeKubeHttp()
+    actor = writer(http, [T0])
+    emit(actor, rv="10")
+    emit(actor, uid="", rv="")  # an Event without a known mirror: describe cannot see it
+    listed = http.describe_events("ns", CID, UID)
+    assert [e["involvedObject"]["resourceVersion"] for e in listed] == ["10"]
+    assert listed[0]["reportingComponent"] == "container-controller"
+    assert len(http.events) == 2
+
+
+def test_pause_unpause_pause_are_three_events_at_once():
+    """Distinct transitions regard distinct resourceVersions: none folds into a series,
+    each is written when it happens (issue 13 point 6)."""
+    http = FakeKubeHttp()
+    now = [T0]
+    actor = writer(http, now)
+    for rv, action, note in (
+        ("10", "pause", "pause succeeded"),
+        ("12", "unpause", "unpause succeeded"),
+        ("14", "pause", "pause succeeded"),
+    ):
+        emit(actor, rv=rv, action=action, note=note)
+        now[0] += 5 * S
+    listed = http.describe_events("ns", CID, UID)
+    assert sorted((e["involvedObject"]["resourceVersion"], e["action"]) for e in listed) == [
+        ("10", "pause"),
+        ("12", "unpause"),
+        ("14", "pause"),
+    ]
+    assert http.events_of("PATCH") == []
+
+
+def test_a_repeat_of_the_same_version_joins_a_series_visible_at_once():
+    """client-go: the first repeat writes series.count 2 at once; later ones only count
+    until the refresh (SERIES_UPDATE_S) or the end of the series."""
+    http = FakeKubeHttp()
+    now = [T0]
+    actor = writer(http, now)
+    for _ in range(5):
+        emit(actor, reason="SyncFailed", type="Warning", note="mirror update rejected")
+        now[0] += S
+    (event,) = http.events.values()
+    assert event["series"]["count"] == 2
+    assert len(http.events_of("PATCH")) == 1
+    now[0] += int(SERIES_UPDATE_S * S)
+    actor.on_receive(Tick())
+    (event,) = http.events.values()
+    assert event["series"]["count"] == 5
+    assert http.describe_events("ns", CID, UID)[0]["series"]["count"] == 5
+    now[0] += int(SERIES_WINDOW_S * S) + S  # outside the window: a new Event
+    actor.on_receive(Tick())
+    assert len(actor.series) == 0
+    emit(actor, reason="SyncFailed", type="Warning", note="mirror update rejected")
+    assert len(http.events) == 2
+
+
+def test_the_final_count_is_written_when_the_series_finishes():
+    http = FakeKubeHttp()
+    now = [T0]
+    actor = writer(http, now)
+    for _ in range(3):
+        emit(actor)
+    now[0] += int(SERIES_WINDOW_S * S) + S  # no repeat for the whole window: finished
+    actor.on_receive(Tick())
+    (event,) = http.events.values()
+    assert event["series"]["count"] == 3
+    assert len(actor.series) == 0
+
+
+def test_an_expired_event_ends_its_series():
+    http = FakeKubeHttp()
+    now = [T0]
+    actor = writer(http, now)
+    emit(actor)
+    http.events.clear()  # --event-ttl passed
+    emit(actor)  # the series write answers 404
+    assert len(actor.series) == 0
+    emit(actor)
+    assert len(http.events) == 1
+
+
+def test_a_long_non_ascii_note_is_cut_to_what_the_apiserver_accepts():
+    http = FakeKubeHttp()
+    actor = writer(http, [T0])
+    emit(actor, type="Warning", reason="ActionFailed", note="échec " * 400)
+    (event,) = http.events.values()
+    assert len(event["note"].encode()) <= 1024
+
+
+def test_old_journal_emit_events_still_decode():
+    """Journals written before uid/resource_version carry reporting_controller."""
+    old = (
+        b'{"kind":"emit_event","msg_id":"1-1","container_id":"c","type":"Normal",'
+        b'"reason":"R","action":"a","note":"n","reporting_controller":"dockmirror"}'
+    )
+    decoded = msgspec.json.decode(old, type=EmitEvent)
+    assert (decoded.uid, decoded.resource_version) == ("", "")
 
 
 def test_engine_status_writes_condition_once_and_keeps_transition_time():
@@ -100,66 +240,6 @@ def test_engine_status_failure_is_retried_on_next_call():
     assert any(r[0] == "PATCH" and r[1].endswith("/status") for r in http.requests)
 
 
-def test_repeated_events_join_a_series_like_client_go(tmp_path):
-    """Repeats within the window only count; the count is written at most every 5 min."""
-    from messages.inbound import Tick
-
-    http = FakeHttp()
-    now = [1_000 * 10**9]
-    ref = EventWriterActor.start(
-        journal=Journal(None), http=http, namespace="ns", clock_ns=lambda: now[0]
-    )
-
-    def emit():
-        ref.tell(
-            EmitEvent(
-                container_id="b" * 64,
-                type="Normal",
-                reason="ActionSucceeded",
-                action="pause",
-                note="pause succeeded",
-            )
-        )
-
-    for _ in range(5):
-        emit()
-    barrier(ref)
-    assert [m for m, _, _ in http.requests] == ["POST"]
-    now[0] += 301 * 10**9
-    ref.tell(Tick())
-    barrier(ref)
-    patches = [body for m, _, body in http.requests if m == "PATCH"]
-    assert patches == [
-        {"series": {"count": 5, "lastObservedTime": patches[0]["series"]["lastObservedTime"]}}
-    ]
-    now[0] += 400 * 10**9  # outside the 6-minute window: a new Event
-    emit()
-    barrier(ref)
-    assert [m for m, _, _ in http.requests].count("POST") == 2
-
-
-def test_finished_series_are_forgotten_after_the_window(tmp_path):
-    """client-go's finishSeries: a series quiet for 6 minutes, count written, is dropped."""
-    from messages.inbound import Tick
-
-    http = FakeHttp()
-    now = [1_000 * 10**9]
-    actor = EventWriterActor(
-        journal=Journal(None), http=http, namespace="ns", clock_ns=lambda: now[0]
-    )
-    for note in ("pause succeeded", "pause succeeded", "stop succeeded"):
-        actor.on_receive(
-            EmitEvent(container_id="c" * 64, type="Normal", reason="R", action="a", note=note)
-        )
-    assert len(actor.series) == 2
-    now[0] += 301 * 10**9
-    actor.on_receive(Tick())  # writes the pending count of the repeated one
-    assert len(actor.series) == 2
-    now[0] += 361 * 10**9
-    actor.on_receive(Tick())
-    assert actor.series == {}
-
-
 class _SlowRef:
     """An ActorRef stand-in whose mailbox holds ``queued`` messages."""
 
@@ -186,7 +266,7 @@ def test_emit_gate_drops_while_the_writer_is_backlogged():
 def test_emit_gate_reads_a_real_pykka_mailbox(tmp_path):
     from actors.runtime.event_writer import EmitGate
 
-    ref = EventWriterActor.start(journal=Journal(None), http=FakeHttp(), namespace="ns")
+    ref = EventWriterActor.start(journal=Journal(None), http=FakeKubeHttp(), namespace="ns")
     gate = EmitGate(limit=1000)
     event = EmitEvent(container_id="e" * 64, type="Normal", reason="R", action="a", note="n")
     assert gate.tell(ref, event) is True
