@@ -72,13 +72,20 @@ class EventKey:
 
 @dataclass
 class Series:
-    """What is known about one key's Event in the apiserver."""
+    """What is known about one key's Event in the apiserver.
+
+    ``created`` is False while the Event's create is in flight; ``writing`` is True while
+    a write of its count is: repeats meanwhile only count, so one key never has two
+    writes on the wire at once.
+    """
 
     event_name: str
     count: int
     last_ns: int
     written_count: int
     written_ns: int
+    created: bool = True
+    writing: bool = False
 
 
 class SeriesBook:
@@ -113,21 +120,37 @@ class SeriesBook:
         series.last_ns = now_ns
         return series
 
-    def created(self, key: EventKey, event_name: str, now_ns: int) -> None:
-        """The Event of a new key was created; remember it (forgetting the least recently
-        seen key beyond :attr:`max_tracked`)."""
+    def reserve(self, key: EventKey, event_name: str, now_ns: int) -> Series:
+        """The Event of a new key is being created: remember it (forgetting the least
+        recently seen key beyond :attr:`max_tracked`) so that repeats meanwhile count
+        into it. :meth:`confirm` once created, :meth:`forget` if the create failed."""
         if key not in self._series and len(self._series) >= self.max_tracked:
             oldest = min(self._series, key=lambda k: self._series[k].last_ns)
             del self._series[oldest]
-        self._series[key] = Series(event_name, 1, now_ns, 1, now_ns)
+        series = Series(event_name, 1, now_ns, 1, now_ns, created=False)
+        self._series[key] = series
+        return series
+
+    def confirm(self, key: EventKey, series: Series) -> bool:
+        """``series``' Event was created; False when it is no longer remembered."""
+        if self._series.get(key) is not series:
+            return False
+        series.created = True
+        return True
+
+    def created(self, key: EventKey, event_name: str, now_ns: int) -> None:
+        """The Event of a new key was created (:meth:`reserve` and :meth:`confirm`)."""
+        self.confirm(key, self.reserve(key, event_name, now_ns))
 
     def written(self, series: Series, count: int, now_ns: int) -> None:
         """``count`` was written to the series (a later repeat may have raised it since)."""
         series.written_count = max(series.written_count, count)
         series.written_ns = now_ns
 
-    def forget(self, key: EventKey) -> None:
-        self._series.pop(key, None)
+    def forget(self, key: EventKey, series: Series | None = None) -> None:
+        """Forget ``key`` (only if it still stands for ``series``, when given)."""
+        if series is None or self._series.get(key) is series:
+            self._series.pop(key, None)
 
     def due(self, now_ns: int) -> list[tuple[EventKey, Series]]:
         """Series whose unwritten count is due: refreshed after :attr:`update_ns`, or
@@ -136,7 +159,9 @@ class SeriesBook:
         return [
             (key, series)
             for key, series in self._series.items()
-            if series.count > series.written_count
+            if series.created
+            and not series.writing
+            and series.count > series.written_count
             and (
                 now_ns - series.written_ns >= self.update_ns
                 or now_ns - series.last_ns > self.window_ns
@@ -146,14 +171,25 @@ class SeriesBook:
     def expire(self, now_ns: int) -> None:
         """Forget finished series whose count is written."""
         for key, series in list(self._series.items()):
-            if series.count == series.written_count and now_ns - series.last_ns > self.window_ns:
+            if (
+                series.created
+                and not series.writing
+                and series.count == series.written_count
+                and now_ns - series.last_ns > self.window_ns
+            ):
                 del self._series[key]
 
 
 def write_now(series: Series) -> bool:
     """The first repeat of an Event is written at once (count 2), as client-go does, so
-    it is visible within seconds; a failed write is tried again at the next repeat."""
-    return series.written_count < 2
+    it is visible within seconds; a failed write is tried again at the next repeat. Not
+    while the Event's create or another write is in flight (it follows them)."""
+    return (
+        series.created
+        and not series.writing
+        and series.written_count < 2
+        and series.count > series.written_count
+    )
 
 
 def truncate_utf8(text: str, limit: int) -> str:

@@ -130,12 +130,15 @@ class JournaledActor(pykka.ThreadingActor):
         fn: Callable[..., T],
         *args: Any,
         detail: dict[str, Any] | None = None,
+        caused_by: str | None = None,
         **kwargs: Any,
     ) -> T:
         """Run one Docker/Kubernetes call and journal it with its outcome and duration.
 
         The call's exception (if any) is journaled and re-raised unchanged. Once this
         process lost its leadership, the call is not made: :class:`actors.runtime.fence.Fenced`.
+        ``caused_by`` names the causing message when the call runs outside the handler
+        (a worker thread of the actor); by default it is the message being handled.
         """
         started = time.perf_counter()
         error: BaseException | None = None
@@ -150,7 +153,7 @@ class JournaledActor(pykka.ThreadingActor):
                 Effect(
                     actor=self.name,
                     container_id=self.container_id,
-                    causation_id=self._current_msg_id,
+                    causation_id=self._current_msg_id if caused_by is None else caused_by,
                     target=target,
                     op=op,
                     outcome=outcome_of(error),

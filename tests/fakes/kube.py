@@ -775,7 +775,9 @@ class FakeKubeHttp:
       (default: allowed), which may raise the denial to answer.
 
     :meth:`fail_next` queues failures for requests matching ``"METHOD path"``;
-    :attr:`requests` records ``(method, path, query, body, content_type)``.
+    :attr:`requests` records ``(method, path, query, body, content_type)``. Setting
+    :attr:`hold` to an unset ``threading.Event`` holds every request until it is set (a
+    slow apiserver); :attr:`in_flight` and :attr:`max_in_flight` count concurrent ones.
     """
 
     def __init__(self) -> None:
@@ -786,6 +788,9 @@ class FakeKubeHttp:
         self.requests: list[tuple[str, str, dict[str, Any], Any, str]] = []
         self._faults: list[tuple[str, BaseException]] = []
         self.on_dry_run: Callable[[dict[str, Any]], None] = lambda body: None
+        self.hold: threading.Event | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     # --- test controls --------------------------------------------------------------
     def fail_next(self, match: str, exc: BaseException, *, times: int = 1) -> None:
@@ -821,6 +826,20 @@ class FakeKubeHttp:
         timeout: Any = None,
     ) -> dict[str, Any]:
         query = dict(query or {})
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.hold is not None:
+                self.hold.wait(30.0)  # never hang a test run for good
+            return self._answer(method, path, query, body, content_type)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer(
+        self, method: str, path: str, query: dict[str, Any], body: Any, content_type: str
+    ) -> dict[str, Any]:
         with self._lock:
             self.requests.append((method, path, query, copy.deepcopy(body), content_type))
             line = f"{method} {path}"

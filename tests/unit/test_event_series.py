@@ -175,3 +175,37 @@ def test_manifest_fits_the_apiservers_limits() -> None:
     assert len(event["note"].encode()) <= 1024 and len(event["reason"]) <= 128
     assert len(event["action"]) <= 128
     assert len(reporting_instance("h" * 300).encode()) <= 128
+
+
+def test_repeats_during_the_create_count_and_are_written_after_it() -> None:
+    book = SeriesBook()
+    series = book.reserve(key(), "ev-1", T0)
+    repeat = book.observe(key(), T0 + S)
+    assert repeat is series and series.count == 2
+    assert not write_now(series)  # the Event does not exist yet
+    assert book.due(T0 + 3600 * S) == []
+    assert book.confirm(key(), series)
+    assert write_now(series)
+
+
+def test_one_write_per_key_on_the_wire() -> None:
+    book = SeriesBook()
+    book.created(key(), "ev-1", T0)
+    series = book.observe(key(), T0 + S)
+    assert series is not None and write_now(series)
+    series.writing = True
+    book.observe(key(), T0 + 2 * S)
+    assert not write_now(series)
+    assert book.due(T0 + 3600 * S) == []
+    book.expire(T0 + 3600 * S)
+    assert len(book) == 1  # never forgotten under a write in flight
+
+
+def test_a_failed_create_forgets_only_its_own_series() -> None:
+    book = SeriesBook(max_tracked=1)
+    first = book.reserve(key("1"), "ev-1", T0)
+    book.reserve(key("2"), "ev-2", T0 + S)  # evicts the first while its create is in flight
+    assert not book.confirm(key("1"), first)
+    again = book.reserve(key("1"), "ev-3", T0 + 2 * S)
+    book.forget(key("1"), first)  # the first create's failure arrives late
+    assert book.get(key("1")) is again

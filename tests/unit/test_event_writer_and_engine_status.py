@@ -3,6 +3,7 @@ layer) failing like the apiserver."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgspec
@@ -13,11 +14,11 @@ from actors.domain.event_series import SERIES_UPDATE_S, SERIES_WINDOW_S
 from actors.infra.journal import Journal
 from actors.ports.kube_port import KubeNotFound, KubeUnavailable
 from actors.runtime.engine_status import EngineStatus
-from actors.runtime.event_writer import EventWriterActor
+from actors.runtime.event_writer import WRITE_WORKERS, EventWriterActor
 from messages.inbound import EmitEvent, Tick
-from messages.journal import Effect
+from messages.journal import Effect, Received
 from tests.fakes.kube import FakeKubeHttp
-from tests.unit._helpers import barrier, journal_entries
+from tests.unit._helpers import barrier, journal_entries, wait_for
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -85,7 +86,11 @@ def emit(
 def writer(http: FakeKubeHttp, now: list[int]) -> EventWriterActor:
     """The actor object itself, driven through ``on_receive`` (no thread, injected clock)."""
     return EventWriterActor(
-        journal=Journal(None), http=http, namespace="ns", clock_ns=lambda: now[0]
+        journal=Journal(None),
+        http=http,
+        namespace="ns",
+        clock_ns=lambda: now[0],
+        run=lambda job: job(),  # writes in the caller's thread: deterministic
     )
 
 
@@ -96,18 +101,40 @@ def test_event_writer_creates_events_and_survives_failures(tmp_path):
     http.fail_next("POST /apis/events.k8s.io", KubeUnavailable(None, "apiserver away"))
     emit(ref, reason="ActionFailed", type="Warning", note="pause failed")
     emit(ref, reason="ActionSucceeded")
-    barrier(ref)
-    assert len(http.events_of("POST")) == 2
+    wait_for(lambda: len(http.events_of("POST")) == 2 and http.events, message="both writes")
     (event,) = http.events.values()  # the first create failed
     assert event["regarding"]["name"] == CID
     assert (event["reason"], event["action"]) == ("ActionSucceeded", "pause")
     assert event["reportingController"] == "container-controller"
     assert event["reportingInstance"].startswith("container-controller-")
     assert ref.is_alive()
-    outcomes = [
-        e.outcome for e in journal_entries(tmp_path / "trace.jsonl") if isinstance(e, Effect)
-    ]
-    assert outcomes == ["unavailable", "ok"]
+
+    def effects() -> list[Effect]:
+        entries = journal_entries(tmp_path / "trace.jsonl")
+        return [e for e in entries if isinstance(e, Effect)]
+
+    wait_for(lambda: len(effects()) == 2, message="both effects journaled")
+    assert sorted(e.outcome for e in effects()) == ["ok", "unavailable"]
+    # Written on a worker thread, each effect still names the message that caused it.
+    received = {
+        e.msg_id for e in journal_entries(tmp_path / "trace.jsonl") if isinstance(e, Received)
+    }
+    assert {e.causation_id for e in effects()} == received
+
+
+def test_writes_run_in_parallel_on_the_workers(tmp_path):
+    """A burst is written by WRITE_WORKERS requests at once (client-go's recordWorkers);
+    beyond that the actor waits, and everything is written once the apiserver answers."""
+    http = FakeKubeHttp()
+    http.hold = threading.Event()
+    ref = EventWriterActor.start(journal=Journal(None), http=http, namespace="ns")
+    for i in range(WRITE_WORKERS + 5):
+        emit(ref, rv=str(100 + i))
+    wait_for(lambda: http.in_flight == WRITE_WORKERS, message="every worker busy")
+    assert ref.actor_inbox.qsize() >= 4  # the rest waits in the mailbox (EmitGate's bound)
+    http.hold.set()
+    wait_for(lambda: len(http.events) == WRITE_WORKERS + 5, message="all written")
+    assert http.max_in_flight == WRITE_WORKERS
 
 
 def test_kubectl_describe_lists_the_events_of_the_container():
@@ -179,6 +206,7 @@ def test_the_final_count_is_written_when_the_series_finishes():
     actor.on_receive(Tick())
     (event,) = http.events.values()
     assert event["series"]["count"] == 3
+    actor.on_receive(Tick())  # written and finished: forgotten
     assert len(actor.series) == 0
 
 
