@@ -27,8 +27,8 @@ which the apiserver evaluates them cannot change the message:
 
 The ContainerNamespace delete warning (docs/contract.md §5.2) is a second pair, because
 a binding's ``validationActions`` apply to every validation of its policy: the policy
-:data:`NAMESPACE_POLICY_NAME` matches DELETE of ``containernamespaces`` with one
-validation that always fails, and its binding ``dockmirror-<namespace>.containernamespaces``
+:data:`NAMESPACE_POLICY_NAME` matches DELETE of ContainerNamespaces with one
+validation that always fails, and its binding ``dockmirror-<namespace>.<CONTAINER_NAMESPACES>``
 (a dot cannot occur in a namespace name, so it never clashes with another namespace's
 binding) has ``validationActions: [Warn]``: the delete goes ahead and the apiserver
 returns the warning ``Validation failed for ValidatingAdmissionPolicy '<policy>' with
@@ -54,9 +54,9 @@ from actors.domain.webhook_review import (
 )
 
 API_VERSION = "admissionregistration.k8s.io/v1"
-POLICY_NAME = "container-validation.containers.rancherdesktop.io"
+POLICY_NAME = f"container-validation.{GROUP}"
 #: The ContainerNamespace delete warning (the webhook of that name upstream).
-NAMESPACE_POLICY_NAME = "container-namespace-deleting.containers.rancherdesktop.io"
+NAMESPACE_POLICY_NAME = f"container-namespace-deleting.{GROUP}"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dockmirror"}
 
 

@@ -7,18 +7,18 @@ status and response body to send back. It never raises.
 Decisions (in this order, as in the table of docs/contract.md §5.1):
 
 * CREATE with the action annotation key present (any value, even empty) -> deny
-  ``containers.rancherdesktop.io/action annotation is not allowed on create``.
+  ``<ACTION_ANNOTATION> annotation is not allowed on create`` (:data:`CREATE_DENIED_MESSAGE`).
 * UPDATE where the old ``spec`` differs from the new ``spec`` -> deny
   ``spec is immutable: old: <%v>, new: <%v>``. Specs are rendered like Go's ``%v`` of a
   decoded JSON map (see :func:`go_v`); an absent or null spec compares equal to ``{}``
   and renders as ``map[]``.
 * UPDATE where the new object carries the annotation with a value outside
   start|stop|pause|unpause|restart (case-sensitive; empty is invalid) -> deny
-  ``invalid containers.rancherdesktop.io/action annotation <%q of value>``.
+  ``invalid <ACTION_ANNOTATION> annotation <%q of value>``.
 * Everything else (other CREATE/UPDATE, DELETE, CONNECT) -> allow.
 
 A request about a ``ContainerNamespace`` (``request.resource`` is
-``containers.rancherdesktop.io`` ``containernamespaces``; the webhook is registered for
+``GROUP`` ``CONTAINER_NAMESPACES``, :mod:`actors.domain.names`; the webhook is registered for
 its DELETE only) is allowed; a DELETE carries the warning
 ``namespace delete validation not implemented`` (docs/contract.md §5.2), which kubectl
 prints as ``Warning: ...``.

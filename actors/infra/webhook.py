@@ -1,6 +1,6 @@
 """HTTPS admission webhook server and its ValidatingWebhookConfiguration (docs/contract.md §5).
 
-:class:`WebhookServer` serves ``POST /validate-containers-rancherdesktop-io-v1alpha1-container``
+:class:`WebhookServer` serves ``POST`` :data:`VALIDATE_PATH`
 (decisions in :mod:`actors.domain.webhook_review`) and ``GET /healthz`` on 127.0.0.1 over TLS.
 No request -- oversized, truncated, not HTTP, not TLS -- can stop the serving thread:
 the TLS handshake and each connection run in their own daemon thread, and every failure
@@ -40,7 +40,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from actors.domain.names import ACTION_ANNOTATION, CONTAINER_NAMESPACES, CONTAINERS, GROUP, VERSION
+from actors.domain.names import (
+    ACTION_ANNOTATION,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    JSON,
+    VERSION,
+)
 from actors.domain.webhook_review import CREATE_DENIED_MESSAGE, MAX_BODY_BYTES, review
 from actors.ports.kube_port import (
     KubeConflict,
@@ -54,11 +61,12 @@ from actors.ports.kube_port import (
 
 logger = logging.getLogger("dockmirror.webhook")
 
-VALIDATE_PATH = "/validate-containers-rancherdesktop-io-v1alpha1-container"
+#: controller-runtime's path for the validating webhook of Container (group dots as dashes).
+VALIDATE_PATH = f"/validate-{GROUP.replace('.', '-')}-{VERSION}-container"
 HEALTHZ_PATH = "/healthz"
-WEBHOOK_NAME = "container-mutating.containers.rancherdesktop.io"
+WEBHOOK_NAME = f"container-mutating.{GROUP}"
 #: The ContainerNamespace delete warning's webhook (rancher-desktop-daemon's name).
-NAMESPACE_WEBHOOK_NAME = "container-namespace-deleting.containers.rancherdesktop.io"
+NAMESPACE_WEBHOOK_NAME = f"container-namespace-deleting.{GROUP}"
 #: Label carried by the dry-run probe object; its value is a random token.
 PROBE_LABEL = "dockmirror.rancherdesktop.io/webhook-probe"
 
@@ -258,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, *, close: bool = False, ctype: str = "") -> None:
         self.server.note(self.conn, Phase.ANSWER)
         self.send_response(status)
-        self.send_header("Content-Type", ctype or "application/json")
+        self.send_header("Content-Type", ctype or JSON)
         self.send_header("Content-Length", str(len(body)))
         if close:
             self.send_header("Connection", "close")

@@ -51,14 +51,11 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
-from actors.domain.names import (  # noqa: F401  (re-exported: the port's callers use them)
+from actors.domain.names import (
     ACTION_ANNOTATION,
-    ACTIONS_MANAGER,
     API_VERSION,
     APPLY_PATCH,
-    CONTAINER_NAMESPACES,
     CONTAINERS,
-    DISPATCH_ANNOTATION,
     ENGINE_MANAGER,
     FINALIZER,
     GROUP,
@@ -334,7 +331,7 @@ class KubeHttp:
         if fault is not None and fault != "timeout_after":
             raise _injected(fault)
         full_path = path + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": JSON, "Content-Type": content_type}
         try:
             response = self.api_client.call_api(
                 full_path,
@@ -510,7 +507,7 @@ class MirrorStore:
         )
         return WatchStream(response)
 
-    # --- engine writes (SSA, manager engine-controller) --------------------------
+    # --- engine writes (SSA, manager ENGINE_MANAGER) ---------------------------
     def apply_metadata(self, name: str) -> dict[str, Any]:
         """Create the mirror if missing, re-assert the finalizer (docs/contract.md §2.6 step 2)."""
         body = {

@@ -138,7 +138,7 @@ def annotation_write_time(obj: dict[str, Any]) -> str:
 class DispatchRecord(msgspec.Struct, kw_only=True, frozen=True):
     """A ``restart`` sent to Docker whose request is not finished yet.
 
-    Stored as JSON in the Container's ``dockmirror.rancherdesktop.io/restart-dispatch``
+    Stored as JSON in the Container's :data:`~actors.domain.names.DISPATCH_ANNOTATION`
     annotation, written (with the object's resourceVersion as precondition) *before*
     the Docker call and removed in the same merge patch that removes the action
     annotation. It lives in the cluster, so every instance of the service sees it: a

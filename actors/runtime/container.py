@@ -33,6 +33,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.domain.mirror_status import comparable_status, compute_conditions, mirror_status
+from actors.domain.names import (
+    ACTION_ANNOTATION,
+    ACTIONS_MANAGER,
+    DISPATCH_ANNOTATION,
+    ENGINE_MANAGER,
+    FINALIZER,
+)
 from actors.domain.timefmt import kube_now
 from actors.infra import faults
 from actors.infra.journal import Journal
@@ -45,11 +52,6 @@ from actors.ports.docker_port import (
     removal_in_progress,
 )
 from actors.ports.kube_port import (
-    ACTION_ANNOTATION,
-    ACTIONS_MANAGER,
-    DISPATCH_ANNOTATION,
-    ENGINE_MANAGER,
-    FINALIZER,
     KubeConflict,
     KubeError,
     KubeForbidden,

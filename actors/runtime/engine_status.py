@@ -25,18 +25,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from actors.domain.names import ENGINE_READY, MOBY
-from actors.domain.timefmt import kube_now
-from actors.ports.kube_port import (
+from actors.domain.names import (
     API_VERSION,
+    APPLY_PATCH,
     CONTAINER_NAMESPACES,
     ENGINE_MANAGER,
-    KubeConflict,
-    KubeForbidden,
-    KubeHttp,
-    KubeNotFound,
-    custom_path,
+    ENGINE_READY,
+    MERGE_PATCH,
+    MOBY,
 )
+from actors.domain.timefmt import kube_now
+from actors.ports.kube_port import KubeConflict, KubeForbidden, KubeHttp, KubeNotFound, custom_path
 from actors.service.startup_checks import StartupCheckError
 
 log = logging.getLogger("dockmirror.engine_status")
@@ -128,7 +127,7 @@ class EngineStatus:
             custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY),
             query={"fieldManager": ENGINE_MANAGER, "force": "true"},
             body=body,
-            content_type="application/apply-patch+yaml",
+            content_type=APPLY_PATCH,
         )
 
     def set_ready(self, ready: bool, reason: str, message: str) -> None:
@@ -193,7 +192,7 @@ class EngineStatus:
             custom_path(self.namespace, CONTAINER_NAMESPACES, MOBY, "status"),
             query={"fieldManager": ENGINE_MANAGER},
             body={"status": {"conditions": [*others, condition]}},
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
         )
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
 
+from actors.domain.names import GROUP
 from actors.infra.logsetup import configure_logging
 from actors.service.config import Config, build_run_parser, load_config
 from actors.service.options import OneLineParser
@@ -127,7 +128,7 @@ def _call(prog: str, build: Callable[[], list[dict[str, Any]]], out: TextIO) -> 
 def crds_command(argv: Sequence[str], out: TextIO) -> int:
     parser = _subparser(
         "crds",
-        "Print the CustomResourceDefinitions of containers.rancherdesktop.io as YAML "
+        f"Print the CustomResourceDefinitions of {GROUP} as YAML "
         f"documents: `{PROG} crds | kubectl apply -f -` (needs CRD write access).",
     )
     parser.add_argument(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.domain.log_stream import DEFAULT_MAX_LOG_STREAMS
+from actors.domain.names import ACTION_ANNOTATION
 from actors.infra.http_endpoint import DEFAULT_HTTP_ADDRESS, AddressError, parse_http_address
 from actors.runtime.leader import LeaseTiming
 from actors.service.admission import MODES as ADMISSION_MODES
@@ -262,7 +263,7 @@ class Config:
 
 RUN_DESCRIPTION = (
     "Mirror a Docker engine's containers into Kubernetes Container resources and run "
-    "containers.rancherdesktop.io/action requests."
+    f"{ACTION_ANNOTATION} requests."
 )
 
 

@@ -28,15 +28,8 @@ from actors.domain.crds import (
     CONTAINER_NAMESPACE_CRD_NAME,
     SERVED_PROBE_SELECTOR,
 )
-from actors.ports.kube_port import (
-    CONTAINER_NAMESPACES,
-    CONTAINERS,
-    GROUP,
-    VERSION,
-    KubeHttp,
-    KubeNotFound,
-    custom_path,
-)
+from actors.domain.names import CONTAINER_NAMESPACES, CONTAINERS, GROUP, VERSION
+from actors.ports.kube_port import KubeHttp, KubeNotFound, custom_path
 
 #: What an admin runs to install or upgrade the CRDs.
 INSTALL_HINT = "dockmirror crds | kubectl apply -f -"
@@ -99,9 +92,9 @@ def check_crds_served(
 ) -> None:
     """Check that the CRDs are installed and their resources served; write nothing.
 
-    1. Discovery of ``containers.rancherdesktop.io/v1alpha1`` must list
-       ``containers``, ``containers/status``, ``containernamespaces`` and
-       ``containernamespaces/status``; a CRD still missing after ``grace_s`` raises
+    1. Discovery of ``GROUP/VERSION`` (:mod:`actors.domain.names`) must list the
+       ``CONTAINERS`` and ``CONTAINER_NAMESPACES`` plurals and their ``/status``; a CRD
+       still missing after ``grace_s`` raises
        :class:`CRDNotServed`.
     2. A list of Containers in ``namespace`` with a selector that matches nothing (the
        same probe as the install's, ``actors/service/crd_install.py: wait_served``)

@@ -43,11 +43,10 @@ from typing import Any
 
 from kubernetes import config as k8s_config
 
+from actors.domain.names import ACTION_ANNOTATION, ACTIONS_MANAGER
 from actors.domain.timefmt import kube_now
 from actors.ports.docker_port import DockerPort, DockerUnavailable
 from actors.ports.kube_port import (
-    ACTION_ANNOTATION,
-    ACTIONS_MANAGER,
     KubeConflict,
     KubeError,
     KubeHttp,

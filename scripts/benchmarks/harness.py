@@ -28,16 +28,8 @@ from kubernetes import config as k8s_config
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from actors.ports.kube_port import (
-    ACTION_ANNOTATION,
-    CONTAINER_NAMESPACES,
-    CONTAINERS,
-    KubeError,
-    KubeHttp,
-    KubeNotFound,
-    MirrorStore,
-    custom_path,
-)
+from actors.domain.names import ACTION_ANNOTATION, CONTAINER_NAMESPACES, CONTAINERS, MERGE_PATCH
+from actors.ports.kube_port import KubeError, KubeHttp, KubeNotFound, MirrorStore, custom_path
 from benchmarks import cost
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -369,7 +361,7 @@ class Kube:
                         "PATCH",
                         custom_path(namespace, plural, name),
                         body={"metadata": {"finalizers": None}},
-                        content_type="application/merge-patch+json",
+                        content_type=MERGE_PATCH,
                     )
 
             with cf.ThreadPoolExecutor(workers) as pool:

@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import ACTION_ANNOTATION as ACTION
+from actors.domain.names import CONTAINERS, FINALIZER, GROUP, JSON, VERSION
 from messages.journal import Received
 from scripts.chaoslib.harness import (
     Driver,
@@ -29,11 +31,10 @@ from scripts.chaoslib.harness import (
     log,
     settle_and_check,
 )
-from scripts.chaoslib.invariants import ACTION, Result, annotations_of
-from tests.support.service import GROUP, VERSION, Service
+from scripts.chaoslib.invariants import Result, annotations_of
+from tests.support.service import Service
 
 HOLD = "chaos.dockmirror.io/hold"
-FINALIZER = "engine.rancherdesktop.io/mirror"
 ACTION_EVENTS = {"start", "stop", "pause", "unpause", "restart", "kill", "die"}
 
 
@@ -73,7 +74,7 @@ class Catalogue:
             if status
             else self.api.patch_namespaced_custom_object
         )
-        return fn(GROUP, VERSION, self.ns, "containers", name, body)
+        return fn(GROUP, VERSION, self.ns, CONTAINERS, name, body)
 
     def annotate(self, name: str, value: Any) -> dict[str, Any]:
         return self.patch(name, {"metadata": {"annotations": {ACTION: value}}})
@@ -134,13 +135,13 @@ class Catalogue:
             "kind": "Container",
             "metadata": {"name": name, "annotations": annotations or {}},
         }
-        return self.api.create_namespaced_custom_object(GROUP, VERSION, self.ns, "containers", body)
+        return self.api.create_namespaced_custom_object(GROUP, VERSION, self.ns, CONTAINERS, body)
 
     def delete_raw(self, name: str) -> None:
         with contextlib.suppress(ApiException):
             self.patch(name, {"metadata": {"finalizers": None}})
         with contextlib.suppress(ApiException):
-            self.api.delete_namespaced_custom_object(GROUP, VERSION, self.ns, "containers", name)
+            self.api.delete_namespaced_custom_object(GROUP, VERSION, self.ns, CONTAINERS, name)
 
     # --- cases -------------------------------------------------------------------------
     def webhook_denies_invalid_values(self) -> str:
@@ -148,7 +149,7 @@ class Catalogue:
         for value in ("bogus", "", "Start", " stop", "stop\n", "restart;rm -rf /"):
             self.denied(
                 lambda v=value: self.annotate(cid, v),
-                "invalid containers.rancherdesktop.io/action annotation",
+                f"invalid {ACTION} annotation",
             )
         obj = self.svc.mirror(cid) or {}
         _expect("lastAction" not in obj.get("status", {}), "lastAction appeared")
@@ -347,9 +348,7 @@ class Catalogue:
             },
         }
         conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
-        conn.request(
-            "POST", path, body=json.dumps(good), headers={"Content-Type": "application/json"}
-        )
+        conn.request("POST", path, body=json.dumps(good), headers={"Content-Type": JSON})
         resp = json.loads(conn.getresponse().read())
         conn.close()
         _expect(
@@ -368,7 +367,7 @@ class Catalogue:
         assert obj is not None
         fins = [*obj["metadata"].get("finalizers", []), HOLD]
         self.patch(cid, {"metadata": {"finalizers": fins}})
-        self.api.delete_namespaced_custom_object(GROUP, VERSION, self.ns, "containers", cid)
+        self.api.delete_namespaced_custom_object(GROUP, VERSION, self.ns, CONTAINERS, cid)
         # Deletion wins: the service force-removes the container and strips its finalizer.
         _until(
             lambda: (

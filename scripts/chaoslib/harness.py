@@ -26,9 +26,10 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import ACTION_ANNOTATION as ACTION
+from actors.domain.names import CONTAINERS, GROUP, VERSION
 from actors.infra import faults
 from scripts.chaoslib.invariants import (
-    ACTION,
     Book,
     Matching,
     OutcomeRecord,
@@ -53,7 +54,7 @@ from scripts.chaoslib.invariants import (
     stuck_problems,
 )
 from tests.support.devenv import Devenv, start_devenv
-from tests.support.service import GROUP, VERSION, Service
+from tests.support.service import Service
 
 LABEL = "dockmirror.chaos"
 IMAGE = "busybox:local"
@@ -146,9 +147,9 @@ class Env:
         return views
 
     def mirrors(self) -> dict[str, dict[str, Any]]:
-        items = self.api.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "containers"
-        )["items"]
+        items = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, CONTAINERS)[
+            "items"
+        ]
         return {o["metadata"]["name"]: o for o in items}
 
     def remove_containers(self, campaign: str | None = None) -> None:
@@ -183,7 +184,7 @@ class Env:
                         GROUP,
                         VERSION,
                         self.namespace,
-                        "containers",
+                        CONTAINERS,
                         name,
                         {"metadata": {"finalizers": None}},
                     )
@@ -479,7 +480,7 @@ class OutcomeWatch:
 
     def _relist(self, gap_from: int | None) -> None:
         listed = self.env.api.list_namespaced_custom_object(
-            GROUP, VERSION, self.env.namespace, "containers"
+            GROUP, VERSION, self.env.namespace, CONTAINERS
         )
         list_rv = listed["metadata"]["resourceVersion"]
         for obj in listed["items"]:
@@ -503,7 +504,7 @@ class OutcomeWatch:
                     GROUP,
                     VERSION,
                     self.env.namespace,
-                    "containers",
+                    CONTAINERS,
                     resource_version=self._rv,
                     allow_watch_bookmarks=True,
                     timeout_seconds=30,
@@ -661,7 +662,7 @@ class Driver:
 
     def _get(self, cid: str) -> dict[str, Any]:
         return self.env.api.get_namespaced_custom_object(
-            GROUP, VERSION, self.env.namespace, "containers", cid
+            GROUP, VERSION, self.env.namespace, CONTAINERS, cid
         )
 
     def write(self, cid: str, value: str, deadline_s: float = 120.0) -> Request:
@@ -696,7 +697,7 @@ class Driver:
             }
             try:
                 out = self.env.api.patch_namespaced_custom_object(
-                    GROUP, VERSION, self.env.namespace, "containers", cid, body
+                    GROUP, VERSION, self.env.namespace, CONTAINERS, cid, body
                 )
                 write_rv = int(out["metadata"]["resourceVersion"])
             except ApiException as exc:

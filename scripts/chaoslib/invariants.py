@@ -32,8 +32,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-ACTION = "containers.rancherdesktop.io/action"
-VALID_ACTIONS = ("start", "stop", "pause", "unpause", "restart")
+from actors.domain.names import ACTION_ANNOTATION, ACTIONS
+
+VALID_ACTIONS = ACTIONS
 STOPPED = frozenset({"exited", "created", "dead"})
 
 # (action, state) -> Docker states allowed after quiescence, and an error substring
@@ -124,9 +125,9 @@ def stuck_annotations(
 ) -> list[str]:
     """Invariant 1: no mirror still carries the action annotation after quiescence."""
     return [
-        f"{name[:12]}: annotation {annotations_of(obj)[ACTION]!r} never consumed"
+        f"{name[:12]}: annotation {annotations_of(obj)[ACTION_ANNOTATION]!r} never consumed"
         for name, obj in sorted(mirrors.items())
-        if ACTION in annotations_of(obj) and name not in exclude
+        if ACTION_ANNOTATION in annotations_of(obj) and name not in exclude
     ]
 
 

@@ -50,8 +50,10 @@ from typing import Any, TypeVar
 from actors.domain.names import (
     ACTION_ANNOTATION,
     API_VERSION,
+    CONTAINERS,
     ENGINE_MANAGER,
     FINALIZER,
+    GROUP,
     JSON,
     MERGE_PATCH,
 )
@@ -93,8 +95,8 @@ OPS = (
     "patch_metadata",
     "delete",
 )
-RESOURCE = "containers.containers.rancherdesktop.io"
-WEBHOOK_NAME = "container-mutating.containers.rancherdesktop.io"
+RESOURCE = f"{CONTAINERS}.{GROUP}"
+WEBHOOK_NAME = f"container-mutating.{GROUP}"
 PATCHABLE_METADATA = ("annotations", "labels", "finalizers", "ownerReferences")
 ACTIONS = ("start", "stop", "pause", "unpause", "restart")
 STATES = ("Succeeded", "Failed")
@@ -550,7 +552,7 @@ class FakeMirrorStore:
             name = old["metadata"]["name"]
             raise KubeInvalid(
                 422,
-                f'Container.containers.rancherdesktop.io "{name}" is invalid: '
+                f'Container.{GROUP} "{name}" is invalid: '
                 "metadata.finalizers: Forbidden: no new finalizers can be added if the object "
                 f"is being deleted, found new finalizers []string{{{_quoted_list(added)}}}",
                 reason="Invalid",
@@ -579,7 +581,7 @@ class FakeMirrorStore:
             if value not in allowed:
                 raise KubeInvalid(
                     422,
-                    f'Container.containers.rancherdesktop.io "{name}" is invalid: '
+                    f'Container.{GROUP} "{name}" is invalid: '
                     f"status.lastAction.{field}: Unsupported value: {json.dumps(value)}: "
                     f"supported values: {_quoted_list(list(allowed))}",
                     reason="Invalid",

@@ -8,8 +8,8 @@ import time
 
 from kubernetes import client as k8s
 
+from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP, VERSION
 from tests.support.docker_cleanup import force_remove
-from tests.support.service import ACTION, GROUP, VERSION
 from tests.support.wait import wait_for
 
 KUBE_TIME = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
@@ -112,7 +112,7 @@ def test_33_overwrite_while_stop_in_flight_ends_running(service, run_container):
     obj = service.wait_mirror(
         c.id,
         lambda m: (
-            ACTION not in (m["metadata"].get("annotations") or {})
+            ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {})
             and (m["status"].get("lastAction") or {}).get("action") == "start"
         ),
         timeout=40,
@@ -130,11 +130,11 @@ def test_35_action_on_terminating_mirror_never_runs(service, run_container, dock
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         c.id,
         {"metadata": {"finalizers": [*obj["metadata"]["finalizers"], "test.dockmirror/block"]}},
     )
-    api.delete_namespaced_custom_object(GROUP, VERSION, service.namespace, "containers", c.id)
+    api.delete_namespaced_custom_object(GROUP, VERSION, service.namespace, CONTAINERS, c.id)
     service.annotate(c.id, "stop")  # added after the delete: must never run
     # The finalizer pass force-removes the Docker container.
     wait_for(
@@ -151,7 +151,7 @@ def test_35_action_on_terminating_mirror_never_runs(service, run_container, dock
             GROUP,
             VERSION,
             service.namespace,
-            "containers",
+            CONTAINERS,
             c.id,
             {"metadata": {"finalizers": None}},
         )
@@ -182,7 +182,7 @@ def test_37_destroy_racing_kubectl_delete(service, run_container):
     def kube_delete():
         try:
             service.api.delete_namespaced_custom_object(
-                GROUP, VERSION, service.namespace, "containers", c.id
+                GROUP, VERSION, service.namespace, CONTAINERS, c.id
             )
         except Exception as exc:  # 404 is fine here
             errors.append(exc)
@@ -268,7 +268,7 @@ def test_46_container_gone_from_docker_mirror_present(service):
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Container", "metadata": {"name": ghost}},
     )
     la = service.request(ghost, "stop")
@@ -285,7 +285,7 @@ def test_only_real_mirrors_id_prefix_is_not_resolved(service, run_container, doc
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Container", "metadata": {"name": prefix}},
     )
     la = service.request(prefix, "stop")
@@ -306,13 +306,13 @@ def test_57_several_actions_at_once_one_fails(service, run_container):
     for c in running:
         obj = service.wait_mirror(
             c.id,
-            lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+            lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
             message="pause consumed",
         )
         assert obj["status"]["lastAction"]["state"] == "Succeeded"
     obj = service.wait_mirror(
         exited.id,
-        lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
         message="failing pause consumed",
     )
     assert obj["status"]["lastAction"]["state"] == "Failed"
@@ -329,12 +329,12 @@ def test_parallel_containers_slow_stop_does_not_delay_pause(service, run_contain
     assert la["state"] == "Succeeded"
     # The pause finished while the slow stop was still in flight.
     slow_obj = service.mirror(slow.id)
-    assert ACTION in (slow_obj["metadata"].get("annotations") or {}), (
+    assert ACTION_ANNOTATION in (slow_obj["metadata"].get("annotations") or {}), (
         "the 10 s stop had already finished: the pause waited for it"
     )
     la = service.wait_mirror(
         slow.id,
-        lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
         timeout=40,
         message="slow stop done",
     )["status"]["lastAction"]

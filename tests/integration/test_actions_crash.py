@@ -5,7 +5,7 @@ exactly-once restart rule of docs/actions.md.
 The service SIGKILLs itself at a fault point (``DOCKMIRROR_FAULTS=POINT=kill``); the test
 starts it again without the fault and checks the end state against Docker's own record:
 for ``restart``, exactly one Docker ``restart`` event per request. The restart's
-dispatch record lives on the Container itself (annotation ``DISPATCH``), so what
+dispatch record lives on the Container itself (annotation ``DISPATCH_ANNOTATION``), so what
 survives the crash is in the cluster, not in the state directory.
 """
 
@@ -18,7 +18,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.support.service import ACTION, DISPATCH, Service
+from actors.domain.names import ACTION_ANNOTATION, DISPATCH_ANNOTATION
+from tests.support.service import Service
 from tests.support.wait import wait_for
 
 BEFORE_DOCKER = "action.before_docker"
@@ -33,7 +34,7 @@ EXPECTED_STATE = {"restart": "running", "stop": "exited", "pause": "paused"}
 
 # --- helpers ------------------------------------------------------------------------------
 def annotation(obj: dict) -> str | None:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ACTION)
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ACTION_ANNOTATION)
 
 
 def last_action(obj: dict) -> dict:
@@ -80,7 +81,7 @@ def wait_done(svc: Service, container_id: str, action: str, timeout: float = 40.
 def dispatch_record(svc: Service, container_id: str) -> str | None:
     """The restart dispatch record on the mirror (JSON text), or None."""
     obj = svc.mirror(container_id) or {}
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(DISPATCH)
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(DISPATCH_ANNOTATION)
 
 
 def verdicts(svc: Service, container_id: str) -> list[str]:

@@ -20,11 +20,12 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from actors.domain.admission_policy import POLICY_NAME, binding_name, policy_manifests
+from actors.domain.names import ACTION_ANNOTATION, GROUP, INSTALL_MANAGER, VERSION
 from actors.domain.webhook_review import go_quote
-from tests.support.service import ACTION, GROUP, VERSION, Service
+from tests.support.service import Service
 from tests.support.wait import wait_for
 
-CREATE_DENIED = f"{ACTION} annotation is not allowed on create"
+CREATE_DENIED = f"{ACTION_ANNOTATION} annotation is not allowed on create"
 #: Values whose Go %q rendering exercises every branch of the CEL quoting.
 TRICKY_VALUES = [
     "bogus",
@@ -47,7 +48,12 @@ def prefix(namespace: str) -> str:
 
 def annotate(kubectl, namespace: str, name: str, value: str):
     return kubectl(
-        "annotate", "-n", namespace, "--overwrite", f"container/{name}", f"{ACTION}={value}"
+        "annotate",
+        "-n",
+        namespace,
+        "--overwrite",
+        f"container/{name}",
+        f"{ACTION_ANNOTATION}={value}",
     )
 
 
@@ -55,7 +61,11 @@ def create_with_annotation(kubectl, namespace: str, name: str, dry_run: bool = F
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Container",
-        "metadata": {"name": name, "namespace": namespace, "annotations": {ACTION: "start"}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {ACTION_ANNOTATION: "start"},
+        },
     }
     args = ["create", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
     return kubectl(*args, input=json.dumps(body))
@@ -95,10 +105,10 @@ def assert_policy_denials(kubectl, service: Service, cid: str) -> None:
     for value in TRICKY_VALUES:
         res = annotate(kubectl, ns, cid, value)
         assert res.returncode != 0, value
-        expected = f"{prefix(ns)}invalid {ACTION} annotation {go_quote(value)}"
+        expected = f"{prefix(ns)}invalid {ACTION_ANNOTATION} annotation {go_quote(value)}"
         assert res.stderr.strip().endswith(expected), (value, res.stderr)
     obj = service.mirror(cid)
-    assert obj is not None and ACTION not in (obj["metadata"].get("annotations") or {})
+    assert obj is not None and ACTION_ANNOTATION not in (obj["metadata"].get("annotations") or {})
     assert service.mirror("with-annotation") is None
 
 
@@ -161,11 +171,13 @@ def test_skip_install_with_manifests_installed_by_an_admin(
     c = run_container()
     service.wait_status(c.id, "running")
     res = annotate(kubectl, ns, c.id, "bogus")
-    assert res.stderr.strip().endswith(f'{prefix(ns)}invalid {ACTION} annotation "bogus"')
+    assert res.stderr.strip().endswith(
+        f'{prefix(ns)}invalid {ACTION_ANNOTATION} annotation "bogus"'
+    )
     # The service only read them: the binding has no field manager of ours.
     binding = read_admission(api_client, "binding", binding_name(ns))
     managers = {m["manager"] for m in binding["metadata"]["managedFields"]}
-    assert "dockmirror" not in managers
+    assert INSTALL_MANAGER not in managers
 
 
 def test_webhook_url_unreachable_exits_cleanly_and_removes_its_configuration(

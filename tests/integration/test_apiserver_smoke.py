@@ -14,6 +14,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import MERGE_PATCH
 from actors.ports.kube_port import CrdStore, KubeHttp
 from actors.service.crd_install import wait_served
 from tests.support.wait import wait_for
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.integration
 GROUP = "smoke.dockmirror.test"
 VERSION = "v1"
 PLURAL = "widgets"
-MERGE = "application/merge-patch+json"
 
 CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -114,7 +114,7 @@ def test_create_get_conflict_and_status(widgets: k8s.CustomObjectsApi, namespace
     assert got["spec"] == {"color": "red", "size": 1}
 
     bumped = widgets.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "a", {"spec": {"size": 2}}, _content_type=MERGE
+        GROUP, VERSION, namespace, PLURAL, "a", {"spec": {"size": 2}}, _content_type=MERGE_PATCH
     )
     assert bumped["metadata"]["resourceVersion"] != stale_rv
 
@@ -126,18 +126,30 @@ def test_create_get_conflict_and_status(widgets: k8s.CustomObjectsApi, namespace
             PLURAL,
             "a",
             {"metadata": {"resourceVersion": stale_rv}, "spec": {"size": 3}},
-            _content_type=MERGE,
+            _content_type=MERGE_PATCH,
         )
     assert err.value.status == 409
 
     st = widgets.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, "a", {"status": {"phase": "Ready"}}, _content_type=MERGE
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "a",
+        {"status": {"phase": "Ready"}},
+        _content_type=MERGE_PATCH,
     )
     assert st["status"] == {"phase": "Ready"}
     assert st["spec"] == {"color": "red", "size": 2}
     # The main resource ignores status changes when the status subresource is enabled.
     main = widgets.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "a", {"status": {"phase": "X"}}, _content_type=MERGE
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "a",
+        {"status": {"phase": "X"}},
+        _content_type=MERGE_PATCH,
     )
     assert main["status"] == {"phase": "Ready"}
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from actors.domain.names import CONTAINERS, GROUP, VERSION
 from scripts.chaoslib.harness import Env, OutcomeWatch
 from scripts.chaoslib.selftest import BUDGET, probe
 from tests.support.devenv import Devenv
-from tests.support.service import GROUP, VERSION
 from tests.support.wait import wait_for
 
 
@@ -47,7 +47,7 @@ def test_outcome_watch_sees_back_to_back_last_action_writes(chaos_env: Env) -> N
     with OutcomeWatch(env) as watch:
         for la in records:  # no pause between the writes: a 0.2 s poll would miss some
             env.api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, env.namespace, "containers", cid, {"status": {"lastAction": la}}
+                GROUP, VERSION, env.namespace, CONTAINERS, cid, {"status": {"lastAction": la}}
             )
         final = env.mirrors()
         assert watch.caught_up(final)

@@ -18,15 +18,13 @@ from kubernetes.client.exceptions import ApiException
 
 from actors.domain import crds
 from actors.domain.mirror_status import compute_conditions, mirror_status
-from actors.domain.names import GROUP, VERSION
+from actors.domain.names import CONTAINER_NAMESPACES, CONTAINERS, GROUP, JSON, MERGE_PATCH, VERSION
 from actors.ports.kube_port import KubeHttp
 from actors.service.crd_install import install_crds
 from tests.support.devenv import Devenv
 from tests.support.samples import CONTAINER_ID, INSPECT_RUNNING, inspect_with
 
 pytestmark = pytest.mark.integration
-
-MERGE = "application/merge-patch+json"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +38,7 @@ def custom(installed):
     return kubernetes.client.CustomObjectsApi(installed)
 
 
-def _create(custom, namespace, name, plural="containers", kind="Container", **extra):
+def _create(custom, namespace, name, plural=CONTAINERS, kind="Container", **extra):
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": kind,
@@ -50,13 +48,13 @@ def _create(custom, namespace, name, plural="containers", kind="Container", **ex
     return custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
 
 
-def _patch_status(custom, namespace, name, status, plural="containers"):
+def _patch_status(custom, namespace, name, status, plural=CONTAINERS):
     return custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE
+        GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH
     )
 
 
-def _get(custom, namespace, name, plural="containers"):
+def _get(custom, namespace, name, plural=CONTAINERS):
     return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
 
 
@@ -167,18 +165,18 @@ def test_selectable_field_and_printer_columns(custom, installed, namespace):
     _patch_status(custom, namespace, name, status)
 
     listed = custom.list_namespaced_custom_object(
-        GROUP, VERSION, namespace, "containers", field_selector="status.namespace=moby"
+        GROUP, VERSION, namespace, CONTAINERS, field_selector="status.namespace=moby"
     )
     assert name in {item["metadata"]["name"] for item in listed["items"]}
     none = custom.list_namespaced_custom_object(
-        GROUP, VERSION, namespace, "containers", field_selector="status.namespace=k8s.io"
+        GROUP, VERSION, namespace, CONTAINERS, field_selector="status.namespace=k8s.io"
     )
     assert none["items"] == []
 
     response = installed.call_api(
-        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/containers/{name}",
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{CONTAINERS}/{name}",
         "GET",
-        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        header_params={"Accept": f"{JSON};as=Table;v=v1;g=meta.k8s.io"},
         auth_settings=["BearerToken"],
         _preload_content=False,
     )
@@ -201,7 +199,7 @@ def test_selectable_field_and_printer_columns(custom, installed, namespace):
 
 
 def test_container_namespace_engine_ready_condition(custom, namespace):
-    _create(custom, namespace, "moby", plural="containernamespaces", kind="ContainerNamespace")
+    _create(custom, namespace, "moby", plural=CONTAINER_NAMESPACES, kind="ContainerNamespace")
     condition = {
         "type": "EngineReady",
         "status": "True",
@@ -210,9 +208,9 @@ def test_container_namespace_engine_ready_condition(custom, namespace):
         "lastTransitionTime": "2025-11-22T00:35:00Z",
     }
     _patch_status(
-        custom, namespace, "moby", {"conditions": [condition]}, plural="containernamespaces"
+        custom, namespace, "moby", {"conditions": [condition]}, plural=CONTAINER_NAMESPACES
     )
-    stored = _get(custom, namespace, "moby", plural="containernamespaces")
+    stored = _get(custom, namespace, "moby", plural=CONTAINER_NAMESPACES)
     assert stored["status"]["conditions"] == [condition]
 
 

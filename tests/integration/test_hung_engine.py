@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.domain.names import ACTION_ANNOTATION
 from tests.support.devenv import REPO_ROOT
-from tests.support.service import ACTION
 from tests.support.wait import wait_for
 
 STATE = REPO_ROOT / ".devenv"
@@ -78,7 +78,7 @@ def test_hung_engine_turns_engine_ready_false_and_everything_resumes(
     )
     obj = service.wait_mirror(
         c.id,
-        lambda m: ACTION not in ((m.get("metadata") or {}).get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in ((m.get("metadata") or {}).get("annotations") or {}),
         timeout=90,
         message="the pause requested during the hang consumed",
     )

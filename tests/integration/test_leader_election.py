@@ -17,8 +17,9 @@ from collections import Counter
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import ACTION_ANNOTATION, DISPATCH_ANNOTATION
 from tests.support.devenv import DEVENV_SCRIPT, REPO_ROOT
-from tests.support.service import ACTION, DISPATCH, Service
+from tests.support.service import Service
 from tests.support.wait import wait_for
 
 LEASE = "dockmirror"
@@ -72,7 +73,7 @@ def request_restart(client: Service, container_id: str, timeout: float = 90.0) -
     )
     obj = client.wait_mirror(
         container_id,
-        lambda m: ACTION not in annotations(m),
+        lambda m: ACTION_ANNOTATION not in annotations(m),
         timeout=timeout,
         message="restart request consumed",
     )
@@ -130,14 +131,14 @@ def test_standby_takes_over_a_stream_of_restarts_exactly_once(
         leader.annotate(cid, "restart")
         wait_for(
             lambda cid=cid: (
-                DISPATCH in annotations(leader.mirror(cid))
-                or ACTION not in annotations(leader.mirror(cid))
+                DISPATCH_ANNOTATION in annotations(leader.mirror(cid))
+                or ACTION_ANNOTATION not in annotations(leader.mirror(cid))
             ),
             timeout=30,
             interval=0.02,
             message="the restart dispatched",
         )
-        in_flight = DISPATCH in annotations(leader.mirror(cid))
+        in_flight = DISPATCH_ANNOTATION in annotations(leader.mirror(cid))
         leader.kill()
         killed_at = time.monotonic()
         took_over_at = wait_for(
@@ -150,7 +151,7 @@ def test_standby_takes_over_a_stream_of_restarts_exactly_once(
             message="the standby takes the Lease",
         )
         obj = standby.wait_mirror(
-            cid, lambda m: ACTION not in annotations(m), timeout=90, message="replayed"
+            cid, lambda m: ACTION_ANNOTATION not in annotations(m), timeout=90, message="replayed"
         )
         outcomes.append((obj.get("status") or {}).get("lastAction") or {})
         print(f"killed with the restart in flight: {in_flight}; {verdicts(standby, cid)}")
@@ -174,7 +175,7 @@ def test_standby_takes_over_a_stream_of_restarts_exactly_once(
         assert (outcome.get("action"), outcome.get("state")) == ("restart", "Succeeded"), outcome
     assert restart_counts(docker_client, ids, since) == Counter(requests)
     for cid in ids:
-        assert DISPATCH not in annotations(standby.mirror(cid))
+        assert DISPATCH_ANNOTATION not in annotations(standby.mirror(cid))
     assert standby.running
     assert "dockmirror running" in standby.log_since_start()
 
@@ -252,7 +253,7 @@ def test_lease_taken_away_fences_then_the_instance_stands_by_and_leads_again(
     # ... and is carried out exactly once when the instance leads again.
     obj = svc.wait_mirror(
         c.id,
-        lambda m: ACTION not in annotations(m),
+        lambda m: ACTION_ANNOTATION not in annotations(m),
         timeout=LEASE_DURATION_S + 3 * RETRY_PERIOD_S + 40,
         message="request completed after the instance led again",
     )

@@ -32,13 +32,14 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP
 from actors.domain.rbac import rbac_manifests
 from actors.ports.kube_port import KubeHttp
 from actors.service.crd_install import install_crds
 from messages.journal import Effect, Note
 from tests.support.devenv import REPO_ROOT, Devenv, unique_name
 from tests.support.identity import ClientIdentity, mint_user_kubeconfig
-from tests.support.service import ACTION, Service
+from tests.support.service import Service
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.integration
 #: A 403 anywhere: the Kubernetes message ("... is forbidden: User ...") or our error's
 #: "403 Forbidden"; the look-behind keeps a log timestamp's milliseconds (",403") out.
 FORBIDDEN = re.compile(r"forbidden|(?<![,.\d])\b403\b", re.IGNORECASE)
-INVALID_BOGUS = f'invalid {ACTION} annotation "bogus"'
+INVALID_BOGUS = f'invalid {ACTION_ANNOTATION} annotation "bogus"'
 
 
 @functools.cache
@@ -161,13 +162,11 @@ def test_non_admin_identity_runs_the_whole_path(
     mode_args = admission_args(admission)
     who = identity(admission)
     # Really not an admin: no CRD writes, no namespaces, no secrets, nothing elsewhere.
-    assert can_i(devenv, who, "patch", "containers.containers.rancherdesktop.io", "-n", namespace)
+    assert can_i(devenv, who, "patch", f"{CONTAINERS}.{GROUP}", "-n", namespace)
     assert not can_i(devenv, who, "create", "customresourcedefinitions")
     assert not can_i(devenv, who, "create", "namespaces")
     assert not can_i(devenv, who, "get", "secrets", "-n", namespace)
-    assert not can_i(
-        devenv, who, "list", "containers.containers.rancherdesktop.io", "-n", "default"
-    )
+    assert not can_i(devenv, who, "list", f"{CONTAINERS}.{GROUP}", "-n", "default")
 
     service = start_as(service_factory, who, *mode_args)  # waits for EngineReady=True
     assert service.engine_ready() == ("True", "Connected")
@@ -184,7 +183,7 @@ def test_non_admin_identity_runs_the_whole_path(
         service.annotate(c.id, "bogus")
     assert INVALID_BOGUS in json.loads(denied.value.body)["message"], denied.value.body
     obj = service.mirror(c.id)
-    assert obj is not None and ACTION not in (obj["metadata"].get("annotations") or {})
+    assert obj is not None and ACTION_ANNOTATION not in (obj["metadata"].get("annotations") or {})
 
     wait_for(
         lambda: {e.reason for e in events_for(api_client, namespace, c.id)} >= {"ActionSucceeded"},
@@ -219,11 +218,9 @@ def test_crd_install_needs_only_the_printed_crd_rules(
     and waits until they are served, with only the named CRD rules and list in its own
     namespace: no cluster-wide list, no other CRD."""
     who = identity("webhook", skip_crd_install=False)
-    assert can_i(
-        devenv, who, "patch", "customresourcedefinitions/containers.containers.rancherdesktop.io"
-    )
+    assert can_i(devenv, who, "patch", f"customresourcedefinitions/{CONTAINERS}.{GROUP}")
     assert not can_i(devenv, who, "patch", "customresourcedefinitions/other.example.com")
-    assert not can_i(devenv, who, "list", "containers.containers.rancherdesktop.io", "-A")
+    assert not can_i(devenv, who, "list", f"{CONTAINERS}.{GROUP}", "-A")
     service = service_factory(
         extra_args=("--kubeconfig", str(who.kubeconfig), *admission_args("webhook"))
     )
@@ -249,7 +246,7 @@ def test_missing_permission_is_reported_not_crash_looped(
 ) -> None:
     who = identity("webhook", drop=drop_status_patch)
     assert not can_i(
-        devenv, who, "patch", "containers.containers.rancherdesktop.io", "--subresource=status",
+        devenv, who, "patch", f"{CONTAINERS}.{GROUP}", "--subresource=status",
         "-n", namespace,
     )  # fmt: skip
     service = start_as(service_factory, who, *admission_args("webhook"))
@@ -281,7 +278,7 @@ def test_missing_permission_is_reported_not_crash_looped(
     obj = service.mirror(c.id)
     assert obj is not None
     assert (obj.get("status") or {}).get("lastAction") is None
-    assert (obj["metadata"].get("annotations") or {}).get(ACTION) == "stop"
+    assert (obj["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION) == "stop"
 
     # No crash loop: the process runs on and no actor was restarted.
     assert service.running
@@ -291,7 +288,7 @@ def test_missing_permission_is_reported_not_crash_looped(
     identity("webhook")
     obj = service.wait_mirror(
         c.id,
-        lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
         timeout=120,
         message="the pending stop completed after the grant",
     )

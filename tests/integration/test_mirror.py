@@ -11,10 +11,9 @@ import docker
 import pytest
 from kubernetes import client as k8s
 
-from tests.support.service import ACTION, GROUP, VERSION
+from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, FINALIZER, GROUP, VERSION
 from tests.support.wait import wait_for
 
-FINALIZER = "engine.rancherdesktop.io/mirror"
 KUBE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -65,9 +64,7 @@ def test_54_delete_of_running_container_force_removes(service, run_container, do
     """Scenario 54: deleting a running container's mirror stops and removes it."""
     c = run_container()
     service.wait_status(c.id, "running")
-    service.api.delete_namespaced_custom_object(
-        GROUP, VERSION, service.namespace, "containers", c.id
-    )
+    service.api.delete_namespaced_custom_object(GROUP, VERSION, service.namespace, CONTAINERS, c.id)
     service.wait_gone(c.id)
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(c.id)
@@ -81,7 +78,7 @@ def test_47_finalizer_reasserted(service, run_container):
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         c.id,
         {"metadata": {"finalizers": None}},
     )
@@ -106,7 +103,7 @@ def test_48_stale_mirror_removed_at_start(service_factory, namespace, api_client
         GROUP,
         VERSION,
         namespace,
-        "containers",
+        CONTAINERS,
         {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Container",
@@ -244,7 +241,7 @@ def test_bad_input_never_stops_the_service(service, run_container, api_client):
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Container",
@@ -254,7 +251,7 @@ def test_bad_input_never_stops_the_service(service, run_container, api_client):
     service.annotate("not-an-id", "start")
     obj = service.wait_mirror(
         "not-an-id",
-        lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
         message="annotation on non-ID consumed",
     )
     assert obj["status"]["lastAction"]["state"] == "Failed"
@@ -265,14 +262,14 @@ def test_bad_input_never_stops_the_service(service, run_container, api_client):
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Container", "metadata": {"name": unknown}},
     )
     api.patch_namespaced_custom_object_status(
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         unknown,
         {
             "status": {
@@ -288,7 +285,7 @@ def test_bad_input_never_stops_the_service(service, run_container, api_client):
     service.annotate(unknown, "pause")
     obj = service.wait_mirror(
         unknown,
-        lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
         message="annotation on unknown ID consumed",
     )
     assert "No such container" in obj["status"]["lastAction"]["error"]

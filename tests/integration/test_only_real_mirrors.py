@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import secrets
 
-from tests.support.service import ACTION, GROUP, VERSION, Service
+from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, FINALIZER, GROUP, VERSION
+from tests.support.service import Service
 from tests.support.wait import wait_for
-
-FINALIZER = "engine.rancherdesktop.io/mirror"
 
 
 def _hand_made(service: Service, name: str, **metadata: object) -> dict:
@@ -20,7 +19,7 @@ def _hand_made(service: Service, name: str, **metadata: object) -> dict:
         GROUP,
         VERSION,
         service.namespace,
-        "containers",
+        CONTAINERS,
         {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Container",
@@ -55,10 +54,10 @@ def test_deleting_a_mirror_named_like_another_container_removes_nothing(
     service.wait_status(victim.id, "running")
     _hand_made(service, ghost, finalizers=[FINALIZER])
     service.api.delete_namespaced_custom_object(
-        GROUP, VERSION, service.namespace, "containers", ghost
+        GROUP, VERSION, service.namespace, CONTAINERS, ghost
     )
     service.wait_gone(ghost)
     assert docker_client.containers.get(victim.id).status == "running"
     assert service.effects(ghost, "remove") == []
     wait_for(lambda: service.mirror(victim.id) is not None, timeout=5, message="victim mirrored")
-    assert ACTION not in (service.mirror(victim.id)["metadata"].get("annotations") or {})
+    assert ACTION_ANNOTATION not in (service.mirror(victim.id)["metadata"].get("annotations") or {})

@@ -14,9 +14,9 @@ import time
 import docker
 import pytest
 
+from actors.domain.names import ACTION_ANNOTATION
 from messages.journal import Note
 from tests.support.devenv import DEVENV_SCRIPT, REPO_ROOT
-from tests.support.service import ACTION
 from tests.support.wait import wait_for
 
 
@@ -181,14 +181,14 @@ def test_docker_engine_restart_mid_run(service, run_container, docker_client, en
     )
     la = service.wait_mirror(
         always[0].id,
-        lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
         timeout=30,
         message="pending stop consumed",
     )["status"]["lastAction"]
     assert (la["action"], la["state"]) == ("stop", "Succeeded")
     la = service.wait_mirror(
         always[1].id,
-        lambda m: ACTION not in (m["metadata"].get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in (m["metadata"].get("annotations") or {}),
         timeout=30,
         message="pending unpause consumed",
     )["status"]["lastAction"]

@@ -22,11 +22,11 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, FINALIZER, GROUP, VERSION
 from tests.support.docker_cleanup import force_remove
-from tests.support.service import ACTION, GROUP, VERSION, Service
+from tests.support.service import Service
 from tests.support.wait import wait_for
 
-FINALIZER = "engine.rancherdesktop.io/mirror"
 HEAL_S = 30.0
 PROBE_STATUS = {"name": "", "namespace": "moby", "path": "", "image": "", "status": "unknown"}
 
@@ -36,8 +36,9 @@ LAST_ACTION_WRITE = (
     "|| object.status.lastAction != oldObject.status.lastAction)"
 )
 ANNOTATION_REMOVAL = (
-    f"has(oldObject.metadata.annotations) && '{ACTION}' in oldObject.metadata.annotations && "
-    f"!(has(object.metadata.annotations) && '{ACTION}' in object.metadata.annotations)"
+    f"has(oldObject.metadata.annotations) "
+    f"&& '{ACTION_ANNOTATION}' in oldObject.metadata.annotations && "
+    f"!(has(object.metadata.annotations) && '{ACTION_ANNOTATION}' in object.metadata.annotations)"
 )
 FINALIZER_STRIP = (
     f"has(oldObject.metadata.finalizers) && '{FINALIZER}' in oldObject.metadata.finalizers && "
@@ -127,7 +128,7 @@ class Fault:
             "metadata": {"name": name, **metadata},
         }
         return self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.probe_ns, "containers", body
+            GROUP, VERSION, self.probe_ns, CONTAINERS, body
         )
 
     def dry_run_patch(self, name: str, patch: dict, *, status: bool = False) -> None:
@@ -136,21 +137,21 @@ class Fault:
             if status
             else self.custom.patch_namespaced_custom_object
         )
-        call(GROUP, VERSION, self.probe_ns, "containers", name, patch, dry_run="All")
+        call(GROUP, VERSION, self.probe_ns, CONTAINERS, name, patch, dry_run="All")
 
     def cleanup(self) -> None:
         self.stop()
         for obj in self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.probe_ns, "containers"
+            GROUP, VERSION, self.probe_ns, CONTAINERS
         )["items"]:
             name = obj["metadata"]["name"]
             if obj["metadata"].get("finalizers"):
                 self.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, self.probe_ns, "containers", name,
+                    GROUP, VERSION, self.probe_ns, CONTAINERS, name,
                     {"metadata": {"finalizers": None}},
                 )  # fmt: skip
             self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.probe_ns, "containers", name
+                GROUP, VERSION, self.probe_ns, CONTAINERS, name
             )
         k8s.CoreV1Api(self.api_client).delete_namespace(self.probe_ns)
 
@@ -193,11 +194,13 @@ def test_transient_failure_of_the_last_action_write_heals(
     )
     service.annotate(c.id, "stop")
     _wait_failures(service, c.id, "patch_last_action")
-    assert ACTION in service.mirror(c.id)["metadata"]["annotations"]  # kept, not consumed
+    assert (
+        ACTION_ANNOTATION in service.mirror(c.id)["metadata"]["annotations"]
+    )  # kept, not consumed
     ended = fault.stop()
     obj = service.wait_mirror(
         c.id,
-        lambda m: ACTION not in ((m.get("metadata") or {}).get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in ((m.get("metadata") or {}).get("annotations") or {}),
         timeout=HEAL_S,
         message="request completed after the fault",
     )
@@ -214,22 +217,22 @@ def test_transient_failure_of_the_annotation_removal_heals(
 ):
     c = run_container()
     service.wait_status(c.id, "running")
-    probe = fault.probe_object(annotations={ACTION: "pause"})
-    fault.start(resource="containers", condition=ANNOTATION_REMOVAL)
+    probe = fault.probe_object(annotations={ACTION_ANNOTATION: "pause"})
+    fault.start(resource=CONTAINERS, condition=ANNOTATION_REMOVAL)
     fault.wait_active(
         lambda: fault.dry_run_patch(
-            probe["metadata"]["name"], {"metadata": {"annotations": {ACTION: None}}}
+            probe["metadata"]["name"], {"metadata": {"annotations": {ACTION_ANNOTATION: None}}}
         )
     )
     service.annotate(c.id, "pause")
     _wait_failures(service, c.id, "remove_annotation")
     obj = service.mirror(c.id)
     assert obj["status"]["lastAction"]["action"] == "pause"  # outcome first (§4.3 order)
-    assert ACTION in obj["metadata"]["annotations"]
+    assert ACTION_ANNOTATION in obj["metadata"]["annotations"]
     ended = fault.stop()
     service.wait_mirror(
         c.id,
-        lambda m: ACTION not in ((m.get("metadata") or {}).get("annotations") or {}),
+        lambda m: ACTION_ANNOTATION not in ((m.get("metadata") or {}).get("annotations") or {}),
         timeout=HEAL_S,
         message="annotation removed after the fault",
     )
@@ -243,7 +246,7 @@ def test_transient_failure_of_the_finalizer_strip_heals(
     c = run_container()
     service.wait_status(c.id, "running")
     probe = fault.probe_object(finalizers=[FINALIZER])
-    fault.start(resource="containers", condition=FINALIZER_STRIP)
+    fault.start(resource=CONTAINERS, condition=FINALIZER_STRIP)
     fault.wait_active(
         lambda: fault.dry_run_patch(probe["metadata"]["name"], {"metadata": {"finalizers": None}})
     )

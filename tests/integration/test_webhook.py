@@ -14,12 +14,13 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import ACTION_ANNOTATION, GROUP, VERSION
 from messages.journal import Effect, Note
-from tests.support.service import ACTION, GROUP, VERSION, Service
+from tests.support.service import Service
 from tests.support.wait import wait_for
 
-WEBHOOK = "container-mutating.containers.rancherdesktop.io"
-CREATE_DENIED = f"{ACTION} annotation is not allowed on create"
+WEBHOOK = f"container-mutating.{GROUP}"
+CREATE_DENIED = f"{ACTION_ANNOTATION} annotation is not allowed on create"
 READ_ONLY_DOCKER_OPS = {"inspect", "list"}
 
 
@@ -42,7 +43,12 @@ def read_config(api_client: k8s.ApiClient, namespace: str) -> dict[str, Any] | N
 
 def annotate(kubectl, namespace: str, cid: str, value: str):
     return kubectl(
-        "annotate", "-n", namespace, "--overwrite", f"container/{cid}", f"{ACTION}={value}"
+        "annotate",
+        "-n",
+        namespace,
+        "--overwrite",
+        f"container/{cid}",
+        f"{ACTION_ANNOTATION}={value}",
     )
 
 
@@ -57,7 +63,11 @@ def new_container(namespace: str, name: str, value: str) -> str:
         {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Container",
-            "metadata": {"name": name, "namespace": namespace, "annotations": {ACTION: value}},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "annotations": {ACTION_ANNOTATION: value},
+            },
         }
     )
 
@@ -94,16 +104,16 @@ def test_19_31_invalid_update_denied_and_last_action_absent(service, run_contain
     assert res.returncode != 0
     assert "invalid" in res.stderr
     assert f'admission webhook "{WEBHOOK}" denied the request' in res.stderr
-    assert f'invalid {ACTION} annotation "bogus"' in res.stderr
+    assert f'invalid {ACTION_ANNOTATION} annotation "bogus"' in res.stderr
 
     for value in ("", "Start"):  # scenario 31, exact Go %q quoting
         res = annotate(kubectl, ns, c.id, value)
         assert res.returncode != 0, res.stdout
-        assert f'invalid {ACTION} annotation "{value}"' in res.stderr, res.stderr
+        assert f'invalid {ACTION_ANNOTATION} annotation "{value}"' in res.stderr, res.stderr
 
     obj = service.mirror(c.id)
     assert obj is not None
-    assert ACTION not in annotations(obj)
+    assert ACTION_ANNOTATION not in annotations(obj)
     assert last_action(obj) is None
 
 
@@ -170,7 +180,7 @@ def test_32_webhook_offline_invalid_value_consumed_without_docker(
     )
 
     obj = service.wait_mirror(
-        c.id, lambda m: ACTION not in annotations(m), message="bogus annotation consumed"
+        c.id, lambda m: ACTION_ANNOTATION not in annotations(m), message="bogus annotation consumed"
     )
     assert last_action(obj) is None
     wait_for(

@@ -23,10 +23,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.domain.names import CONTAINERS as CONTAINER_PLURAL
-from actors.domain.names import GROUP as CONTAINER_GROUP
-from actors.domain.names import VERSION as CONTAINER_VERSION
-from actors.domain.webhook_review import ACTION_ANNOTATION
+from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP, VERSION
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import (
     MAX_CONNECTIONS,
@@ -41,7 +38,7 @@ from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
-CRD_NAME = f"{CONTAINER_PLURAL}.{CONTAINER_GROUP}"
+CRD_NAME = f"{CONTAINERS}.{GROUP}"
 SLOW_CLIENTS = 300
 #: The registration's timeoutSeconds: past it the API server reports a failed call.
 WEBHOOK_TIMEOUT = 5.0
@@ -89,7 +86,7 @@ def limited_webhook(
 def dry_run_create_denial(api_client: k8s.ApiClient, namespace: str) -> tuple[float, str]:
     """A server-side dry-run CREATE with the action annotation: (seconds, denial text)."""
     body = {
-        "apiVersion": f"{CONTAINER_GROUP}/{CONTAINER_VERSION}",
+        "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Container",
         "metadata": {
             "generateName": "limits-",
@@ -100,7 +97,7 @@ def dry_run_create_denial(api_client: k8s.ApiClient, namespace: str) -> tuple[fl
     start = time.monotonic()
     with pytest.raises(ApiException) as info:
         k8s.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            CONTAINER_GROUP, CONTAINER_VERSION, namespace, CONTAINER_PLURAL, body, dry_run="All"
+            GROUP, VERSION, namespace, CONTAINERS, body, dry_run="All"
         )
     elapsed = time.monotonic() - start
     raw: Any = info.value.body

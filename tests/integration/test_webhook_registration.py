@@ -18,10 +18,18 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from actors.domain.names import ACTION_ANNOTATION, CONTAINERS, GROUP, VERSION
+from actors.domain.names import (
+    ACTION_ANNOTATION,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    MERGE_PATCH,
+    VERSION,
+)
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import (
     NAMESPACE_WEBHOOK_NAME,
+    VALIDATE_PATH,
     WEBHOOK_NAME,
     WebhookRegistration,
     WebhookServer,
@@ -33,7 +41,6 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.integration
 
 CRD_NAME = f"{CONTAINERS}.{GROUP}"
-MERGE = "application/merge-patch+json"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +102,7 @@ def _annotate(api_client: k8s.ApiClient, namespace: str, name: str, value: str |
         CONTAINERS,
         name,
         {"metadata": {"annotations": {ACTION_ANNOTATION: value}}},
-        _content_type=MERGE,
+        _content_type=MERGE_PATCH,
     )
 
 
@@ -118,15 +125,13 @@ def test_registered_configuration_shape(
     assert cfg["metadata"]["name"] == f"dockmirror-{namespace}"
     hook, namespace_hook = cfg["webhooks"]
     assert hook["name"] == WEBHOOK_NAME
-    assert hook["clientConfig"]["url"] == (
-        f"https://127.0.0.1:{server.port}/validate-containers-rancherdesktop-io-v1alpha1-container"
-    )
+    assert hook["clientConfig"]["url"] == (f"https://127.0.0.1:{server.port}{VALIDATE_PATH}")
     assert base64.b64decode(hook["clientConfig"]["caBundle"]) == reg.ca_pem
     (rule,) = hook["rules"]
     assert sorted(rule["operations"]) == ["CREATE", "UPDATE"]
     assert rule["apiGroups"] == [GROUP]
     assert rule["apiVersions"] == [VERSION]
-    assert rule["resources"] == ["containers"]
+    assert rule["resources"] == [CONTAINERS]
     assert hook["failurePolicy"] == "Fail"
     assert hook["sideEffects"] == "None"
     assert hook["matchPolicy"] == "Equivalent"
@@ -137,7 +142,7 @@ def test_registered_configuration_shape(
     assert namespace_hook["name"] == NAMESPACE_WEBHOOK_NAME
     assert namespace_hook["clientConfig"] == hook["clientConfig"]
     (rule,) = namespace_hook["rules"]
-    assert (rule["operations"], rule["resources"]) == (["DELETE"], ["containernamespaces"])
+    assert (rule["operations"], rule["resources"]) == (["DELETE"], [CONTAINER_NAMESPACES])
     assert namespace_hook["failurePolicy"] == "Ignore"
     assert namespace_hook["namespaceSelector"] == hook["namespaceSelector"]
     # Registering again replaces in place (409 path).

@@ -22,14 +22,18 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import (
+    ACTION_ANNOTATION,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    MOBY,
+    VERSION,
+)
 from messages.journal import Effect, Entry, Note, Received, decode_entry
 from tests.support.devenv import REPO_ROOT, Devenv
 from tests.support.wait import wait_for
 
-GROUP = "containers.rancherdesktop.io"
-VERSION = "v1alpha1"
-ACTION = "containers.rancherdesktop.io/action"
-DISPATCH = "dockmirror.rancherdesktop.io/restart-dispatch"
 T = TypeVar("T")
 
 
@@ -243,7 +247,7 @@ class Service:
     def engine_ready(self) -> tuple[str, str] | None:
         try:
             obj = self.api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "containernamespaces", "moby"
+                GROUP, VERSION, self.namespace, CONTAINER_NAMESPACES, MOBY
             )
         except ApiException:
             return None
@@ -264,7 +268,7 @@ class Service:
         def get() -> dict[str, Any] | None:
             try:
                 return self.api.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, "containers", container_id
+                    GROUP, VERSION, self.namespace, CONTAINERS, container_id
                 )
             except ApiException as exc:
                 if is_object_not_found(exc, container_id):
@@ -276,7 +280,7 @@ class Service:
     def mirrors(self) -> list[dict[str, Any]]:
         return retry_transient(
             lambda: self.api.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "containers"
+                GROUP, VERSION, self.namespace, CONTAINERS
             )["items"]
         )
 
@@ -314,9 +318,9 @@ class Service:
             GROUP,
             VERSION,
             self.namespace,
-            "containers",
+            CONTAINERS,
             container_id,
-            {"metadata": {"annotations": {ACTION: value}}},
+            {"metadata": {"annotations": {ACTION_ANNOTATION: value}}},
         )
 
     def request(self, container_id: str, action: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -324,7 +328,7 @@ class Service:
         self.annotate(container_id, action)
         obj = self.wait_mirror(
             container_id,
-            lambda m: ACTION not in ((m.get("metadata") or {}).get("annotations") or {}),
+            lambda m: ACTION_ANNOTATION not in ((m.get("metadata") or {}).get("annotations") or {}),
             timeout=timeout,
             message=f"annotation {action} consumed",
         )

@@ -14,8 +14,8 @@ from typing import Any
 
 import pykka
 
+from actors.domain.names import ACTION_ANNOTATION
 from actors.infra.journal import Journal
-from actors.ports.kube_port import ACTION_ANNOTATION, FINALIZER
 from actors.runtime.container import ContainerActor, ContainerDeps
 from messages.base import Message
 from messages.inbound import MirrorObserved, Tick
@@ -25,8 +25,6 @@ from tests.fakes.kube import FakeMirrorStore
 from tests.support.wait import wait_for
 
 __all__ = [
-    "ACTION_ANNOTATION",
-    "FINALIZER",
     "KUBE_TIME",
     "Collector",
     "Env",

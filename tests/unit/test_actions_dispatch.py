@@ -9,8 +9,8 @@ import secrets
 
 import pytest
 
+from actors.domain.names import ACTION_ANNOTATION, DISPATCH_ANNOTATION
 from actors.ports.docker_port import DockerUnavailable
-from actors.ports.kube_port import ACTION_ANNOTATION, DISPATCH_ANNOTATION
 from actors.runtime.actions import (
     DispatchRecord,
     ReplayVerdict,

@@ -21,10 +21,24 @@ from actors.domain.admission_policy import (
     namespace_binding_name,
     policy_manifests,
 )
+from actors.domain.names import (
+    ACTION_ANNOTATION,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    INSTALL_MANAGER,
+    VERSION,
+)
 from actors.domain.webhook_review import CREATE_DENIED_MESSAGE, NAMESPACE_DELETE_WARNING
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import WebhookNotCalledError
-from actors.ports.kube_port import KubeConflict, KubeForbidden, KubeNotFound, KubeUnavailable
+from actors.ports.kube_port import (
+    KubeConflict,
+    KubeForbidden,
+    KubeNotFound,
+    KubeUnavailable,
+    custom_path,
+)
 from actors.service import admission
 from actors.service.admission import AdmissionError, PolicyAdmission, WebhookSettings, choose_mode
 
@@ -45,7 +59,7 @@ def test_manifests_are_policy_then_binding_for_the_namespace_only() -> None:
         },
     }
     assert ns_policy["metadata"]["name"] == NAMESPACE_POLICY_NAME
-    assert ns_binding["metadata"]["name"] == "dockmirror-team-a.containernamespaces"
+    assert ns_binding["metadata"]["name"] == f"dockmirror-team-a.{CONTAINER_NAMESPACES}"
     assert ns_binding["spec"]["policyName"] == NAMESPACE_POLICY_NAME
     for manifest in (policy, binding, ns_policy, ns_binding):
         assert manifest["apiVersion"] == "admissionregistration.k8s.io/v1"
@@ -58,7 +72,7 @@ def test_namespace_delete_only_warns_never_denies() -> None:
     spec = ns_policy["spec"]
     assert spec["failurePolicy"] == "Ignore"
     (rule,) = spec["matchConstraints"]["resourceRules"]
-    assert (rule["resources"], rule["operations"]) == (["containernamespaces"], ["DELETE"])
+    assert (rule["resources"], rule["operations"]) == ([CONTAINER_NAMESPACES], ["DELETE"])
     (validation,) = spec["validations"]
     assert validation["message"] == NAMESPACE_DELETE_WARNING
     assert "messageExpression" not in validation
@@ -71,7 +85,7 @@ def test_namespace_delete_only_warns_never_denies() -> None:
 def test_binding_names_never_clash_across_namespaces() -> None:
     """Bindings are cluster-scoped: no namespace's warning binding may be named like
     another namespace's Container binding (a namespace name has no dot)."""
-    for a, b in [("cns", "x"), ("x-containernamespaces", "x"), ("a", "a")]:
+    for a, b in [("cns", "x"), (f"x-{CONTAINER_NAMESPACES}", "x"), ("a", "a")]:
         assert namespace_binding_name(b) != binding_name(a)
 
 
@@ -85,20 +99,18 @@ def test_policy_matches_main_resource_create_and_update_only() -> None:
     spec = policy_manifests("ns")[0]["spec"]
     assert spec["failurePolicy"] == "Fail"
     (rule,) = spec["matchConstraints"]["resourceRules"]
-    assert rule["resources"] == ["containers"]  # not containers/status
+    assert rule["resources"] == [CONTAINERS]  # not containers/status
     assert rule["operations"] == ["CREATE", "UPDATE"]
-    assert rule["apiGroups"] == ["containers.rancherdesktop.io"]
-    assert rule["apiVersions"] == ["v1alpha1"]
+    assert rule["apiGroups"] == [GROUP]
+    assert rule["apiVersions"] == [VERSION]
 
 
 def test_validations_carry_the_contract_texts() -> None:
     create, spec, invalid = policy_manifests("ns")[0]["spec"]["validations"]
     assert create["message"] == CREATE_DENIED_MESSAGE
     assert spec["message"] == SPEC_IMMUTABLE_MESSAGE
-    assert invalid["message"].startswith("invalid containers.rancherdesktop.io/action annotation ")
-    assert invalid["messageExpression"].startswith(
-        "'invalid containers.rancherdesktop.io/action annotation ' + "
-    )
+    assert invalid["message"].startswith(f"invalid {ACTION_ANNOTATION} annotation ")
+    assert invalid["messageExpression"].startswith(f"'invalid {ACTION_ANNOTATION} annotation ' + ")
     for v in (create, spec, invalid):
         assert v["reason"] == "Forbidden"  # 403, like the webhook's denial
     for action in ("start", "stop", "pause", "unpause", "restart"):
@@ -165,11 +177,11 @@ def test_explicit_mode_needs_no_discovery() -> None:
 
 # --- policy mode -----------------------------------------------------------------------------
 
-CONTAINERS = "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containers"
-NS_BINDING = "dockmirror-ns.containernamespaces"
+CONTAINERS_PATH = custom_path("ns", CONTAINERS)
+NS_BINDING = f"dockmirror-ns.{CONTAINER_NAMESPACES}"
 POLICY_DENIAL = KubeForbidden(
     403,
-    f'containers.containers.rancherdesktop.io "" is forbidden: ValidatingAdmissionPolicy '
+    f'{CONTAINERS}.{GROUP} "" is forbidden: ValidatingAdmissionPolicy '
     f"'{POLICY_NAME}' with binding 'dockmirror-ns' denied request: {CREATE_DENIED_MESSAGE}",
 )
 
@@ -197,22 +209,22 @@ def test_install_applies_both_then_probes_until_denied_by_the_policy() -> None:
             ("PATCH", f"{DISCOVERY}/validatingadmissionpolicybindings/dockmirror-ns", {}),
             ("PATCH", f"{DISCOVERY}/validatingadmissionpolicies/{NAMESPACE_POLICY_NAME}", {}),
             ("PATCH", f"{DISCOVERY}/validatingadmissionpolicybindings/{NS_BINDING}", {}),
-            ("POST", CONTAINERS, {}),  # not loaded yet: the dry run is allowed
-            ("POST", CONTAINERS, KubeForbidden(403, "denied by some other webhook")),
-            ("POST", CONTAINERS, POLICY_DENIAL),
+            ("POST", CONTAINERS_PATH, {}),  # not loaded yet: the dry run is allowed
+            ("POST", CONTAINERS_PATH, KubeForbidden(403, "denied by some other webhook")),
+            ("POST", CONTAINERS_PATH, POLICY_DENIAL),
         ]
     )
     p, clock = policy(http)
     p.ensure(timeout=30)
     applies = [r for r in http.requests if r[0] == "PATCH"]
-    assert all(q == {"fieldManager": "dockmirror", "force": "true"} for _, _, q in applies)
+    assert all(q == {"fieldManager": INSTALL_MANAGER, "force": "true"} for _, _, q in applies)
     probes = [r for r in http.requests if r[0] == "POST"]
     assert all(q == {"dryRun": "All"} for _, _, q in probes)
     assert clock.now == pytest.approx(2 * admission.PROBE_INTERVAL_S)
 
 
 def test_probe_gives_up_at_the_deadline_with_the_last_observation() -> None:
-    http = ScriptedHttp([("POST", CONTAINERS, {})] * 100)
+    http = ScriptedHttp([("POST", CONTAINERS_PATH, {})] * 100)
     p, clock = policy(http)
     with pytest.raises(AdmissionError, match="did not take effect within 1 s: a dry-run create"):
         p.wait_effective(timeout=1.0)
@@ -244,7 +256,7 @@ def test_skip_install_present_only_reads_and_probes() -> None:
             ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/dockmirror-ns", {}),
             ("GET", f"{DISCOVERY}/validatingadmissionpolicies/{NAMESPACE_POLICY_NAME}", {}),
             ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/{NS_BINDING}", {}),
-            ("POST", CONTAINERS, POLICY_DENIAL),
+            ("POST", CONTAINERS_PATH, POLICY_DENIAL),
         ]
     )
     p, _ = policy(http, install=False)
@@ -263,7 +275,7 @@ def test_skip_install_without_the_warning_pair_starts_and_says_so(
             ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/dockmirror-ns", {}),
             ("GET", f"{DISCOVERY}/validatingadmissionpolicies/{NAMESPACE_POLICY_NAME}", missing),
             ("GET", f"{DISCOVERY}/validatingadmissionpolicybindings/{NS_BINDING}", missing),
-            ("POST", CONTAINERS, POLICY_DENIAL),
+            ("POST", CONTAINERS_PATH, POLICY_DENIAL),
         ]
     )
     p, _ = policy(http, install=False)

@@ -15,9 +15,10 @@ import pytest
 import urllib3
 from kubernetes.client.rest import ApiException
 
+from actors.domain.names import ACTION_ANNOTATION
 from actors.infra import faults
 from scripts.chaos import run_campaign
-from scripts.chaoslib.harness import ACTION, REQUEST_ID, Driver, Exit, RacerErrors
+from scripts.chaoslib.harness import REQUEST_ID, Driver, Exit, RacerErrors
 from scripts.chaoslib.invariants import Result
 from scripts.chaoslib.selftest import self_test
 
@@ -71,7 +72,7 @@ class FakeApi:
 
     def consume(self, name: str = CID) -> None:
         """What the service does at the end of a request: remove the action annotation."""
-        self.objs[name]["metadata"]["annotations"].pop(ACTION, None)
+        self.objs[name]["metadata"]["annotations"].pop(ACTION_ANNOTATION, None)
         self._bump(self.objs[name])
 
 
@@ -85,7 +86,7 @@ def test_a_write_into_an_empty_slot_replaces_nothing(driver: Driver) -> None:
     req = driver.write(CID, "stop")
     api = driver.env.api
     ann = api.objs[CID]["metadata"]["annotations"]
-    assert ann == {ACTION: "stop", REQUEST_ID: req.request_id}
+    assert ann == {ACTION_ANNOTATION: "stop", REQUEST_ID: req.request_id}
     assert req.write_rv == api.rv and not req.replaced
     assert driver.initial == {CID: "running"}
 
@@ -259,7 +260,7 @@ def test_outcome_watch_keeps_each_distinct_record_in_order() -> None:
 def test_consumed_needs_the_final_requests_marker_and_no_annotation() -> None:
     from scripts.chaoslib.harness import _consumed
 
-    pending = {CID: _obj(3, annotations={ACTION: "stop", REQUEST_ID: "r2"})}
+    pending = {CID: _obj(3, annotations={ACTION_ANNOTATION: "stop", REQUEST_ID: "r2"})}
     done = {CID: _obj(4, annotations={REQUEST_ID: "r2"})}
     assert _consumed(pending, CID, "r2") is None
     assert _consumed(done, CID, "r2") is done[CID]
@@ -275,7 +276,7 @@ def test_outcome_watch_keeps_the_marker_and_flags_relisted_records() -> None:
     w = OutcomeWatch(SimpleNamespace(api=api, namespace="ns"))
     stop = {"action": "stop", "state": "Succeeded"}
     unpause = {"action": "unpause", "state": "Failed", "error": "not running"}
-    w._see(_obj(6, stop, {ACTION: "stop", REQUEST_ID: "r1"}))
+    w._see(_obj(6, stop, {ACTION_ANNOTATION: "stop", REQUEST_ID: "r1"}))
     # 410 Gone: the relist sees a later version (annotation consumed) after a gap.
     listed["items"] = [_obj(38, unpause, {REQUEST_ID: "r3"})]
     w._relist(gap_from=6)

@@ -6,9 +6,9 @@ import calendar
 import time
 from collections import Counter
 
+from actors.domain.names import ACTION_ANNOTATION
 from actors.infra import faults
 from scripts.chaoslib.invariants import (
-    ACTION,
     BUG_INVARIANT,
     Book,
     OutcomeRecord,
@@ -51,7 +51,7 @@ def la(action: str, state: str = "Succeeded", error: str | None = None, at: floa
 
 
 def mirror(status: str, last: dict | None = None, annotation: str | None = None) -> dict:
-    meta = {"annotations": {ACTION: annotation}} if annotation is not None else {}
+    meta = {"annotations": {ACTION_ANNOTATION: annotation}} if annotation is not None else {}
     st = {"status": status}
     if last is not None:
         st["lastAction"] = last

@@ -13,10 +13,11 @@ import time
 import pykka
 import pytest
 
+from actors.domain.names import ACTION_ANNOTATION, ACTIONS_MANAGER, DISPATCH_ANNOTATION, FINALIZER
 from actors.domain.timefmt import kube_time_from_ns
 from actors.infra import faults
 from actors.ports.docker_port import DockerError
-from actors.ports.kube_port import ACTIONS_MANAGER, DISPATCH_ANNOTATION, KubeNotFound
+from actors.ports.kube_port import KubeNotFound
 from actors.runtime.actions import (
     DispatchRecord,
     dispatch_record_of,
@@ -33,14 +34,7 @@ from messages.inbound import (
     SyncContainer,
     SyncDone,
 )
-from tests.unit._helpers import (
-    ACTION_ANNOTATION,
-    FINALIZER,
-    KUBE_TIME,
-    Env,
-    barrier,
-    wait_for,
-)
+from tests.unit._helpers import KUBE_TIME, Env, barrier, wait_for
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,9 @@ import secrets
 import pykka
 import pytest
 
+from actors.domain.names import DISPATCH_ANNOTATION, FINALIZER
 from actors.ports.docker_port import DockerError, DockerUnavailable
-from actors.ports.kube_port import DISPATCH_ANNOTATION, KubeForbidden, KubeInvalid, KubeUnavailable
+from actors.ports.kube_port import KubeForbidden, KubeInvalid, KubeUnavailable
 from actors.runtime.container import RETRY_REASON
 from messages.inbound import (
     ContainerGone,
@@ -24,7 +25,7 @@ from messages.inbound import (
     StepSucceeded,
     SyncContainer,
 )
-from tests.unit._helpers import FINALIZER, Env, barrier, wait_for
+from tests.unit._helpers import Env, barrier, wait_for
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from actors.domain import crds
-from actors.domain.names import APPLY_PATCH, INSTALL_MANAGER
+from actors.domain.names import API_VERSION, APPLY_PATCH, CONTAINERS, GROUP, INSTALL_MANAGER, JSON
 from actors.ports.kube_connect import KubeTarget, fatal_message
 from actors.ports.kube_port import (
     CRD_PATH,
@@ -71,7 +71,7 @@ class FakeCrdApi:
         *,
         query: dict[str, Any] | None = None,
         body: Any = None,
-        content_type: str = "application/json",
+        content_type: str = JSON,
         timeout: Any = None,
     ) -> dict[str, Any]:
         self.calls.append((method, path, query, content_type))
@@ -159,7 +159,7 @@ def apply(api: FakeCrdApi, manifest: dict[str, Any]) -> None:
 def test_fake_serves_a_list_only_once_established_and_after_the_429s() -> None:
     api = FakeCrdApi(establish_after=2, reinitializing=1)
     manifest = crds.container_crd()
-    path = "/apis/containers.rancherdesktop.io/v1alpha1/containers"
+    path = f"/apis/{API_VERSION}/{CONTAINERS}"
     apply(api, manifest)
     with pytest.raises(KubeNotFound):
         api.request("GET", path)
@@ -234,7 +234,7 @@ def test_install_probes_in_the_namespace_when_given_else_cluster_wide() -> None:
     api, clock = FakeCrdApi(), Clock()
     install(api, clock, namespace="ns1")
     plurals = sorted(c["spec"]["names"]["plural"] for c in crds.all_crds())
-    expected = [f"/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns1/{p}" for p in plurals]
+    expected = [f"/apis/{API_VERSION}/namespaces/ns1/{p}" for p in plurals]
     assert sorted(api.lists()) == expected
     api, clock = FakeCrdApi(), Clock()
     install(api, clock)
@@ -271,7 +271,7 @@ def test_install_waits_out_404_and_503_on_the_probe(status: int) -> None:
 
 def test_a_list_error_is_reported_at_once() -> None:
     api, clock = FakeCrdApi(), Clock()
-    api.fail[("GET", "/apis/containers.rancherdesktop.io/")] = KubeForbidden(403, "no list")
+    api.fail[("GET", f"/apis/{GROUP}/")] = KubeForbidden(403, "no list")
     with pytest.raises(CRDInstallError, match=r"listing \S+ failed: 403"):
         install(api, clock, timeout=60)
     assert clock.now == 1000.0  # no waiting
@@ -279,7 +279,7 @@ def test_a_list_error_is_reported_at_once() -> None:
 
 def test_a_refused_apply_names_the_crd_and_keeps_the_answer_for_the_start_loop() -> None:
     denial = (
-        'customresourcedefinitions.apiextensions.k8s.io "containers.containers.rancherdesktop.io"'
+        f'customresourcedefinitions.apiextensions.k8s.io "{CONTAINERS}.{GROUP}"'
         ' is forbidden: User "u" cannot patch resource "customresourcedefinitions" in API '
         'group "apiextensions.k8s.io" at the cluster scope'
     )

@@ -12,6 +12,13 @@ import pytest
 
 from actors.domain import crds, names
 from actors.domain.mirror_status import CONTAINER_STATUSES, mirror_status
+from actors.domain.names import (
+    CONTAINER_CREATE_REQUESTS,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    VERSION,
+)
 from tests.support.samples import INSPECT_RUNNING
 
 
@@ -45,19 +52,19 @@ def _status_schema(crd):
 def test_container_identity():
     crd = crds.container_crd()
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
-    assert crd["metadata"]["name"] == "containers.containers.rancherdesktop.io"
+    assert crd["metadata"]["name"] == f"{CONTAINERS}.{GROUP}"
     spec = crd["spec"]
-    assert spec["group"] == "containers.rancherdesktop.io"
+    assert spec["group"] == GROUP
     assert spec["scope"] == "Namespaced"
     assert spec["names"] == {
-        "plural": "containers",
+        "plural": CONTAINERS,
         "singular": "container",
         "kind": "Container",
         "listKind": "ContainerList",
         "categories": ["all"],
     }
     version = _version(crd)
-    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
     assert version["subresources"] == {"status": {}}
     assert version["selectableFields"] == [{"jsonPath": ".status.namespace"}]
 
@@ -194,7 +201,7 @@ def test_mirror_status_fields_are_all_in_schema():
 
 def test_container_create_request():
     crd = crds.container_create_request_crd()
-    assert crd["metadata"]["name"] == "containercreaterequests.containers.rancherdesktop.io"
+    assert crd["metadata"]["name"] == f"{CONTAINER_CREATE_REQUESTS}.{GROUP}"
     assert crd["metadata"]["annotations"] == {"rdd.rancherdesktop.io/controller": "container"}
     names = crd["spec"]["names"]
     assert (names["kind"], names["listKind"], names["plural"]) == (
@@ -204,7 +211,7 @@ def test_container_create_request():
     )
     assert crd["spec"]["scope"] == "Namespaced"
     version = _version(crd)
-    assert version["name"] == "v1alpha1"
+    assert version["name"] == VERSION
     assert version["subresources"] == {"status": {}}
     root = version["schema"]["openAPIV3Schema"]["properties"]
     spec = root["spec"]["properties"]
@@ -220,7 +227,7 @@ def test_container_create_request():
 
 def test_container_namespace():
     crd = crds.container_namespace_crd()
-    assert crd["metadata"]["name"] == "containernamespaces.containers.rancherdesktop.io"
+    assert crd["metadata"]["name"] == f"{CONTAINER_NAMESPACES}.{GROUP}"
     kind_names = crd["spec"]["names"]
     assert kind_names["kind"] == "ContainerNamespace"
     assert kind_names["shortNames"] == ["cns"]

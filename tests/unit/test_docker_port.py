@@ -34,6 +34,7 @@ import requests
 import requests.exceptions
 import urllib3.exceptions
 
+from actors.domain.names import JSON
 from actors.infra import faults
 from actors.ports.docker_port import (
     CALL_TIMEOUT_S,
@@ -553,7 +554,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", JSON)
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -608,7 +609,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _events(self) -> None:
         # Like dockerd: headers are flushed at once, events follow whenever they happen.
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", JSON)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from actors.ports.kube_port import KubeNotFound, KubeUnavailable
+from actors.domain.names import CONTAINER_NAMESPACES, MOBY
+from actors.ports.kube_port import KubeNotFound, KubeUnavailable, custom_path
 from actors.runtime.engine_status import EngineStatus
 
-MOBY = "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containernamespaces/moby"
+MOBY_PATH = custom_path("ns", CONTAINER_NAMESPACES, MOBY)
 
 
 class Store:
@@ -45,7 +46,7 @@ class Store:
         return [r for r in self.requests if r[0] != "GET"]
 
     def engine_ready(self) -> tuple[str, str, str] | None:
-        for c in (self.objects.get(MOBY, {}).get("status") or {}).get("conditions") or []:
+        for c in (self.objects.get(MOBY_PATH, {}).get("status") or {}).get("conditions") or []:
             if c["type"] == "EngineReady":
                 return c["status"], c["reason"], c["message"]
         return None
@@ -62,14 +63,14 @@ def connected() -> tuple[Store, EngineStatus]:
 def test_nothing_to_do_costs_one_read() -> None:
     store, status = connected()
     assert status.ensure_moby() is False
-    assert store.requests == [("GET", MOBY)]
+    assert store.requests == [("GET", MOBY_PATH)]
 
 
 def test_a_deleted_moby_comes_back_with_the_last_condition() -> None:
     store, status = connected()
-    del store.objects[MOBY]  # kubectl delete cns moby
+    del store.objects[MOBY_PATH]  # kubectl delete cns moby
     assert status.ensure_moby() is True
-    assert store.writes() == [("PATCH", MOBY), ("PATCH", f"{MOBY}/status")]
+    assert store.writes() == [("PATCH", MOBY_PATH), ("PATCH", f"{MOBY_PATH}/status")]
     assert store.engine_ready() == ("True", "Connected", "Container engine synced")
     store.requests.clear()
     assert status.ensure_moby() is False and store.writes() == []
@@ -78,14 +79,14 @@ def test_a_deleted_moby_comes_back_with_the_last_condition() -> None:
 def test_the_same_ready_write_recreates_a_deleted_moby() -> None:
     """A full sync ends with the same EngineReady as before: it repairs, not skips."""
     store, status = connected()
-    del store.objects[MOBY]
+    del store.objects[MOBY_PATH]
     status.set_ready(True, "Connected", "Container engine synced")
     assert store.engine_ready() == ("True", "Connected", "Container engine synced")
 
 
 def test_an_edited_condition_is_put_back() -> None:
     store, status = connected()
-    store.objects[MOBY]["status"] = {"conditions": []}
+    store.objects[MOBY_PATH]["status"] = {"conditions": []}
     assert status.ensure_moby() is True
     assert store.engine_ready() == ("True", "Connected", "Container engine synced")
 
@@ -94,13 +95,13 @@ def test_before_any_condition_only_the_object_is_created() -> None:
     store = Store()
     status = EngineStatus(store, "ns")  # type: ignore[arg-type]
     assert status.ensure_moby() is True
-    assert store.writes() == [("PATCH", MOBY)]
+    assert store.writes() == [("PATCH", MOBY_PATH)]
     assert status.ensure_moby() is False
 
 
 def test_a_failure_reaches_the_caller_and_the_next_call_repairs() -> None:
     store, status = connected()
-    del store.objects[MOBY]
+    del store.objects[MOBY_PATH]
     store.fail.append(KubeUnavailable(503, "down"))
     with pytest.raises(KubeUnavailable):
         status.ensure_moby()

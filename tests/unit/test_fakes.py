@@ -6,7 +6,14 @@ import threading
 
 import pytest
 
-from actors.domain.names import ACTION_ANNOTATION, ACTIONS_MANAGER, FINALIZER, MERGE_PATCH
+from actors.domain.names import (
+    ACTION_ANNOTATION,
+    ACTIONS_MANAGER,
+    API_VERSION,
+    CONTAINERS,
+    FINALIZER,
+    MERGE_PATCH,
+)
 from actors.domain.timefmt import parse_rfc3339_ns
 from actors.ports.docker_port import DockerError, DockerNotFound, DockerTimeout, DockerUnavailable
 from actors.ports.kube_port import (
@@ -394,7 +401,7 @@ def test_managed_fields_follow_the_annotation():
         {
             "manager": "kubectl-annotate",
             "operation": "Update",
-            "apiVersion": "containers.rancherdesktop.io/v1alpha1",
+            "apiVersion": API_VERSION,
             "time": "2026-01-02T03:04:05Z",
             "fieldsType": "FieldsV1",
             "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{ACTION_ANNOTATION}": {}}}},
@@ -681,7 +688,7 @@ def test_fake_kube_http_faults_and_dry_runs():
         with pytest.raises(KubeUnavailable):
             http.request("POST", EVENTS, body=_event())
     http.request("POST", EVENTS, body=_event())
-    containers = "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containers"
+    containers = f"/apis/{API_VERSION}/namespaces/ns/{CONTAINERS}"
     http.request("POST", containers, query={"dryRun": "All"}, body={"metadata": {}})
 
     def deny(body):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pykka
 import pytest
 
+from actors.domain.names import ACTION_ANNOTATION
 from actors.infra.metrics import (
     MAX_PENDING_ACTIONS,
     NO_METRICS,
@@ -17,7 +18,7 @@ from actors.ports.kube_port import KubeUnavailable
 from actors.runtime.router import RouterActor, RouterSettings
 from messages.inbound import DockerLost, EngineReachable, MirrorObserved, Tick
 from messages.journal import Effect, Note
-from tests.unit._helpers import ACTION_ANNOTATION, Env, FakeClock, FakeEngineStatus, wait_for
+from tests.unit._helpers import Env, FakeClock, FakeEngineStatus, wait_for
 
 
 def value(m: ServiceMetrics, name: str, **labels: str) -> float:

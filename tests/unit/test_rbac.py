@@ -15,6 +15,14 @@ from typing import Any
 import pytest
 
 from actors.domain import admission_policy, rbac
+from actors.domain.names import (
+    CONTAINER_CREATE_REQUESTS,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    IMAGES,
+    VOLUMES,
+)
 from actors.domain.rbac import rbac_manifests
 from actors.infra.webhook import WebhookRegistration
 
@@ -180,28 +188,28 @@ def cluster(items: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
     return grants([m for m in items if m["kind"] == "ClusterRole"])
 
 
-G = "containers.rancherdesktop.io"
+G = GROUP
 A = rbac.ADMISSION_GROUP
 CRD = "apiextensions.k8s.io"
 CRD_NAMES = [
-    "containers.containers.rancherdesktop.io",
-    "containercreaterequests.containers.rancherdesktop.io",
-    "containernamespaces.containers.rancherdesktop.io",
-    "images.containers.rancherdesktop.io",
-    "volumes.containers.rancherdesktop.io",
+    f"{CONTAINERS}.{GROUP}",
+    f"{CONTAINER_CREATE_REQUESTS}.{GROUP}",
+    f"{CONTAINER_NAMESPACES}.{GROUP}",
+    f"{IMAGES}.{GROUP}",
+    f"{VOLUMES}.{GROUP}",
 ]
 
 
 def test_the_mirror_and_action_path_is_granted_in_the_namespace_only() -> None:
     role = namespaced(manifests(skip_crd_install=True, admission="none"))
-    for plural in ("containers", "images", "volumes"):
+    for plural in (CONTAINERS, IMAGES, VOLUMES):
         for verb in ("get", "list", "watch", "create", "patch", "delete"):
             assert (G, plural, verb, "*") in role
         assert (G, f"{plural}/status", "patch", "*") in role
         assert (G, plural, "update", "*") not in role  # every write is a patch
     for verb in ("get", "create", "patch"):
-        assert (G, "containernamespaces", verb, "moby") in role
-    assert (G, "containernamespaces/status", "patch", "moby") in role
+        assert (G, CONTAINER_NAMESPACES, verb, "moby") in role
+    assert (G, f"{CONTAINER_NAMESPACES}/status", "patch", "moby") in role
     assert {("events.k8s.io", "events", v, "*") for v in ("create", "patch")} <= role
     assert {
         ("coordination.k8s.io", "leases", v, "*") for v in ("get", "create", "update", "patch")
@@ -226,7 +234,7 @@ def test_crd_install_grants_named_crd_writes_and_the_namespaced_probe() -> None:
     }
     role = namespaced(items)
     assert (G, "containercreaterequests", "list", "*") in role
-    assert (G, "containernamespaces", "list", "*") in role
+    assert (G, CONTAINER_NAMESPACES, "list", "*") in role
 
 
 def test_skip_crd_install_grants_nothing_on_crds() -> None:
@@ -247,7 +255,7 @@ def test_skip_crd_install_changes_only_crd_related_rules() -> None:
         assert all(
             g[0] == CRD
             or g[1] == "containercreaterequests"
-            or g[:3] == (G, "containernamespaces", "list")
+            or g[:3] == (G, CONTAINER_NAMESPACES, "list")
             for g in extra
         ), extra
 

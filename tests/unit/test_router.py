@@ -13,6 +13,7 @@ import time
 import pykka
 import pytest
 
+from actors.domain.names import ACTION_ANNOTATION, FINALIZER
 from actors.infra import faults
 from actors.ports.kube_port import KubeInvalid, KubeUnavailable
 from actors.runtime.container import ContainerActor
@@ -24,15 +25,7 @@ from messages.inbound import (
     MirrorObserved,
     Tick,
 )
-from tests.unit._helpers import (
-    ACTION_ANNOTATION,
-    FINALIZER,
-    Env,
-    FakeClock,
-    FakeEngineStatus,
-    barrier,
-    wait_for,
-)
+from tests.unit._helpers import Env, FakeClock, FakeEngineStatus, barrier, wait_for
 
 CONNECTED = (True, "Connected", "Container engine synced")
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import supervisor
+from actors.domain.names import API_VERSION, CONTAINER_NAMESPACES, CONTAINERS, GROUP
 from actors.ports.kube_port import KubeForbidden, KubeNotFound, KubeUnavailable
 from actors.runtime.engine_status import EngineStatus, NamespaceMissing
 from actors.service import startup_checks
@@ -35,16 +36,16 @@ def resource(name: str) -> dict[str, Any]:
 
 FULL = {
     "kind": "APIResourceList",
-    "groupVersion": "containers.rancherdesktop.io/v1alpha1",
+    "groupVersion": API_VERSION,
     "resources": [
         resource(n)
         for n in (
-            "containers",
+            CONTAINERS,
             "containers/status",
             "containercreaterequests",
             "containercreaterequests/status",
-            "containernamespaces",
-            "containernamespaces/status",
+            CONTAINER_NAMESPACES,
+            f"{CONTAINER_NAMESPACES}/status",
         )
     ],
 }
@@ -81,7 +82,7 @@ class FakeClock:
         self.now += seconds
 
 
-PROBE = "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containers"
+PROBE = f"/apis/{API_VERSION}/namespaces/ns/{CONTAINERS}"
 
 
 # -- missing_crds (pure) ---------------------------------------------------------------
@@ -94,22 +95,22 @@ def test_full_discovery_misses_nothing() -> None:
 @pytest.mark.parametrize("document", [None, {}, {"resources": None}, {"resources": "x"}, []])
 def test_no_or_odd_discovery_misses_both(document: Any) -> None:
     assert missing_crds(document) == [
-        "containers.containers.rancherdesktop.io",
-        "containernamespaces.containers.rancherdesktop.io",
+        f"{CONTAINERS}.{GROUP}",
+        f"{CONTAINER_NAMESPACES}.{GROUP}",
     ]
 
 
 def test_an_old_crd_without_status_subresource_counts_as_missing() -> None:
     old = {
-        "resources": [r for r in FULL["resources"] if r["name"] != "containernamespaces/status"]
+        "resources": [r for r in FULL["resources"] if r["name"] != f"{CONTAINER_NAMESPACES}/status"]
         + ["not a dict"]
     }
-    assert missing_crds(old) == ["containernamespaces.containers.rancherdesktop.io"]
+    assert missing_crds(old) == [f"{CONTAINER_NAMESPACES}.{GROUP}"]
 
 
 def test_message_names_the_crd_and_the_install_command() -> None:
-    text = startup_checks.not_served_message(["containers.containers.rancherdesktop.io"])
-    assert "containers.containers.rancherdesktop.io" in text
+    text = startup_checks.not_served_message([f"{CONTAINERS}.{GROUP}"])
+    assert f"{CONTAINERS}.{GROUP}" in text
     assert "dockmirror crds | kubectl apply -f -" in text
     assert "\n" not in text
 
@@ -152,7 +153,7 @@ def test_storage_reinitializing_propagates_for_the_start_loop_to_retry() -> None
 
 
 def test_forbidden_probe_is_a_kube_error_naming_the_permission() -> None:
-    denied = KubeForbidden(403, 'User "u" cannot list resource "containers"')
+    denied = KubeForbidden(403, f'User "u" cannot list resource "{CONTAINERS}"')
     http = ScriptedHttp({discovery_path(): FULL, PROBE: denied})
     with pytest.raises(KubeForbidden, match="cannot list"):
         check_crds_served(http, "ns")  # type: ignore[arg-type]
@@ -251,7 +252,7 @@ def test_skip_crd_install_never_installs_and_ends_at_once_when_missing(
     with pytest.raises(SystemExit) as info:
         sup.prepare_kubernetes()
     message = str(info.value.code)
-    assert message.startswith("dockmirror: CRD containers.containers.rancherdesktop.io")
+    assert message.startswith(f"dockmirror: CRD {CONTAINERS}.{GROUP}")
     assert "dockmirror crds | kubectl apply -f -" in message
     assert installed == []
     assert clock.now - 100.0 < 60.0  # the grace period, not the 60 s start-up timeout
@@ -266,15 +267,15 @@ def test_without_skip_the_crds_are_installed_with_a_namespaced_probe(
             NS_PATH: {},
             (
                 "PATCH",
-                "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containernamespaces/moby",
+                f"/apis/{API_VERSION}/namespaces/ns/{CONTAINER_NAMESPACES}/moby",
             ): {},
             (
                 "GET",
-                "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containernamespaces/moby",
+                f"/apis/{API_VERSION}/namespaces/ns/{CONTAINER_NAMESPACES}/moby",
             ): {},
             (
                 "PATCH",
-                "/apis/containers.rancherdesktop.io/v1alpha1/namespaces/ns/containernamespaces/moby/status",
+                f"/apis/{API_VERSION}/namespaces/ns/{CONTAINER_NAMESPACES}/moby/status",
             ): {},
         }
     )

@@ -12,6 +12,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 import supervisor
+from actors.domain.names import CONTAINERS, GROUP
 from actors.ports.kube_connect import (
     KubeconfigError,
     KubeTarget,
@@ -104,13 +105,13 @@ def test_403_names_verb_and_resource_and_points_at_rbac() -> None:
 
 def test_403_in_a_namespace_for_a_service_account() -> None:
     text = (
-        'containers.containers.rancherdesktop.io "x" is forbidden: User '
+        f'{CONTAINERS}.{GROUP} "x" is forbidden: User '
         '"system:serviceaccount:ops:dm" cannot patch resource "containers/status" in API group '
-        '"containers.rancherdesktop.io" in the namespace "rd"'
+        f'"{GROUP}" in the namespace "rd"'
     )
     message = forbidden_message(text, "rd")
     assert message.startswith(
-        'missing permission: patch containers.containers.rancherdesktop.io/status in namespace "rd"'
+        f'missing permission: patch {CONTAINERS}.{GROUP}/status in namespace "rd"'
     )
     assert message.endswith("`dockmirror rbac --namespace rd --service-account ops/dm` prints")
 

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.domain.webhook_review import ACTION_ANNOTATION, MAX_BODY_BYTES
+from actors.domain.names import ACTION_ANNOTATION, GROUP, JSON
+from actors.domain.webhook_review import MAX_BODY_BYTES
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import HEALTHZ_PATH, PROBE_LABEL, VALIDATE_PATH, WebhookServer
 from tests.support.wait import wait_for
@@ -69,7 +70,7 @@ def request(
 
 
 def post(server: WebhookServer, ctx: ssl.SSLContext, body: bytes) -> tuple[int, bytes]:
-    return request(server, ctx, "POST", VALIDATE_PATH, body, {"Content-Type": "application/json"})
+    return request(server, ctx, "POST", VALIDATE_PATH, body, {"Content-Type": JSON})
 
 
 def healthy(server: WebhookServer, ctx: ssl.SSLContext) -> bool:
@@ -90,7 +91,7 @@ action_value = (
     st.sampled_from(["start", "stop", "pause", "unpause", "restart", "", "Start"]) | st.text()
 )
 annotations = st.none() | st.dictionaries(
-    st.sampled_from([ACTION_ANNOTATION, "other", "containers.rancherdesktop.io/x"]),
+    st.sampled_from([ACTION_ANNOTATION, "other", f"{GROUP}/x"]),
     action_value,
     max_size=2,
 )

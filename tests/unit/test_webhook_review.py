@@ -10,8 +10,15 @@ from typing import Any
 
 import pytest
 
-from actors.domain.webhook_review import (
+from actors.domain.names import (
     ACTION_ANNOTATION,
+    API_VERSION,
+    CONTAINER_NAMESPACES,
+    CONTAINERS,
+    GROUP,
+    VERSION,
+)
+from actors.domain.webhook_review import (
     CREATE_DENIED_MESSAGE,
     MAX_BODY_BYTES,
     NAMESPACE_DELETE_WARNING,
@@ -20,12 +27,12 @@ from actors.domain.webhook_review import (
     review,
 )
 
-CREATE_MSG = "containers.rancherdesktop.io/action annotation is not allowed on create"
+CREATE_MSG = f"{ACTION_ANNOTATION} annotation is not allowed on create"
 
 
 def container(annotations: dict[str, Any] | None = None, spec: Any = None) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "apiVersion": "containers.rancherdesktop.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "Container",
         "metadata": {"name": "c1", "namespace": "ns"},
     }
@@ -80,7 +87,7 @@ def test_create_with_annotation_any_value_is_denied(value: str) -> None:
     [
         container(),
         container({}),
-        container({"other": "x", "containers.rancherdesktop.io/actionx": "start"}),
+        container({"other": "x", f"{ACTION_ANNOTATION}x": "start"}),
         {"metadata": {"name": "x", "annotations": None}},
         {"kind": "Container"},  # no metadata at all
     ],
@@ -121,7 +128,7 @@ def test_update_with_invalid_action_is_denied(value: str, quoted: str) -> None:
     assert resp["uid"] == "uid-1"
     assert resp["status"] == {
         "code": 403,
-        "message": f"invalid containers.rancherdesktop.io/action annotation {quoted}",
+        "message": f"invalid {ACTION_ANNOTATION} annotation {quoted}",
         "reason": "Forbidden",
     }
 
@@ -323,15 +330,15 @@ def test_go_v(value: Any, expected: str) -> None:
 
 # --- ContainerNamespace: DELETE allowed with the warning (docs/contract.md §5.2) -----------
 
-CNS_RESOURCE = {"group": "containers.rancherdesktop.io", "version": "v1alpha1"}
+CNS_RESOURCE = {"group": GROUP, "version": VERSION}
 
 
 def cns_review(operation: str, api_version: str = "admission.k8s.io/v1") -> bytes:
-    cns = {"apiVersion": "containers.rancherdesktop.io/v1alpha1", "kind": "ContainerNamespace"}
+    cns = {"apiVersion": API_VERSION, "kind": "ContainerNamespace"}
     request = {
         "uid": "uid-2",
         "operation": operation,
-        "resource": {**CNS_RESOURCE, "resource": "containernamespaces"},
+        "resource": {**CNS_RESOURCE, "resource": CONTAINER_NAMESPACES},
         "oldObject": {**cns, "metadata": {"name": "moby", "namespace": "ns"}},
         "object": None,
     }
@@ -372,7 +379,7 @@ def test_a_container_namespace_review_needs_an_operation() -> None:
 
 def test_the_container_rules_apply_to_every_other_resource() -> None:
     doc = json.loads(make_review("CREATE", container({ACTION_ANNOTATION: "start"})))
-    doc["request"]["resource"] = {**CNS_RESOURCE, "resource": "containers"}
+    doc["request"]["resource"] = {**CNS_RESOURCE, "resource": CONTAINERS}
     assert decide(json.dumps(doc).encode())["response"]["allowed"] is False
 
 
@@ -390,9 +397,9 @@ def test_the_webhook_configuration_warns_on_container_namespace_deletes() -> Non
     assert namespace_hook["rules"] == [
         {
             "operations": ["DELETE"],
-            "apiGroups": ["containers.rancherdesktop.io"],
-            "apiVersions": ["v1alpha1"],
-            "resources": ["containernamespaces"],
+            "apiGroups": [GROUP],
+            "apiVersions": [VERSION],
+            "resources": [CONTAINER_NAMESPACES],
             "scope": "Namespaced",
         }
     ]

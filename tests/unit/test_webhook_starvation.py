@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.domain.webhook_review import ACTION_ANNOTATION
+from actors.domain.names import ACTION_ANNOTATION, JSON
 from actors.infra import webhook as webhook_mod
 from actors.infra.certs import ensure_certificates
 from actors.infra.webhook import (
@@ -222,9 +222,7 @@ def admit(srv: WebhookServer, ctx: ssl.SSLContext, uid: str) -> tuple[float, dic
     start = time.monotonic()
     conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=ctx, timeout=30)
     try:
-        conn.request(
-            "POST", VALIDATE_PATH, admission_doc(uid), {"Content-Type": "application/json"}
-        )
+        conn.request("POST", VALIDATE_PATH, admission_doc(uid), {"Content-Type": JSON})
         resp = conn.getresponse()
         assert resp.status == 200
         answer = json.loads(resp.read())

@@ -1,7 +1,7 @@
-"""The CustomResourceDefinitions of ``containers.rancherdesktop.io``, read from YAML.
+"""The CustomResourceDefinitions of the API group :data:`~actors.domain.names.GROUP`, from YAML.
 
 Each CRD is one manifest file next to this module, ``<plural>.<group>.yaml`` (for
-example ``containers.containers.rancherdesktop.io.yaml``), shipped as package data.
+example the Container CRD's, :data:`CONTAINER_CRD_NAME` + ``.yaml``), shipped as package data.
 :func:`all_crds` returns every ``*.yaml`` of this directory, in file-name order, so a
 new kind's CRD is a new file and nothing else here. Contract: docs/contract.md §1
 (Container), §1.7 (ContainerCreateRequest), §6.1 (ContainerNamespace), §6.2 (Image) and
@@ -115,7 +115,7 @@ def crd(name: str) -> dict[str, Any]:
 
 
 def container_crd() -> dict[str, Any]:
-    """``containers.containers.rancherdesktop.io`` (docs/contract.md §1)."""
+    """:data:`CONTAINER_CRD_NAME` (docs/contract.md §1)."""
     return crd(CONTAINER_CRD_NAME)
 
 
@@ -125,7 +125,7 @@ def container_create_request_crd() -> dict[str, Any]:
 
 
 def container_namespace_crd() -> dict[str, Any]:
-    """``containernamespaces.containers.rancherdesktop.io`` (docs/contract.md §6.1)."""
+    """:data:`CONTAINER_NAMESPACE_CRD_NAME` (docs/contract.md §6.1)."""
     return crd(CONTAINER_NAMESPACE_CRD_NAME)
 
 
