@@ -1,8 +1,8 @@
 """App mode's decisions (``--app``, docs/contract.md §3.1, §3.5): pure, clock injected.
 
 With ``--app`` the service follows the cluster-scoped ``App`` named ``app``
-(``app.rancherdesktop.io/v1alpha1``) the way rancher-desktop-daemon's engine reconciler
-does. This module turns one observed App object into what the service should do:
+(``APP_API_VERSION`` of :mod:`actors.domain.names`) the way rancher-desktop-daemon's
+engine reconciler does. This module turns one observed App object into what the service should do:
 
 * :func:`read_app` reads any object shape into an :class:`AppView` (a missing or
   mistyped field counts as absent, never as an error);

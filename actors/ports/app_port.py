@@ -26,9 +26,9 @@ from actors.domain.names import (
     APPS,
     ENGINE_MANAGER,
     INSTALL_MANAGER,
+    MERGE_PATCH,
 )
 from actors.ports.kube_port import (
-    MERGE_PATCH,
     KubeConflict,
     KubeHttp,
     KubeNotFound,

@@ -106,9 +106,9 @@ class AppMode:
                 if clock() - said_waiting >= WAITING_LOG_INTERVAL_S:
                     said_waiting = clock()
                     log.info(
-                        "--app: waiting for the App %r (%s) to exist: "
-                        "kubectl get apps.app.rancherdesktop.io %s",
+                        "--app: waiting for the App %r (%s) to exist: kubectl get %s %s",
                         APP_NAME,
+                        APP_CRD_NAME,
                         APP_CRD_NAME,
                         APP_NAME,
                     )

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
 
-from actors.domain.names import GROUP
+from actors.domain.names import APP_GROUP, GROUP
 from actors.infra.logsetup import configure_logging
 from actors.service.config import Config, build_run_parser, load_config
 from actors.service.options import OneLineParser
@@ -134,7 +134,7 @@ def crds_command(argv: Sequence[str], out: TextIO) -> int:
     parser.add_argument(
         "--app",
         action="store_true",
-        help="also the App CRD (app.rancherdesktop.io), for a service run with --app "
+        help=f"also the App CRD ({APP_GROUP}), for a service run with --app "
         "--skip-crd-install where no App CRD is installed yet",
     )
     args = parser.parse_args(list(argv))

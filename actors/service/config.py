@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.domain.log_stream import DEFAULT_MAX_LOG_STREAMS
-from actors.domain.names import ACTION_ANNOTATION
+from actors.domain.names import ACTION_ANNOTATION, APP_GROUP, APP_NAME
 from actors.infra.http_endpoint import DEFAULT_HTTP_ADDRESS, AddressError, parse_http_address
 from actors.runtime.leader import LeaseTiming
 from actors.service.admission import MODES as ADMISSION_MODES
@@ -244,7 +244,7 @@ class Config:
     # --- App mode (docs/contract.md §3.1, §3.5) -----------------------------------------
     app: bool = option(
         False,
-        "follow the cluster-scoped App 'app' (app.rancherdesktop.io) like rancher-desktop-"
+        f"follow the cluster-scoped App '{APP_NAME}' ({APP_GROUP}) like rancher-desktop-"
         "daemon: its spec.namespace replaces --namespace, mirroring runs only while it is "
         "Running on moby, ContainerEngineReady is written on it, and when it stops every "
         "mirror in the namespace is deleted (--no-app: standalone)",

@@ -42,9 +42,9 @@ from typing import Any
 from actors.domain.names import (
     APP_API_VERSION,
     APP_CRD_NAME,
+    APP_GROUP,
     APP_NAME,
     APP_RUNNING,
-    APPS,
     CONTAINER_NAMESPACES,
     CONTAINERS,
     IMAGES,
@@ -182,7 +182,7 @@ class FakeCluster:
             if new["spec"].get("namespace") != app["spec"].get("namespace"):
                 raise KubeInvalid(
                     422,
-                    'App.app.rancherdesktop.io "app" is invalid: spec.namespace: '
+                    f'App.{APP_GROUP} "{APP_NAME}" is invalid: spec.namespace: '
                     'Invalid value: "string": spec.namespace is immutable',
                     reason="Invalid",
                 )
@@ -275,9 +275,7 @@ class FakeCluster:
     def _get_app(self) -> dict[str, Any]:
         self._require_app_crd()
         if self._app is None:
-            raise KubeNotFound(
-                404, f'{APPS}.app.rancherdesktop.io "{APP_NAME}" not found', reason="NotFound"
-            )
+            raise KubeNotFound(404, f'{APP_CRD_NAME} "{APP_NAME}" not found', reason="NotFound")
         return self._app
 
     def _commit_app(self, new: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -332,7 +330,7 @@ class FakeCluster:
             if resource_version and resource_version != app["metadata"]["resourceVersion"]:
                 raise KubeConflict(
                     409,
-                    'Operation cannot be fulfilled on apps.app.rancherdesktop.io "app": the '
+                    f'Operation cannot be fulfilled on {APP_CRD_NAME} "{APP_NAME}": the '
                     "object has been modified; please apply your changes to the latest version "
                     "and try again",
                     reason="Conflict",

@@ -26,6 +26,7 @@ from actors.domain.names import (
     ACTION_ANNOTATION,
     APP_CRD_NAME,
     APP_GROUP,
+    APP_VERSION,
     APPS,
     CONTAINER_NAMESPACES,
     CONTAINERS,
@@ -326,7 +327,7 @@ def test_app_crd_matches_the_contract_names() -> None:
     spec = crd["spec"]
     assert (spec["group"], spec["scope"], spec["names"]["plural"]) == (APP_GROUP, "Cluster", APPS)
     (version,) = spec["versions"]
-    assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
+    assert version["name"] == APP_VERSION and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     props = version["schema"]["openAPIV3Schema"]["properties"]
     app_spec = props["spec"]["properties"]

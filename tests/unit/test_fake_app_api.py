@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from actors.domain.names import CONTAINER_NAMESPACES, CONTAINERS, FINALIZER, IMAGES
+from actors.domain.names import APP_CRD_NAME, CONTAINER_NAMESPACES, CONTAINERS, FINALIZER, IMAGES
 from actors.ports.kube_port import KubeConflict, KubeInvalid, KubeNotFound
 from tests.fakes.app_api import FakeCluster
 from tests.support.wait import wait_for
@@ -87,8 +87,8 @@ def test_without_crds_the_app_and_the_kinds_answer_404() -> None:
     with pytest.raises(KubeNotFound):
         cluster.app_api.list()
     assert cluster.app_api.crd_installed() is False
-    cluster.app_api.create_crd({"metadata": {"name": "apps.app.rancherdesktop.io"}})
-    cluster.app_api.create_crd({"metadata": {"name": "apps.app.rancherdesktop.io"}})  # 409: fine
+    cluster.app_api.create_crd({"metadata": {"name": APP_CRD_NAME}})
+    cluster.app_api.create_crd({"metadata": {"name": APP_CRD_NAME}})  # 409: fine
     assert cluster.app_api.list() == ([], cluster.resource_version)
     sweeper = cluster.sweeper(NS)
     assert sweeper.list(CONTAINERS) == []

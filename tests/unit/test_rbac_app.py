@@ -10,6 +10,14 @@ from typing import Any
 
 import pytest
 
+from actors.domain.names import (
+    APP_CRD_NAME,
+    APP_GROUP,
+    CONTAINER_NAMESPACES,
+    GROUP,
+    IMAGES,
+    VOLUMES,
+)
 from actors.domain.rbac import rbac_manifests
 
 NS = "rancher-desktop"
@@ -34,10 +42,9 @@ def grants(**over: Any) -> set[tuple[str, str, str, str, str]]:
     return out
 
 
-APP = "app.rancherdesktop.io"
+APP = APP_GROUP
 CRDS = "apiextensions.k8s.io"
-GROUP = "containers.rancherdesktop.io"
-APP_CRD = "apps.app.rancherdesktop.io"
+APP_CRD = APP_CRD_NAME
 
 
 @pytest.mark.parametrize("skip_crd_install", [False, True])
@@ -51,7 +58,7 @@ def test_app_adds_exactly_the_app_and_cleanup_rules(admission: str, skip_crd_ins
         ("ClusterRole", APP, "apps", "watch", "app"),
         ("ClusterRole", APP, "apps/status", "patch", "app"),
     }
-    for resource in ("containernamespaces", "images", "volumes"):
+    for resource in (CONTAINER_NAMESPACES, IMAGES, VOLUMES):
         for verb in ("get", "list", "patch", "delete"):
             expected.add(("Role", GROUP, resource, verb, "*"))
     if not skip_crd_install:
@@ -74,12 +81,12 @@ def test_the_app_crd_rules_name_it() -> None:
 def test_without_app_nothing_of_it_is_granted() -> None:
     for grant in grants():
         assert grant[1] != APP
-        assert not (grant[2] == "containernamespaces" and grant[3] == "delete")
+        assert not (grant[2] == CONTAINER_NAMESPACES and grant[3] == "delete")
     # Images and Volumes: only what their mirrors need (the Role's mirror rules), the
     # same whether or not --app adds its cleanup.
     mirror_verbs = ("get", "list", "watch", "create", "patch", "delete")
-    assert {g for g in grants() if g[2] in ("images", "volumes")} == {
+    assert {g for g in grants() if g[2] in (IMAGES, VOLUMES)} == {
         ("Role", GROUP, resource, verb, "*")
-        for resource in ("images", "volumes")
+        for resource in (IMAGES, VOLUMES)
         for verb in mirror_verbs
     }
