@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from actors.domain.names import GROUP
 from benchmarks import stats
 
 #: Admission modes in the order ``--admission both`` runs them. The first one runs every
@@ -39,9 +40,7 @@ FLOOR_KEYS: tuple[str, ...] = (
 #: ``apiserver_request_total`` has no namespace label; on the devenv the bench and the
 #: process under test are the only clients of these groups (the apiserver's own
 #: identity Lease renewals, one every 10 s, are the exception, and are noise).
-OUR_GROUPS: frozenset[str] = frozenset(
-    {"containers.rancherdesktop.io", "events.k8s.io", "coordination.k8s.io"}
-)
+OUR_GROUPS: frozenset[str] = frozenset({GROUP, "events.k8s.io", "coordination.k8s.io"})
 WRITE_VERBS: frozenset[str] = frozenset(
     {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
 )

@@ -34,9 +34,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from actors.domain.names import ACTION_ANNOTATION, ACTIONS_MANAGER, CONTAINER_NAMESPACES
 from actors.domain.timefmt import kube_now
 from actors.ports.docker_port import DockerPort
-from actors.ports.kube_port import ACTION_ANNOTATION, ACTIONS_MANAGER, KubeError
+from actors.ports.kube_port import KubeError
 from actors.runtime.actions import last_action
 from actors.service.admission import PolicyAdmission
 from benchmarks import cost
@@ -176,7 +177,7 @@ def write_rate(
 def delete_policy_bindings(kube: Kube, namespace: str) -> None:
     """Remove the namespace's policy bindings (the policy mode leaves them at a clean
     stop), so that a webhook-mode pass does not pay both admissions."""
-    for name in (f"dockmirror-{namespace}", f"dockmirror-{namespace}.containernamespaces"):
+    for name in (f"dockmirror-{namespace}", f"dockmirror-{namespace}.{CONTAINER_NAMESPACES}"):
         with contextlib.suppress(KubeError):
             kube.http.request(
                 "DELETE",

@@ -20,13 +20,11 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from actors.domain import image_status, volume_status
-from actors.domain.names import API_VERSION, GROUP, IMAGES, VERSION, VOLUMES
+from actors.domain.names import API_VERSION, GROUP, IMAGES, JSON, MERGE_PATCH, VERSION, VOLUMES
 from actors.ports.docker_port import DockerPort
 from tests.unit.test_crds_images_volumes import MANIFEST_DIRS
 
 pytestmark = pytest.mark.integration
-
-MERGE = "application/merge-patch+json"
 
 
 def _manifest(plural: str) -> dict[str, Any]:
@@ -95,7 +93,7 @@ def _put(custom: k8s.CustomObjectsApi, namespace: str, plural: str, kind: str, m
         plural,
         mirror.name,
         {"status": mirror.status},
-        _content_type=MERGE,
+        _content_type=MERGE_PATCH,
     )
 
 
@@ -104,7 +102,7 @@ def _table(api_client: k8s.ApiClient, namespace: str, plural: str, selector: str
         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}",
         "GET",
         query_params=[("fieldSelector", selector)],
-        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        header_params={"Accept": f"{JSON};as=Table;v=v1;g=meta.k8s.io"},
         auth_settings=["BearerToken"],
         _preload_content=False,
     )
@@ -171,7 +169,13 @@ def test_status_without_required_fields_is_refused(custom, namespace):
     )
     with pytest.raises(ApiException) as err:
         custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, IMAGES, name, {"status": {"id": "x"}}, _content_type=MERGE
+            GROUP,
+            VERSION,
+            namespace,
+            IMAGES,
+            name,
+            {"status": {"id": "x"}},
+            _content_type=MERGE_PATCH,
         )
     assert err.value.status == 422
     for field in ("architecture", "namespace", "os", "size"):

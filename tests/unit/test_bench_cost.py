@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from benchmarks import cost, stats
 
+from actors.domain.names import CONTAINERS, GROUP
+
 # A real /proc/<pid>/stat line, with a command name holding a space and a ")".
 STAT = (
     "4242 (py thon) x) S 1 4242 4242 0 -1 4194560 5012 0 0 0 {utime} {stime} 0 0 20 0 "
@@ -52,21 +54,21 @@ def sample(group: str, resource: str, verb: str, value: str, *, code: str = "200
     return f"apiserver_request_total{{{labels}}} {value}"
 
 
-OURS = "containers.rancherdesktop.io"
+OURS = GROUP
 METRICS = "\n".join(
     [
         "# HELP apiserver_request_total [STABLE] Counter of apiserver requests",
         "# TYPE apiserver_request_total counter",
-        sample(OURS, "containers", "PATCH", "10"),
-        sample(OURS, "containers", "PATCH", "5", sub="status"),
-        sample(OURS, "containers", "PATCH", "1", sub="status", code="409"),
-        sample(OURS, "containers", "APPLY", "7", sub="status"),
+        sample(OURS, CONTAINERS, "PATCH", "10"),
+        sample(OURS, CONTAINERS, "PATCH", "5", sub="status"),
+        sample(OURS, CONTAINERS, "PATCH", "1", sub="status", code="409"),
+        sample(OURS, CONTAINERS, "APPLY", "7", sub="status"),
         sample("events.k8s.io", "events", "POST", "2", code="201"),
         sample("", "namespaces", "GET", "99"),
         'apiserver_request_total{code="200",group="",resource="",subresource="/readyz",'
         'verb="GET"} 4',
         f'apiserver_request_duration_seconds_count{{group="{OURS}",verb="PATCH"}} 1000',
-        sample(OURS, "containers", "GET", "NaNx"),
+        sample(OURS, CONTAINERS, "GET", "NaNx"),
     ]
 )
 
@@ -90,8 +92,8 @@ def test_delta_by_verb_drops_quiet_verbs_and_survives_a_restart():
 
 
 def test_delta_by_verb_from_prometheus_text():
-    old = sample(OURS, "containers", "APPLY", "7", sub="status")
-    later = METRICS.replace(old, sample(OURS, "containers", "APPLY", "27", sub="status"))
+    old = sample(OURS, CONTAINERS, "APPLY", "7", sub="status")
+    later = METRICS.replace(old, sample(OURS, CONTAINERS, "APPLY", "27", sub="status"))
     assert cost.delta_by_verb(cost.request_counts(METRICS), cost.request_counts(later)) == {
         "APPLY": 20.0
     }

@@ -130,10 +130,10 @@ def container_namespace_crd() -> dict[str, Any]:
 
 
 def image_crd() -> dict[str, Any]:
-    """``images.containers.rancherdesktop.io`` (docs/contract.md §6.2)."""
+    """The Image CRD, ``<IMAGES>.<GROUP>`` (docs/contract.md §6.2)."""
     return crd(IMAGE_CRD_NAME)
 
 
 def volume_crd() -> dict[str, Any]:
-    """``volumes.containers.rancherdesktop.io`` (docs/contract.md §6.3)."""
+    """The Volume CRD, ``<VOLUMES>.<GROUP>`` (docs/contract.md §6.3)."""
     return crd(VOLUME_CRD_NAME)
