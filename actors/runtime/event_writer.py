@@ -39,7 +39,8 @@ from actors.domain.event_series import (
 )
 from actors.domain.timefmt import micro_time_from_ns
 from actors.infra.journal import Journal
-from actors.ports.kube_port import EventStore, KubeError, KubeHttp, KubeNotFound
+from actors.ports.kube_port import EventStore, KubeHttp, KubeNotFound
+from actors.ports.port_errors import PortError
 from actors.runtime._base import JournaledActor
 from messages.inbound import EmitEvent, Tick
 
@@ -235,7 +236,7 @@ class EventWriterActor(JournaledActor):
                 detail={"reason": key.reason, "action": key.action},
                 caused_by=cause,
             )
-        except KubeError as exc:
+        except PortError as exc:  # a KubeError family, or Fenced once leadership is lost
             self.log.debug("event dropped: %s", exc)
             with self._lock:
                 self.series.forget(key, series)
@@ -267,7 +268,7 @@ class EventWriterActor(JournaledActor):
                 series.writing = False
                 self.series.forget(key, series)
             return
-        except KubeError as exc:
+        except PortError as exc:  # a KubeError family, or Fenced once leadership is lost
             self.log.debug("event series update dropped: %s", exc)
             with self._lock:
                 series.writing = False

@@ -15,6 +15,7 @@ from actors.infra.journal import Journal
 from actors.ports.kube_port import KubeNotFound, KubeUnavailable
 from actors.runtime.engine_status import EngineStatus
 from actors.runtime.event_writer import WRITE_WORKERS, EventWriterActor
+from actors.runtime.fence import Fenced
 from messages.inbound import EmitEvent, Tick
 from messages.journal import Effect, Received
 from tests.fakes.kube import FakeKubeHttp
@@ -120,6 +121,19 @@ def test_event_writer_creates_events_and_survives_failures(tmp_path):
         e.msg_id for e in journal_entries(tmp_path / "trace.jsonl") if isinstance(e, Received)
     }
     assert {e.causation_id for e in effects()} == received
+
+
+def test_a_fenced_write_is_dropped_without_killing_the_writer():
+    """After leadership is lost the port refuses calls with Fenced (a PortError, not a
+    KubeError): the Event is dropped like any failed write, the writer goes on."""
+    http = FakeKubeHttp()
+    now = [T0]
+    actor = writer(http, now)
+    http.fail_next("POST /apis/events.k8s.io", Fenced("not the leader any more: call refused"))
+    emit(actor, reason="ActionSucceeded")
+    assert http.events == {}
+    emit(actor, rv="11", reason="ActionSucceeded")
+    assert len(http.events) == 1
 
 
 def test_writes_run_in_parallel_on_the_workers(tmp_path):
