@@ -5,13 +5,15 @@
     scripts/chaos --quick --only sigkill,races  # a subset
     scripts/chaos --json figures.json           # also write the figures
     scripts/chaos --self-test                   # prove each invariant catches its bug
+    scripts/chaos --engine chaos                # on an extra engine of scripts/devenv
 
 Campaigns: sigkill, actor-crash, engine, races, soak, flaky, bad-input. ``engine``
-stops and starts the devenv's Docker engine and apiserver, ``flaky`` SIGSTOPs dockerd
-for 20 s: never run them while others use the devenv. Prints one summary line per
-campaign; exits 1 if an invariant failed (details printed). Everything created is
-labelled ``dockmirror.chaos=<run id>`` in namespace ``chaos-<run id>`` and removed at
-the end, also on failure or Ctrl-C.
+stops and starts the Docker engine and the devenv's apiserver and ``flaky`` SIGSTOPs
+dockerd for 20 s: on a shared engine, run with ``--engine NAME`` (an extra engine
+started with ``scripts/devenv engine-up NAME``; only it is ever stopped or frozen). Prints
+one summary line per campaign; exits 1 if an invariant failed (details printed).
+Everything created is labelled ``dockmirror.chaos=<run id>`` in namespace
+``chaos-<run id>`` and removed at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from scripts.chaoslib import campaigns  # noqa: E402
 from scripts.chaoslib.badinput import bad_input  # noqa: E402
-from scripts.chaoslib.harness import Env, log  # noqa: E402
+from scripts.chaoslib.harness import ENGINE_NAME, Env, log  # noqa: E402
 from scripts.chaoslib.invariants import Result, minimum_problems  # noqa: E402
 from scripts.chaoslib.selftest import probe, self_test  # noqa: E402
 
@@ -68,7 +70,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="service logs and journals (default /tmp/dockmirror-chaos-<id>)",
     )
+    p.add_argument(
+        "--engine",
+        metavar="NAME",
+        help="run against the extra Docker engine NAME of scripts/devenv (started with "
+        "engine-up NAME if needed) instead of the devenv's main engine: the service, the "
+        "racers and every stop, SIGSTOP and restart of dockerd use that engine only",
+    )
     args = p.parse_args(argv)
+    if args.engine is not None and not ENGINE_NAME.fullmatch(args.engine):
+        p.error(f"--engine {args.engine!r}: 1-16 characters a-z, 0-9 and '-'")
     if args.self_test and args.only:
         p.error("--self-test runs its own fixed campaign; --only does not apply")
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CAMPAIGNS)
@@ -138,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)
     signal.signal(signal.SIGTERM, _sigterm)
-    env = Env(args.workdir)
+    env = Env(args.workdir, engine_name=args.engine)
     mode = "self-test" if args.self_test else "quick" if args.quick else "full"
     log(f"chaos run {env.run_id} ({mode}, seed {seed}), namespace {env.namespace}, {env.workdir}")
+    log(f"Docker engine: {env.engine} at {env.devenv.docker_host}")
     results: list[Result] = []
     verdicts = []
     started = time.monotonic()
@@ -204,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     "run": env.run_id,
                     "mode": mode,
                     "seed": seed,
+                    "engine": args.engine or "devenv",
                     "seconds": round(total, 1),
                     "campaigns": [r.as_json() for r in results],
                     "self_test": [

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 
@@ -24,10 +24,10 @@ from scripts.chaoslib.harness import (
     docker_cli,
     log,
     rss_mb,
+    run_devenv,
     settle_and_check,
 )
 from scripts.chaoslib.invariants import Result
-from tests.support.devenv import DEVENV_SCRIPT
 from tests.support.service import Service
 
 KILL_POINTS = (
@@ -397,9 +397,14 @@ def soak(env: Env, sizes: Sizes, rng: random.Random) -> Result:
 
 
 # --- engine ----------------------------------------------------------------------------
-def _devenv(cmd: str) -> None:
-    log(f"engine: scripts/devenv {cmd}")
-    subprocess.run([str(DEVENV_SCRIPT), cmd], check=True, capture_output=True, timeout=300)
+def _devenv(cmd: str) -> Callable[[], None]:
+    """A devenv command for the apiserver outage (the Docker side is ``env.engine``)."""
+
+    def run() -> None:
+        log(f"engine: scripts/devenv {cmd}")
+        run_devenv(cmd)
+
+    return run
 
 
 def _mirrors_a_new_container(env: Env, timeout: float) -> bool:
@@ -420,7 +425,8 @@ def _mirrors_a_new_container(env: Env, timeout: float) -> bool:
 
 def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     """The Docker engine stopped and restarted mid-stream, then the apiserver (etcd data
-    kept). Stops every container on the engine: run it on a devenv nobody else uses."""
+    kept). Stops every container on the engine (``env.engine``: with ``--engine NAME``
+    an extra engine of its own; otherwise the devenv's, which nobody else may use)."""
     result = Result("engine")
     ids = _containers(env, "engine", sizes.containers)
     always = [env.container("engine", restart_always=True) for _ in range(3)]
@@ -431,24 +437,24 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
         driver = Driver(env, obs, ids, seed=rng.random()).start()
         try:
-            for stop_cmd, start_cmd in (
-                ("stop-docker", "start-docker"),
-                ("stop-apiserver", "start-apiserver"),
+            for side, stop_side, start_side in (
+                ("docker", env.engine.stop, env.engine.start),
+                ("apiserver", _devenv("stop-apiserver"), _devenv("start-apiserver")),
             ):
                 time.sleep(rng.uniform(sizes.seconds, 2 * sizes.seconds))
                 t0 = time.monotonic()
-                _devenv(stop_cmd)
+                stop_side()
                 time.sleep(rng.uniform(sizes.seconds, 2 * sizes.seconds))
-                _devenv(start_cmd)
+                start_side()
                 _wait_ready_or_died(svc, timeout=180)
                 if not svc.running:
-                    result.fail("service", [f"exited after {stop_cmd}: {svc.log_file}"])
+                    result.fail("service", [f"exited after the {side} outage: {svc.log_file}"])
                     break
                 # EngineReady may still say True from before an apiserver outage (the
                 # service could not write False): a new container mirrored end to end is
                 # the proof that the service has recovered.
                 if not _mirrors_a_new_container(env, timeout=180):
-                    result.fail("recovery", [f"no new container mirrored after {start_cmd}"])
+                    result.fail("recovery", [f"no new container mirrored after the {side} outage"])
                 outages.append(round(time.monotonic() - t0, 1))
             time.sleep(sizes.seconds)
         finally:
@@ -463,30 +469,23 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
 
 
 # --- flaky -----------------------------------------------------------------------------
-def _dockerd_pid(env: Env) -> int:
-    """The devenv's dockerd pid, checked to be a dockerd (never signal a stranger)."""
-    pid_file = env.devenv.repo_root / ".devenv" / "dockerd.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError, IndexError) as exc:
-        raise RuntimeError(f"no running dockerd of the devenv ({pid_file}): {exc}") from exc
-    if comm != "dockerd":
-        raise RuntimeError(f"{pid_file} names pid {pid}, which is {comm!r}, not dockerd")
-    return pid
-
-
-def hang_engine(env: Env, svc: Service, seconds: float) -> float | None:
-    """SIGSTOP dockerd for ``seconds`` (the process alive, not answering), then SIGCONT,
-    always, in a ``finally`` (also on Ctrl-C/SIGTERM of the harness). Returns how many
-    seconds after the SIGSTOP the service reported ``EngineReady`` False, or None if it
-    did not during the hang. Runs on the campaign's thread.
+def hang_engine(
+    env: Env,
+    svc: Service,
+    seconds: float,
+    kill: Callable[[int, int], None] = os.kill,
+) -> float | None:
+    """SIGSTOP the selected engine's dockerd (``env.engine``) for ``seconds`` (the
+    process alive, not answering), then SIGCONT, always, in a ``finally`` (also on
+    Ctrl-C/SIGTERM of the harness). Returns how many seconds after the SIGSTOP the
+    service reported ``EngineReady`` False, or None if it did not during the hang.
+    Runs on the campaign's thread.
     """
-    pid = _dockerd_pid(env)
-    log(f"flaky: SIGSTOP dockerd (pid {pid}) for {seconds:.0f}s")
+    pid = env.engine.dockerd_pid()
+    log(f"flaky: SIGSTOP dockerd of {env.engine} (pid {pid}) for {seconds:.0f}s")
     t0 = time.monotonic()
     reported: float | None = None
-    os.kill(pid, signal.SIGSTOP)
+    kill(pid, signal.SIGSTOP)
     try:
         while (elapsed := time.monotonic() - t0) < seconds:
             if reported is None:
@@ -495,7 +494,7 @@ def hang_engine(env: Env, svc: Service, seconds: float) -> float | None:
                         reported = round(elapsed, 1)
             time.sleep(0.5)  # poll interval within the fixed hang window
     finally:
-        os.kill(pid, signal.SIGCONT)
+        kill(pid, signal.SIGCONT)
         log("flaky: SIGCONT dockerd")
     return reported
 
@@ -504,8 +503,9 @@ def flaky(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     """A request stream while a share of the service's calls in both ports fail
     transiently (``DOCKMIRROR_FAULTS=kube.request=flaky:P,docker.call=flaky:P``: 5xx,
     429, timeouts, resets, a call made then reported as timed out), plus one hung-engine
-    episode (dockerd SIGSTOPped, then SIGCONT). Stops the shared engine's answers for
-    ``sizes.hang`` seconds: only on a devenv nobody else uses."""
+    episode (dockerd SIGSTOPped, then SIGCONT). Stops the selected engine's answers for
+    ``sizes.hang`` seconds: an extra engine (``--engine NAME``), or the devenv's engine
+    only when nobody else uses it."""
     result = Result("flaky")
     ids = _containers(env, "flaky", sizes.containers)
     svc = env.service("flaky", env={"DOCKMIRROR_FAULTS_SEED": str(rng.randrange(1 << 30))})

@@ -1,5 +1,6 @@
-"""Shared machinery: the run's environment, the service process, a mirror observer, the
-request workers, Docker's restart-event counter and the end-of-campaign check.
+"""Shared machinery: the run's environment, the Docker engine under attack, the service
+process, a mirror observer, the request workers, Docker's restart-event counter and the
+end-of-campaign check.
 
 Everything created here is labelled ``dockmirror.chaos=<run id>`` and removed by
 :meth:`Env.cleanup` (also on failure and Ctrl-C).
@@ -8,8 +9,10 @@ Everything created here is labelled ``dockmirror.chaos=<run id>`` and removed by
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
+import re
 import subprocess
 import threading
 import time
@@ -52,7 +55,7 @@ from scripts.chaoslib.invariants import (
     status_mismatches,
     stuck_problems,
 )
-from tests.support.devenv import Devenv, start_devenv
+from tests.support.devenv import DEVENV_SCRIPT, Devenv, parse_env, start_devenv
 from tests.support.service import GROUP, VERSION, Service
 
 LABEL = "dockmirror.chaos"
@@ -68,20 +71,140 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class Env:
-    """One chaos run: devenv clients, run id, namespace ``chaos-<id>``, work directory."""
+# --- the Docker engine under attack -------------------------------------------------------
+#: An extra engine's name, as ``scripts/devenv engine-up`` accepts it.
+ENGINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,15}")
 
-    def __init__(self, workdir: Path | None = None, run_id: str | None = None) -> None:
+
+def run_devenv(*args: str, timeout: float = 300) -> str:
+    """Run ``scripts/devenv ARGS`` and return its stdout; raises RuntimeError with its
+    output when it fails or times out (a refusal, e.g. ``stop-docker`` of an engine
+    devenv did not start, is a failure)."""
+    try:
+        res = subprocess.run(
+            [str(DEVENV_SCRIPT), *args], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"scripts/devenv {' '.join(args)} timed out ({timeout:.0f}s)") from exc
+    if res.returncode != 0:
+        out = (res.stderr.strip() or res.stdout.strip())[-600:]
+        raise RuntimeError(f"scripts/devenv {' '.join(args)} exited {res.returncode}: {out}")
+    return res.stdout
+
+
+class DockerEngine:
+    """The Docker engine a chaos run attacks and may restart: the devenv's main engine
+    (``name`` None, the default) or the extra engine ``name`` of ``scripts/devenv``
+    (``scripts/chaos --engine NAME``), which nobody else uses.
+
+    Every stop, start, restart and SIGSTOP/SIGCONT of dockerd by the harness goes
+    through this object, so it acts on the selected engine only: the main engine with
+    ``scripts/devenv stop-docker``/``start-docker`` (devenv refuses when it did not
+    start that engine), an extra engine with ``engine-down``/``engine-up NAME``.
+    ``devenv`` runs a devenv command and returns its stdout (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        repo_root: Path,
+        name: str | None = None,
+        docker_host: str = "",
+        devenv: Callable[..., str] = run_devenv,
+    ) -> None:
+        if name is not None and not ENGINE_NAME.fullmatch(name):
+            raise ValueError(f"bad engine name {name!r}: 1-16 characters a-z, 0-9 and '-'")
+        self.repo_root = repo_root
+        self.name = name
+        self.docker_host = docker_host
+        self._devenv = devenv
+
+    def __str__(self) -> str:
+        return f"extra engine {self.name!r}" if self.name else "the devenv's main engine"
+
+    def prepare(self) -> str:
+        """For an extra engine: start it (idempotent; ``engine-up`` imports
+        ``busybox:local`` like ``up`` does when it is missing) and learn its
+        DOCKER_HOST. Returns the DOCKER_HOST."""
+        if self.name is not None:
+            self._devenv("engine-up", self.name)
+            env = parse_env(self._devenv("engine-env", self.name))
+            self.docker_host = env["DOCKER_HOST"]
+        return self.docker_host
+
+    @property
+    def state_dir(self) -> Path:
+        """Where devenv keeps this engine's pidfile (docs/dev-environment.md, Files)."""
+        base = self.repo_root / ".devenv"
+        return base / "engines" / self.name if self.name else base
+
+    def owned(self) -> bool:
+        """True when the harness may stop and restart this engine: an extra engine
+        always (devenv started it for this checkout), the main engine only when this
+        checkout's devenv started it (``.devenv/docker.owner`` is ``devenv``)."""
+        if self.name is not None:
+            return True
+        try:
+            return (self.state_dir / "docker.owner").read_text().strip() == "devenv"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        cmd = ("engine-down", self.name) if self.name else ("stop-docker",)
+        log(f"engine: scripts/devenv {' '.join(cmd)}")
+        self._devenv(*cmd)
+
+    def start(self) -> None:
+        cmd = ("engine-up", self.name) if self.name else ("start-docker",)
+        log(f"engine: scripts/devenv {' '.join(cmd)}")
+        self._devenv(*cmd)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def dockerd_pid(self) -> int:
+        """This engine's dockerd pid, checked in /proc to be a ``dockerd`` (and, for an
+        extra engine, the one with this engine's data root): never signal a stranger."""
+        pid_file = self.state_dir / "dockerd.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError) as exc:
+            raise RuntimeError(f"no running dockerd of {self} ({pid_file}): {exc}") from exc
+        if comm != "dockerd":
+            raise RuntimeError(f"{pid_file} names pid {pid}, which is {comm!r}, not dockerd")
+        if self.name is not None and f"--data-root {self.state_dir / 'data'}" not in cmdline:
+            raise RuntimeError(f"pid {pid} is a dockerd, but not the one of {self}")
+        return pid
+
+
+class Env:
+    """One chaos run: devenv clients, the Docker engine under attack (``engine``: the
+    devenv's main engine, or an extra engine with ``engine_name``), run id, namespace
+    ``chaos-<id>``, work directory."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        run_id: str | None = None,
+        engine_name: str | None = None,
+    ) -> None:
         self.run_id = run_id or uuid.uuid4().hex[:8]
         self.namespace = f"chaos-{self.run_id}"
         self.label = f"{LABEL}={self.run_id}"
         self.workdir = workdir or Path("/tmp") / f"dockmirror-chaos-{self.run_id}"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.devenv: Devenv = start_devenv()
+        devenv = start_devenv()
+        self.engine = DockerEngine(devenv.repo_root, engine_name, devenv.docker_host)
+        # The service under test, the docker CLI racers and the restart counter all use
+        # ``devenv.docker_host``: the selected engine's.
+        self.devenv: Devenv = dataclasses.replace(devenv, docker_host=self.engine.prepare())
         self.api_client = k8s_config.new_client_from_config(config_file=str(self.devenv.kubeconfig))
         self.api = k8s.CustomObjectsApi(self.api_client)
         self.core = k8s.CoreV1Api(self.api_client)
         self.docker = docker.DockerClient(base_url=self.devenv.docker_host, timeout=60)
+        self._check_image()
         self.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=self.namespace)))
         self.services: list[TrackedService] = []
 
@@ -150,6 +273,18 @@ class Env:
             GROUP, VERSION, self.namespace, "containers"
         )["items"]
         return {o["metadata"]["name"]: o for o in items}
+
+    def _check_image(self) -> None:
+        """``busybox:local`` must be on the selected engine; ``engine-up`` (or ``up``)
+        imports it when missing, so run that once more before giving up."""
+        try:
+            self.docker.api.inspect_image(IMAGE)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        log(f"{IMAGE} missing on {self.engine}: importing it with scripts/devenv")
+        run_devenv(*(("engine-up", self.engine.name) if self.engine.name else ("up",)))
+        self.docker.api.inspect_image(IMAGE)  # raises ImageNotFound if still missing
 
     def remove_containers(self, campaign: str | None = None) -> None:
         label = f"{LABEL}.campaign={campaign}" if campaign else self.label
