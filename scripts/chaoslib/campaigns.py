@@ -23,6 +23,7 @@ from scripts.chaoslib.harness import (
     RestartCounter,
     docker_cli,
     log,
+    record_removal,
     rss_mb,
     run_devenv,
     settle_and_check,
@@ -102,25 +103,41 @@ def _containers(env: Env, campaign: str, n: int, created_every: int = 6) -> list
     return [env.container(campaign, start=(i % created_every != 0)) for i in range(n)]
 
 
-def _teardown(env: Env, campaign: str, svc: Service | None) -> None:
-    env.remove_containers(campaign)
-    if svc is not None and svc.running:
-        # Let the service delete the mirrors of the removed containers before it stops.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                names = set(env.mirrors())
-            except Exception:
-                break
-            try:
-                states = env.docker_states()
-            except Exception:  # the engine may be briefly unreachable after a campaign
-                states = None
-            if states is not None and not (names - set(states)):
-                break
-            time.sleep(0.5)
-        with contextlib.suppress(Exception):
-            svc.stop()
+def _teardown(env: Env, campaign: str, svc: Service | None, result: Result) -> None:
+    """Remove the campaign's containers, let its service delete their mirrors, stop it.
+
+    Runs after the invariants were checked and changes none of their verdicts. A
+    container that cannot be removed in time makes the harness restart the engine it
+    owns (:meth:`Env.remove_containers`): reported as the figure
+    ``engine_restarts_in_teardown`` and a note. Containers still there after that, or
+    an exception of the harness here, fail the separate ``teardown`` check. Never
+    raises: the next campaign still runs.
+    """
+    try:
+        record_removal(result, env.remove_containers(campaign))
+        if svc is not None and svc.running:
+            # Let the service delete the mirrors of the removed containers before it
+            # stops (polled until a deadline; a slow deletion is not a failure).
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    names = set(env.mirrors())
+                except Exception:
+                    break
+                try:
+                    states = env.docker_states()
+                except Exception:  # the engine may be briefly unreachable after a campaign
+                    states = None
+                if states is not None and not (names - set(states)):
+                    break
+                time.sleep(0.5)
+    except Exception as exc:
+        result.fail("teardown", [f"harness error: {type(exc).__name__}: {exc}"[:400]])
+        log(f"{campaign}: teardown: {type(exc).__name__}: {exc}")
+    finally:
+        if svc is not None and svc.running:
+            with contextlib.suppress(Exception):
+                svc.stop()
 
 
 # --- sigkill ---------------------------------------------------------------------------
@@ -168,7 +185,7 @@ def sigkill(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         kills=kills, fault_kills=fault_kills, startup_kills=startup_kills, trace=str(svc.workdir)
     )
     result.minimums = minimums(sizes, kills=sizes.kills)
-    _teardown(env, "sigkill", svc)
+    _teardown(env, "sigkill", svc, result)
     return result
 
 
@@ -276,7 +293,7 @@ def actor_crash(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         faults_fired=1 if sizes.epochs else 0,
         connections_dropped=1 if sizes.epochs else 0,
     )
-    _teardown(env, "actor-crash", svc)
+    _teardown(env, "actor-crash", svc, result)
     return result
 
 
@@ -350,7 +367,7 @@ def races(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     result.minimums = minimums(
         sizes, cli_ops=int(sizes.seconds), policy_kills=max(1, int(sizes.seconds / 10))
     )
-    _teardown(env, "races", svc)
+    _teardown(env, "races", svc, result)
     return result
 
 
@@ -392,7 +409,7 @@ def soak(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         result.fail("service", ["exited during the soak"])
     result.figures["_rss_limit_pct"] = 10.0
     result.minimums = minimums(sizes, completed=sizes.budget)
-    _teardown(env, "soak", svc)
+    _teardown(env, "soak", svc, result)
     return result
 
 
@@ -464,7 +481,7 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         settle_and_check(env, result, driver, restarts, outcomes, strict=False, allow_gaps=True)
     result.figures.update(outages=len(outages), outages_s=outages, trace=str(svc.workdir))
     result.minimums = minimums(sizes, outages=2)
-    _teardown(env, "engine", svc)
+    _teardown(env, "engine", svc, result)
     return result
 
 
@@ -548,5 +565,5 @@ def flaky(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     if not svc.running:
         result.fail("service", ["exited during the flaky campaign"])
     result.minimums = minimums(sizes, flaky_kube=1, flaky_docker=1, hangs=1)
-    _teardown(env, "flaky", svc)
+    _teardown(env, "flaky", svc, result)
     return result

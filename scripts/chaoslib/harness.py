@@ -19,11 +19,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
@@ -179,6 +180,184 @@ class DockerEngine:
         return pid
 
 
+# --- removal that survives a stuck engine -------------------------------------------------
+#: How long one removal pass may take before the harness restarts the engine (Docker
+#: 20.10 can leave a container in ``Restarting`` so that no ``rm -f`` ever returns).
+REMOVE_DEADLINE_S = 60.0
+#: Per-call timeout of the teardown's Docker client: a hung call is retried, not waited out.
+REMOVE_CALL_TIMEOUT_S = 15.0
+REMOVE_POLL_S = 1.0
+
+
+@dataclass
+class Removal:
+    """What one removal of the harness's containers did (:func:`remove_containers`)."""
+
+    removed: int = 0
+    #: containers still there at the end: ``<id12> (<state>)``
+    left: list[str] = field(default_factory=list)
+    engine_restarts: int = 0
+    #: what went wrong on the way (a pass that timed out, a restart that failed)
+    notes: list[str] = field(default_factory=list)
+
+
+def remove_pass(
+    connect: Callable[[], Any],
+    filters: dict[str, Any],
+    *,
+    deadline_s: float = REMOVE_DEADLINE_S,
+    poll_s: float = REMOVE_POLL_S,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[float], Any] = time.sleep,
+) -> tuple[int, dict[str, str], str]:
+    """Force-remove every container matching ``filters`` until none is listed or
+    ``deadline_s`` has passed. ``connect()`` returns a Docker ``APIClient`` (called again
+    after a failed call: creating one negotiates the API version, which fails while the
+    engine is away). Between passes it polls every ``poll_s``; each call is bounded by
+    the client's own timeout, and a container whose removal timed out is tried after
+    the others.
+
+    Returns (removed, left, last_error): how many of the containers listed at some point
+    are gone, the ones still listed at the deadline (id -> state; the last listing, or
+    every container ever listed when no listing succeeded at the end), and the last
+    error seen ("" if none).
+    """
+    clients: list[Any] = []
+
+    def connect_once() -> Any:
+        clients.append(connect())
+        return clients[-1]
+
+    try:
+        return _remove_pass(connect_once, filters, deadline_s, poll_s, clock, wait)
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _remove_pass(
+    connect: Callable[[], Any],
+    filters: dict[str, Any],
+    deadline_s: float,
+    poll_s: float,
+    clock: Callable[[], float],
+    wait: Callable[[float], Any],
+) -> tuple[int, dict[str, str], str]:
+    deadline = clock() + deadline_s
+    api: Any = None
+    seen: dict[str, str] = {}
+    left: dict[str, str] | None = None
+    last_error = ""
+    relist_now = False  # every call of the last pass answered: list again at once, once
+    hung: set[str] = set()
+    while True:
+        try:
+            if api is None:
+                api = connect()
+            listed = api.containers(all=True, filters=filters)
+            left = {c["Id"]: c.get("State") or "?" for c in listed}
+            seen.update(left)
+        except Exception as exc:  # engine away or hung: try again until the deadline
+            last_error = f"list: {type(exc).__name__}: {exc}"[:300]
+            api = None
+            left = None
+        if left == {}:
+            return len(seen), {}, last_error
+        clean = left is not None and not relist_now
+        # Containers whose removal hung before go last: one stuck container must not
+        # keep the others from being removed.
+        for cid in sorted(left or {}, key=lambda c: c in hung):
+            if clock() > deadline:
+                clean = False
+                break
+            try:
+                api.remove_container(cid, force=True)
+            except docker.errors.NotFound:
+                pass  # gone already (the service removed it, or a previous call did)
+            except docker.errors.APIError as exc:
+                # 409 "removal ... already in progress": the next listing tells.
+                last_error = f"rm {cid[:12]}: {exc}"[:300]
+                clean = False
+            except requests.exceptions.Timeout as exc:  # this container's removal hangs
+                last_error = f"rm {cid[:12]}: {type(exc).__name__}: {exc}"[:300]
+                hung.add(cid)
+                clean = False
+            except Exception as exc:  # a dropped connection: the engine went away
+                last_error = f"rm {cid[:12]}: {type(exc).__name__}: {exc}"[:300]
+                api = None
+                clean = False
+                break
+        if clock() > deadline:
+            remaining = left if left is not None else dict(seen)
+            return len(seen) - len(remaining), remaining, last_error
+        relist_now = clean
+        if not relist_now:
+            wait(poll_s)
+
+
+def remove_containers(
+    connect: Callable[[], Any],
+    filters: dict[str, Any],
+    engine: DockerEngine,
+    *,
+    deadline_s: float = REMOVE_DEADLINE_S,
+    poll_s: float = REMOVE_POLL_S,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[float], Any] = time.sleep,
+) -> Removal:
+    """Remove every container matching ``filters`` (:func:`remove_pass`); if some are
+    still there at the deadline, restart the engine, when the harness owns it
+    (:meth:`DockerEngine.owned`), and remove again. Never raises: what happened is in
+    the returned :class:`Removal` and in the log."""
+    report = Removal()
+
+    def one_pass() -> dict[str, str]:
+        removed, left, error = remove_pass(
+            connect, filters, deadline_s=deadline_s, poll_s=poll_s, clock=clock, wait=wait
+        )
+        report.removed += removed
+        if left:
+            what = ", ".join(f"{cid[:12]} ({state})" for cid, state in sorted(left.items()))
+            note = f"{len(left)} container(s) not removed within {deadline_s:.0f}s: {what}"
+            report.notes.append(f"{note}; last error: {error}" if error else note)
+            log(f"teardown: {report.notes[-1]}")
+        return left
+
+    left = one_pass()
+    if left:
+        if engine.owned():
+            log(f"teardown: restarting {engine} to remove them")
+            try:
+                engine.restart()
+                report.engine_restarts += 1
+                report.notes.append(f"restarted {engine}")
+            except Exception as exc:
+                report.notes.append(f"restart of {engine} failed: {exc}"[:400])
+                log(f"teardown: {report.notes[-1]}")
+            left = one_pass()
+            if not left and report.engine_restarts:
+                log(f"teardown: removed after the restart of {engine}")
+        else:
+            report.notes.append(f"{engine} was not started by devenv: not restarted")
+            log(f"teardown: {report.notes[-1]}")
+    report.left = [f"{cid[:12]} ({state})" for cid, state in sorted(left.items())]
+    return report
+
+
+def record_removal(result: Result, removal: Removal) -> None:
+    """Put a teardown's removal into the campaign's result: the engine restarts as the
+    figure ``engine_restarts_in_teardown`` and notes (not a failure: the invariants were
+    checked before), containers that are still there as a failure of ``teardown``."""
+    figure = "engine_restarts_in_teardown"
+    result.figures[figure] = result.figures.get(figure, 0) + removal.engine_restarts
+    for note in removal.notes:
+        result.note(f"teardown: {note}")
+    if removal.left:
+        restarted = " even after an engine restart" if removal.engine_restarts else ""
+        result.fail("teardown", [f"not removed{restarted}: {', '.join(removal.left)}"])
+
+
 class Env:
     """One chaos run: devenv clients, the Docker engine under attack (``engine``: the
     devenv's main engine, or an extra engine with ``engine_name``), run id, namespace
@@ -286,11 +465,16 @@ class Env:
         run_devenv(*(("engine-up", self.engine.name) if self.engine.name else ("up",)))
         self.docker.api.inspect_image(IMAGE)  # raises ImageNotFound if still missing
 
-    def remove_containers(self, campaign: str | None = None) -> None:
+    def remove_containers(self, campaign: str | None = None) -> Removal:
+        """Force-remove this run's containers (of ``campaign``, or all), restarting the
+        engine if one cannot be removed in time (:func:`remove_containers`). Never
+        raises."""
         label = f"{LABEL}.campaign={campaign}" if campaign else self.label
-        for c in self.docker.api.containers(all=True, filters={"label": [self.label, label]}):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                self.docker.api.remove_container(c["Id"], force=True)
+
+        def connect() -> docker.APIClient:
+            return docker.APIClient(base_url=self.devenv.docker_host, timeout=REMOVE_CALL_TIMEOUT_S)
+
+        return remove_containers(connect, {"label": [self.label, label]}, self.engine)
 
     def stop_services(self) -> None:
         for svc in self.services:
@@ -303,9 +487,11 @@ class Env:
 
     def cleanup(self) -> None:
         """Stop every service, remove our containers, webhook config and namespace."""
-        self.stop_services()
         with contextlib.suppress(Exception):
-            self.remove_containers()
+            self.stop_services()
+        removal = self.remove_containers()
+        if removal.left:
+            log(f"cleanup: containers left on {self.engine}: {', '.join(removal.left)}")
         with contextlib.suppress(Exception):
             k8s.AdmissionregistrationV1Api(self.api_client).delete_validating_webhook_configuration(
                 f"dockmirror-{self.namespace}"

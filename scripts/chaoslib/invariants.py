@@ -729,10 +729,15 @@ class Result:
     failed_invariants: set[str] = field(default_factory=set)
     # figure -> the least value that makes the campaign meaningful (minimum_problems)
     minimums: dict[str, int] = field(default_factory=dict)
+    # what the harness had to do that is not a verdict (an engine restarted in teardown)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def fail(self, invariant: str, problems: list[str], limit: int = 20) -> None:
         if problems:
@@ -767,6 +772,11 @@ class Result:
             "rss_growth_pct",
         )
         parts = [f"{k}={self.figures[k]}" for k in keys if k in self.figures]
+        # Shown only when it happened: an engine restart is the harness's, not a verdict.
+        if self.figures.get("engine_restarts_in_teardown"):
+            parts.append(
+                f"engine_restarts_in_teardown={self.figures['engine_restarts_in_teardown']}"
+            )
         verdict = "PASS" if self.ok else f"FAIL ({len(self.failures)})"
         return f"chaos {self.name:<11} {verdict:<9} {self.seconds:6.1f}s  " + " ".join(parts)
 
@@ -777,4 +787,5 @@ class Result:
             "seconds": round(self.seconds, 1),
             "figures": self.figures,
             "failures": self.failures,
+            "notes": self.notes,
         }
