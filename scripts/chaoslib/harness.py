@@ -997,6 +997,9 @@ class Driver:
         rid = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + deadline_s
         not_found_deadline = time.monotonic() + 30
+        # When the first patch that may have landed was sent: a lower bound of the write
+        # (a 409 is a definite "not written", so the next attempt's time replaces it).
+        sent_at: float | None = None
         while True:
             if time.monotonic() > deadline:
                 raise WriteFailed(f"not written within {deadline_s:.0f}s")
@@ -1015,6 +1018,8 @@ class Driver:
                     "annotations": {ACTION: value, REQUEST_ID: rid},
                 }
             }
+            if sent_at is None:
+                sent_at = time.time()
             try:
                 out = self.env.api.patch_namespaced_custom_object(
                     GROUP, VERSION, self.env.namespace, "containers", cid, body
@@ -1024,6 +1029,7 @@ class Driver:
                 if exc.status == 409:
                     with self._lock:
                         self.conflicts += 1
+                    sent_at = None
                     continue
                 self._write_error(exc, not_found_deadline)
                 if not self._landed(cid, rid, deadline):
@@ -1038,7 +1044,7 @@ class Driver:
             with self._lock:
                 if held is not None:
                     self.book.mark_replaced(held)
-                return self.book.record(cid, value, now, rid, write_rv)
+                return self.book.record(cid, value, now, rid, write_rv, sent_at=sent_at)
 
     def _landed(self, cid: str, rid: str, deadline: float) -> bool:
         """After an ambiguous failure: did the write with marker ``rid`` land?"""
