@@ -5,13 +5,16 @@
     scripts/chaos --quick --only sigkill,races  # a subset
     scripts/chaos --json figures.json           # also write the figures
     scripts/chaos --self-test                   # prove each invariant catches its bug
+    scripts/chaos --engine chaos                # on an extra engine of scripts/devenv
 
 Campaigns: sigkill, actor-crash, engine, races, soak, flaky, bad-input. ``engine``
-stops and starts the devenv's Docker engine and apiserver, ``flaky`` SIGSTOPs dockerd
-for 20 s: never run them while others use the devenv. Prints one summary line per
-campaign; exits 1 if an invariant failed (details printed). Everything created is
-labelled ``dockmirror.chaos=<run id>`` in namespace ``chaos-<run id>`` and removed at
-the end, also on failure or Ctrl-C.
+stops and starts the Docker engine and the devenv's apiserver, ``flaky`` SIGSTOPs
+dockerd for 20 s, and a teardown restarts the engine when a container cannot be
+removed: on a shared engine, run with ``--engine NAME`` (an extra engine started with
+``scripts/devenv engine-up NAME``; only it is ever stopped, frozen or restarted). Prints
+one summary line per campaign; exits 1 if an invariant failed (details printed).
+Everything created is labelled ``dockmirror.chaos=<run id>`` in namespace
+``chaos-<run id>`` and removed at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from scripts.chaoslib import campaigns  # noqa: E402
 from scripts.chaoslib.badinput import bad_input  # noqa: E402
-from scripts.chaoslib.harness import Env, log  # noqa: E402
+from scripts.chaoslib.harness import ENGINE_NAME, Env, log, record_removal  # noqa: E402
 from scripts.chaoslib.invariants import Result, minimum_problems  # noqa: E402
 from scripts.chaoslib.selftest import probe, self_test  # noqa: E402
 
@@ -68,7 +71,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="service logs and journals (default /tmp/dockmirror-chaos-<id>)",
     )
+    p.add_argument(
+        "--engine",
+        metavar="NAME",
+        help="run against the extra Docker engine NAME of scripts/devenv (started with "
+        "engine-up NAME if needed) instead of the devenv's main engine: the service, the "
+        "racers and every stop, SIGSTOP and restart of dockerd use that engine only",
+    )
     args = p.parse_args(argv)
+    if args.engine is not None and not ENGINE_NAME.fullmatch(args.engine):
+        p.error(f"--engine {args.engine!r}: 1-16 characters a-z, 0-9 and '-'")
     if args.self_test and args.only:
         p.error("--self-test runs its own fixed campaign; --only does not apply")
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CAMPAIGNS)
@@ -85,7 +97,10 @@ def _sigterm(*_: object) -> None:
 
 def run_campaign(env: Env, name: str, body: Callable[[], Result]) -> Result:
     """Run one campaign and apply the checks every campaign shares: a crash of the
-    campaign itself, service exits the harness did not cause, minimum counts."""
+    campaign itself, service exits the harness did not cause, minimum counts.
+
+    Only KeyboardInterrupt propagates: an exception of the campaign or of the cleanup
+    after a crash is a failure of this campaign, and the next campaign still runs."""
     first = len(env.services)
     t0 = time.monotonic()
     try:
@@ -96,11 +111,19 @@ def run_campaign(env: Env, name: str, body: Callable[[], Result]) -> Result:
         result = Result(name)
         result.fail("campaign crashed", [f"{type(exc).__name__}: {exc}"])
         traceback.print_exc()
-        env.remove_containers(name)
+        try:
+            removal = env.remove_containers(name)
+            if removal is not None:
+                record_removal(result, removal)
+        except Exception as exc2:
+            result.fail("teardown", [f"harness error: {type(exc2).__name__}: {exc2}"[:400]])
     finally:
         # A campaign that crashed half-way must not leave its service running:
         # two services in one namespace would both run every request.
-        env.stop_services()
+        try:
+            env.stop_services()
+        except Exception as exc:
+            log(f"{name}: stopping the services: {type(exc).__name__}: {exc}")
     result.seconds = time.monotonic() - t0
     exits = [p for svc in env.services[first:] for p in svc.unexpected_exits()]
     result.figures["unexpected_exits"] = len(exits)
@@ -124,12 +147,15 @@ def _campaigns(env: Env, args: argparse.Namespace, rng: random.Random) -> list[R
                 return CAMPAIGNS[name](env, campaigns.scaled(sizes[name], args.scale), rng)
 
         result = run_campaign(env, name, body)
+        result.figures.setdefault("engine_restarts_in_teardown", 0)
         limit = result.figures.pop("_rss_limit_pct", None)
         growth = result.figures.get("rss_growth_pct")
         if limit is not None and not args.quick and growth is not None and growth > limit:
             result.fail("rss", [f"RSS grew {growth}% (> {limit}%) over the soak"])
         results.append(result)
         log(result.summary_line())
+        for note in result.notes:
+            log(f"{name}: note: {note}")
     return results
 
 
@@ -138,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)
     signal.signal(signal.SIGTERM, _sigterm)
-    env = Env(args.workdir)
+    env = Env(args.workdir, engine_name=args.engine)
     mode = "self-test" if args.self_test else "quick" if args.quick else "full"
     log(f"chaos run {env.run_id} ({mode}, seed {seed}), namespace {env.namespace}, {env.workdir}")
+    log(f"Docker engine: {env.engine} at {env.devenv.docker_host}")
     results: list[Result] = []
     verdicts = []
     started = time.monotonic()
@@ -172,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for r in results:
         print(r.summary_line())
+    for r in results:
+        for note in r.notes:
+            print(f"note: {r.name}: {note}")
     if args.self_test:
         print()
         for v in verdicts:
@@ -204,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                     "run": env.run_id,
                     "mode": mode,
                     "seed": seed,
+                    "engine": args.engine or "devenv",
                     "seconds": round(total, 1),
                     "campaigns": [r.as_json() for r in results],
                     "self_test": [

@@ -154,6 +154,7 @@ class RouterActor(JournaledActor):
         self.sync_token = 0
         self.outstanding: set[str] = set()
         self.engine_up = False
+        self.lost_reason: str | None = None  # why the engine was last lost (ConnectFailed)
         self.ready = False
         self.retries = RetryQueue()
         self.progress = SyncProgress()
@@ -257,6 +258,7 @@ class RouterActor(JournaledActor):
 
     def _on_docker_lost(self, message: DockerLost) -> None:
         self.engine_up = False
+        self.lost_reason = message.reason
         self.ready = False
         self.metrics.engine_ready(False)
         self.retries.succeeded(FULL_SYNC)  # the reconnect's EngineReachable resyncs
@@ -336,13 +338,13 @@ class RouterActor(JournaledActor):
         except KubeError as exc:
             if ready:
                 self.ready = False
-                self._retry_later(ENGINE_READY, "EngineReady not written", exc)
-            else:
-                self.note("EngineReady not written", detail={"error": str(exc)})
+            # False is retried as well: one transient failure must not leave EngineReady
+            # True for a lost engine (scripts/chaos flaky: a 429 on this write kept it True
+            # through a 20 s hang). The retry writes the state current when it is due.
+            self._retry_later(ENGINE_READY, "EngineReady not written", exc)
             return
         self.metrics.engine_ready(ready)
-        if ready:
-            self.retries.succeeded(ENGINE_READY)
+        self.retries.succeeded(ENGINE_READY)
 
     # --- Kubernetes side ---------------------------------------------------------------
     def _on_mirror_observed(self, message: MirrorObserved) -> None:
@@ -568,7 +570,9 @@ class RouterActor(JournaledActor):
             if key == FULL_SYNC:
                 self._full_sync(cause, "scheduled")
             elif key == ENGINE_READY:
-                if self.engine_up and not self.outstanding and not self.ready:
+                if not self.engine_up and self.lost_reason is not None:
+                    self._write_ready(False, "ConnectFailed", self.lost_reason)
+                elif self.engine_up and not self.outstanding and not self.ready:
                     self._mark_ready()
             elif key == RESYNC:
                 self._resync(cause)

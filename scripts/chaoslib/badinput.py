@@ -448,5 +448,5 @@ def bad_input(env: Env, quick: bool, rng: random.Random) -> Result:
         settle_and_check(env, result, driver, restarts, watch, strict=True)
     result.figures.update(cases=len(cases), outcomes=outcomes, trace=str(svc.workdir))
     result.minimums = {"cases": len(cases), "requested": 20, "completed": 20}
-    _teardown(env, "bad-input", svc)
+    _teardown(env, "bad-input", svc, result)
     return result

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 
@@ -23,11 +23,12 @@ from scripts.chaoslib.harness import (
     RestartCounter,
     docker_cli,
     log,
+    record_removal,
     rss_mb,
+    run_devenv,
     settle_and_check,
 )
 from scripts.chaoslib.invariants import Result
-from tests.support.devenv import DEVENV_SCRIPT
 from tests.support.service import Service
 
 KILL_POINTS = (
@@ -102,25 +103,41 @@ def _containers(env: Env, campaign: str, n: int, created_every: int = 6) -> list
     return [env.container(campaign, start=(i % created_every != 0)) for i in range(n)]
 
 
-def _teardown(env: Env, campaign: str, svc: Service | None) -> None:
-    env.remove_containers(campaign)
-    if svc is not None and svc.running:
-        # Let the service delete the mirrors of the removed containers before it stops.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                names = set(env.mirrors())
-            except Exception:
-                break
-            try:
-                states = env.docker_states()
-            except Exception:  # the engine may be briefly unreachable after a campaign
-                states = None
-            if states is not None and not (names - set(states)):
-                break
-            time.sleep(0.5)
-        with contextlib.suppress(Exception):
-            svc.stop()
+def _teardown(env: Env, campaign: str, svc: Service | None, result: Result) -> None:
+    """Remove the campaign's containers, let its service delete their mirrors, stop it.
+
+    Runs after the invariants were checked and changes none of their verdicts. A
+    container that cannot be removed in time makes the harness restart the engine it
+    owns (:meth:`Env.remove_containers`): reported as the figure
+    ``engine_restarts_in_teardown`` and a note. Containers still there after that, or
+    an exception of the harness here, fail the separate ``teardown`` check. Never
+    raises: the next campaign still runs.
+    """
+    try:
+        record_removal(result, env.remove_containers(campaign))
+        if svc is not None and svc.running:
+            # Let the service delete the mirrors of the removed containers before it
+            # stops (polled until a deadline; a slow deletion is not a failure).
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    names = set(env.mirrors())
+                except Exception:
+                    break
+                try:
+                    states = env.docker_states()
+                except Exception:  # the engine may be briefly unreachable after a campaign
+                    states = None
+                if states is not None and not (names - set(states)):
+                    break
+                time.sleep(0.5)
+    except Exception as exc:
+        result.fail("teardown", [f"harness error: {type(exc).__name__}: {exc}"[:400]])
+        log(f"{campaign}: teardown: {type(exc).__name__}: {exc}")
+    finally:
+        if svc is not None and svc.running:
+            with contextlib.suppress(Exception):
+                svc.stop()
 
 
 # --- sigkill ---------------------------------------------------------------------------
@@ -168,7 +185,7 @@ def sigkill(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         kills=kills, fault_kills=fault_kills, startup_kills=startup_kills, trace=str(svc.workdir)
     )
     result.minimums = minimums(sizes, kills=sizes.kills)
-    _teardown(env, "sigkill", svc)
+    _teardown(env, "sigkill", svc, result)
     return result
 
 
@@ -276,7 +293,7 @@ def actor_crash(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         faults_fired=1 if sizes.epochs else 0,
         connections_dropped=1 if sizes.epochs else 0,
     )
-    _teardown(env, "actor-crash", svc)
+    _teardown(env, "actor-crash", svc, result)
     return result
 
 
@@ -350,7 +367,7 @@ def races(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     result.minimums = minimums(
         sizes, cli_ops=int(sizes.seconds), policy_kills=max(1, int(sizes.seconds / 10))
     )
-    _teardown(env, "races", svc)
+    _teardown(env, "races", svc, result)
     return result
 
 
@@ -392,14 +409,19 @@ def soak(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         result.fail("service", ["exited during the soak"])
     result.figures["_rss_limit_pct"] = 10.0
     result.minimums = minimums(sizes, completed=sizes.budget)
-    _teardown(env, "soak", svc)
+    _teardown(env, "soak", svc, result)
     return result
 
 
 # --- engine ----------------------------------------------------------------------------
-def _devenv(cmd: str) -> None:
-    log(f"engine: scripts/devenv {cmd}")
-    subprocess.run([str(DEVENV_SCRIPT), cmd], check=True, capture_output=True, timeout=300)
+def _devenv(cmd: str) -> Callable[[], None]:
+    """A devenv command for the apiserver outage (the Docker side is ``env.engine``)."""
+
+    def run() -> None:
+        log(f"engine: scripts/devenv {cmd}")
+        run_devenv(cmd)
+
+    return run
 
 
 def _mirrors_a_new_container(env: Env, timeout: float) -> bool:
@@ -420,7 +442,8 @@ def _mirrors_a_new_container(env: Env, timeout: float) -> bool:
 
 def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     """The Docker engine stopped and restarted mid-stream, then the apiserver (etcd data
-    kept). Stops every container on the engine: run it on a devenv nobody else uses."""
+    kept). Stops every container on the engine (``env.engine``: with ``--engine NAME``
+    an extra engine of its own; otherwise the devenv's, which nobody else may use)."""
     result = Result("engine")
     ids = _containers(env, "engine", sizes.containers)
     always = [env.container("engine", restart_always=True) for _ in range(3)]
@@ -431,24 +454,24 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     with Observer(env) as obs, RestartCounter(env) as restarts, OutcomeWatch(env) as outcomes:
         driver = Driver(env, obs, ids, seed=rng.random()).start()
         try:
-            for stop_cmd, start_cmd in (
-                ("stop-docker", "start-docker"),
-                ("stop-apiserver", "start-apiserver"),
+            for side, stop_side, start_side in (
+                ("docker", env.engine.stop, env.engine.start),
+                ("apiserver", _devenv("stop-apiserver"), _devenv("start-apiserver")),
             ):
                 time.sleep(rng.uniform(sizes.seconds, 2 * sizes.seconds))
                 t0 = time.monotonic()
-                _devenv(stop_cmd)
+                stop_side()
                 time.sleep(rng.uniform(sizes.seconds, 2 * sizes.seconds))
-                _devenv(start_cmd)
+                start_side()
                 _wait_ready_or_died(svc, timeout=180)
                 if not svc.running:
-                    result.fail("service", [f"exited after {stop_cmd}: {svc.log_file}"])
+                    result.fail("service", [f"exited after the {side} outage: {svc.log_file}"])
                     break
                 # EngineReady may still say True from before an apiserver outage (the
                 # service could not write False): a new container mirrored end to end is
                 # the proof that the service has recovered.
                 if not _mirrors_a_new_container(env, timeout=180):
-                    result.fail("recovery", [f"no new container mirrored after {start_cmd}"])
+                    result.fail("recovery", [f"no new container mirrored after the {side} outage"])
                 outages.append(round(time.monotonic() - t0, 1))
             time.sleep(sizes.seconds)
         finally:
@@ -458,35 +481,28 @@ def engine(env: Env, sizes: Sizes, rng: random.Random) -> Result:
         settle_and_check(env, result, driver, restarts, outcomes, strict=False, allow_gaps=True)
     result.figures.update(outages=len(outages), outages_s=outages, trace=str(svc.workdir))
     result.minimums = minimums(sizes, outages=2)
-    _teardown(env, "engine", svc)
+    _teardown(env, "engine", svc, result)
     return result
 
 
 # --- flaky -----------------------------------------------------------------------------
-def _dockerd_pid(env: Env) -> int:
-    """The devenv's dockerd pid, checked to be a dockerd (never signal a stranger)."""
-    pid_file = env.devenv.repo_root / ".devenv" / "dockerd.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError, IndexError) as exc:
-        raise RuntimeError(f"no running dockerd of the devenv ({pid_file}): {exc}") from exc
-    if comm != "dockerd":
-        raise RuntimeError(f"{pid_file} names pid {pid}, which is {comm!r}, not dockerd")
-    return pid
-
-
-def hang_engine(env: Env, svc: Service, seconds: float) -> float | None:
-    """SIGSTOP dockerd for ``seconds`` (the process alive, not answering), then SIGCONT,
-    always, in a ``finally`` (also on Ctrl-C/SIGTERM of the harness). Returns how many
-    seconds after the SIGSTOP the service reported ``EngineReady`` False, or None if it
-    did not during the hang. Runs on the campaign's thread.
+def hang_engine(
+    env: Env,
+    svc: Service,
+    seconds: float,
+    kill: Callable[[int, int], None] = os.kill,
+) -> float | None:
+    """SIGSTOP the selected engine's dockerd (``env.engine``) for ``seconds`` (the
+    process alive, not answering), then SIGCONT, always, in a ``finally`` (also on
+    Ctrl-C/SIGTERM of the harness). Returns how many seconds after the SIGSTOP the
+    service reported ``EngineReady`` False, or None if it did not during the hang.
+    Runs on the campaign's thread.
     """
-    pid = _dockerd_pid(env)
-    log(f"flaky: SIGSTOP dockerd (pid {pid}) for {seconds:.0f}s")
+    pid = env.engine.dockerd_pid()
+    log(f"flaky: SIGSTOP dockerd of {env.engine} (pid {pid}) for {seconds:.0f}s")
     t0 = time.monotonic()
     reported: float | None = None
-    os.kill(pid, signal.SIGSTOP)
+    kill(pid, signal.SIGSTOP)
     try:
         while (elapsed := time.monotonic() - t0) < seconds:
             if reported is None:
@@ -495,7 +511,7 @@ def hang_engine(env: Env, svc: Service, seconds: float) -> float | None:
                         reported = round(elapsed, 1)
             time.sleep(0.5)  # poll interval within the fixed hang window
     finally:
-        os.kill(pid, signal.SIGCONT)
+        kill(pid, signal.SIGCONT)
         log("flaky: SIGCONT dockerd")
     return reported
 
@@ -504,8 +520,9 @@ def flaky(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     """A request stream while a share of the service's calls in both ports fail
     transiently (``DOCKMIRROR_FAULTS=kube.request=flaky:P,docker.call=flaky:P``: 5xx,
     429, timeouts, resets, a call made then reported as timed out), plus one hung-engine
-    episode (dockerd SIGSTOPped, then SIGCONT). Stops the shared engine's answers for
-    ``sizes.hang`` seconds: only on a devenv nobody else uses."""
+    episode (dockerd SIGSTOPped, then SIGCONT). Stops the selected engine's answers for
+    ``sizes.hang`` seconds: an extra engine (``--engine NAME``), or the devenv's engine
+    only when nobody else uses it."""
     result = Result("flaky")
     ids = _containers(env, "flaky", sizes.containers)
     svc = env.service("flaky", env={"DOCKMIRROR_FAULTS_SEED": str(rng.randrange(1 << 30))})
@@ -548,5 +565,5 @@ def flaky(env: Env, sizes: Sizes, rng: random.Random) -> Result:
     if not svc.running:
         result.fail("service", ["exited during the flaky campaign"])
     result.minimums = minimums(sizes, flaky_kube=1, flaky_docker=1, hangs=1)
-    _teardown(env, "flaky", svc)
+    _teardown(env, "flaky", svc, result)
     return result

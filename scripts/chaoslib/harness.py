@@ -1,5 +1,6 @@
-"""Shared machinery: the run's environment, the service process, a mirror observer, the
-request workers, Docker's restart-event counter and the end-of-campaign check.
+"""Shared machinery: the run's environment, the Docker engine under attack, the service
+process, a mirror observer, the request workers, Docker's restart-event counter and the
+end-of-campaign check.
 
 Everything created here is labelled ``dockmirror.chaos=<run id>`` and removed by
 :meth:`Env.cleanup` (also on failure and Ctrl-C).
@@ -8,19 +9,22 @@ Everything created here is labelled ``dockmirror.chaos=<run id>`` and removed by
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
+import re
 import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
@@ -53,7 +57,7 @@ from scripts.chaoslib.invariants import (
     status_mismatches,
     stuck_problems,
 )
-from tests.support.devenv import Devenv, start_devenv
+from tests.support.devenv import DEVENV_SCRIPT, Devenv, parse_env, start_devenv
 from tests.support.service import Service
 
 LABEL = "dockmirror.chaos"
@@ -69,20 +73,318 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class Env:
-    """One chaos run: devenv clients, run id, namespace ``chaos-<id>``, work directory."""
+# --- the Docker engine under attack -------------------------------------------------------
+#: An extra engine's name, as ``scripts/devenv engine-up`` accepts it.
+ENGINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,15}")
 
-    def __init__(self, workdir: Path | None = None, run_id: str | None = None) -> None:
+
+def run_devenv(*args: str, timeout: float = 300) -> str:
+    """Run ``scripts/devenv ARGS`` and return its stdout; raises RuntimeError with its
+    output when it fails or times out (a refusal, e.g. ``stop-docker`` of an engine
+    devenv did not start, is a failure)."""
+    try:
+        res = subprocess.run(
+            [str(DEVENV_SCRIPT), *args], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"scripts/devenv {' '.join(args)} timed out ({timeout:.0f}s)") from exc
+    if res.returncode != 0:
+        out = (res.stderr.strip() or res.stdout.strip())[-600:]
+        raise RuntimeError(f"scripts/devenv {' '.join(args)} exited {res.returncode}: {out}")
+    return res.stdout
+
+
+class DockerEngine:
+    """The Docker engine a chaos run attacks and may restart: the devenv's main engine
+    (``name`` None, the default) or the extra engine ``name`` of ``scripts/devenv``
+    (``scripts/chaos --engine NAME``), which nobody else uses.
+
+    Every stop, start, restart and SIGSTOP/SIGCONT of dockerd by the harness goes
+    through this object, so it acts on the selected engine only: the main engine with
+    ``scripts/devenv stop-docker``/``start-docker`` (devenv refuses when it did not
+    start that engine), an extra engine with ``engine-down``/``engine-up NAME``.
+    ``devenv`` runs a devenv command and returns its stdout (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        repo_root: Path,
+        name: str | None = None,
+        docker_host: str = "",
+        devenv: Callable[..., str] = run_devenv,
+    ) -> None:
+        if name is not None and not ENGINE_NAME.fullmatch(name):
+            raise ValueError(f"bad engine name {name!r}: 1-16 characters a-z, 0-9 and '-'")
+        self.repo_root = repo_root
+        self.name = name
+        self.docker_host = docker_host
+        self._devenv = devenv
+
+    def __str__(self) -> str:
+        return f"extra engine {self.name!r}" if self.name else "the devenv's main engine"
+
+    def prepare(self) -> str:
+        """For an extra engine: start it (idempotent; ``engine-up`` imports
+        ``busybox:local`` like ``up`` does when it is missing) and learn its
+        DOCKER_HOST. Returns the DOCKER_HOST."""
+        if self.name is not None:
+            self._devenv("engine-up", self.name)
+            env = parse_env(self._devenv("engine-env", self.name))
+            self.docker_host = env["DOCKER_HOST"]
+        return self.docker_host
+
+    @property
+    def state_dir(self) -> Path:
+        """Where devenv keeps this engine's pidfile (docs/dev-environment.md, Files)."""
+        base = self.repo_root / ".devenv"
+        return base / "engines" / self.name if self.name else base
+
+    def owned(self) -> bool:
+        """True when the harness may stop and restart this engine: an extra engine
+        always (devenv started it for this checkout), the main engine only when this
+        checkout's devenv started it (``.devenv/docker.owner`` is ``devenv``)."""
+        if self.name is not None:
+            return True
+        try:
+            return (self.state_dir / "docker.owner").read_text().strip() == "devenv"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        cmd = ("engine-down", self.name) if self.name else ("stop-docker",)
+        log(f"engine: scripts/devenv {' '.join(cmd)}")
+        self._devenv(*cmd)
+
+    def start(self) -> None:
+        cmd = ("engine-up", self.name) if self.name else ("start-docker",)
+        log(f"engine: scripts/devenv {' '.join(cmd)}")
+        self._devenv(*cmd)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def dockerd_pid(self) -> int:
+        """This engine's dockerd pid, checked in /proc to be a ``dockerd`` (and, for an
+        extra engine, the one with this engine's data root): never signal a stranger."""
+        pid_file = self.state_dir / "dockerd.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError) as exc:
+            raise RuntimeError(f"no running dockerd of {self} ({pid_file}): {exc}") from exc
+        if comm != "dockerd":
+            raise RuntimeError(f"{pid_file} names pid {pid}, which is {comm!r}, not dockerd")
+        if self.name is not None and f"--data-root {self.state_dir / 'data'}" not in cmdline:
+            raise RuntimeError(f"pid {pid} is a dockerd, but not the one of {self}")
+        return pid
+
+
+# --- removal that survives a stuck engine -------------------------------------------------
+#: How long one removal pass may take before the harness restarts the engine (Docker
+#: 20.10 can leave a container in ``Restarting`` so that no ``rm -f`` ever returns).
+REMOVE_DEADLINE_S = 60.0
+#: Per-call timeout of the teardown's Docker client: a hung call is retried, not waited out.
+REMOVE_CALL_TIMEOUT_S = 15.0
+REMOVE_POLL_S = 1.0
+
+
+@dataclass
+class Removal:
+    """What one removal of the harness's containers did (:func:`remove_containers`)."""
+
+    removed: int = 0
+    #: containers still there at the end: ``<id12> (<state>)``
+    left: list[str] = field(default_factory=list)
+    engine_restarts: int = 0
+    #: what went wrong on the way (a pass that timed out, a restart that failed)
+    notes: list[str] = field(default_factory=list)
+
+
+def remove_pass(
+    connect: Callable[[], Any],
+    filters: dict[str, Any],
+    *,
+    deadline_s: float = REMOVE_DEADLINE_S,
+    poll_s: float = REMOVE_POLL_S,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[float], Any] = time.sleep,
+) -> tuple[int, dict[str, str], str]:
+    """Force-remove every container matching ``filters`` until none is listed or
+    ``deadline_s`` has passed. ``connect()`` returns a Docker ``APIClient`` (called again
+    after a failed call: creating one negotiates the API version, which fails while the
+    engine is away). Between passes it polls every ``poll_s``; each call is bounded by
+    the client's own timeout, and a container whose removal timed out is tried after
+    the others.
+
+    Returns (removed, left, last_error): how many of the containers listed at some point
+    are gone, the ones still listed at the deadline (id -> state; the last listing, or
+    every container ever listed when no listing succeeded at the end), and the last
+    error seen ("" if none).
+    """
+    clients: list[Any] = []
+
+    def connect_once() -> Any:
+        clients.append(connect())
+        return clients[-1]
+
+    try:
+        return _remove_pass(connect_once, filters, deadline_s, poll_s, clock, wait)
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _remove_pass(
+    connect: Callable[[], Any],
+    filters: dict[str, Any],
+    deadline_s: float,
+    poll_s: float,
+    clock: Callable[[], float],
+    wait: Callable[[float], Any],
+) -> tuple[int, dict[str, str], str]:
+    deadline = clock() + deadline_s
+    api: Any = None
+    seen: dict[str, str] = {}
+    left: dict[str, str] | None = None
+    last_error = ""
+    relist_now = False  # every call of the last pass answered: list again at once, once
+    hung: set[str] = set()
+    while True:
+        try:
+            if api is None:
+                api = connect()
+            listed = api.containers(all=True, filters=filters)
+            left = {c["Id"]: c.get("State") or "?" for c in listed}
+            seen.update(left)
+        except Exception as exc:  # engine away or hung: try again until the deadline
+            last_error = f"list: {type(exc).__name__}: {exc}"[:300]
+            api = None
+            left = None
+        if left == {}:
+            return len(seen), {}, last_error
+        clean = left is not None and not relist_now
+        # Containers whose removal hung before go last: one stuck container must not
+        # keep the others from being removed.
+        for cid in sorted(left or {}, key=lambda c: c in hung):
+            if clock() > deadline:
+                clean = False
+                break
+            try:
+                api.remove_container(cid, force=True)
+            except docker.errors.NotFound:
+                pass  # gone already (the service removed it, or a previous call did)
+            except docker.errors.APIError as exc:
+                # 409 "removal ... already in progress": the next listing tells.
+                last_error = f"rm {cid[:12]}: {exc}"[:300]
+                clean = False
+            except requests.exceptions.Timeout as exc:  # this container's removal hangs
+                last_error = f"rm {cid[:12]}: {type(exc).__name__}: {exc}"[:300]
+                hung.add(cid)
+                clean = False
+            except Exception as exc:  # a dropped connection: the engine went away
+                last_error = f"rm {cid[:12]}: {type(exc).__name__}: {exc}"[:300]
+                api = None
+                clean = False
+                break
+        if clock() > deadline:
+            remaining = left if left is not None else dict(seen)
+            return len(seen) - len(remaining), remaining, last_error
+        relist_now = clean
+        if not relist_now:
+            wait(poll_s)
+
+
+def remove_containers(
+    connect: Callable[[], Any],
+    filters: dict[str, Any],
+    engine: DockerEngine,
+    *,
+    deadline_s: float = REMOVE_DEADLINE_S,
+    poll_s: float = REMOVE_POLL_S,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[float], Any] = time.sleep,
+) -> Removal:
+    """Remove every container matching ``filters`` (:func:`remove_pass`); if some are
+    still there at the deadline, restart the engine, when the harness owns it
+    (:meth:`DockerEngine.owned`), and remove again. Never raises: what happened is in
+    the returned :class:`Removal` and in the log."""
+    report = Removal()
+
+    def one_pass() -> dict[str, str]:
+        removed, left, error = remove_pass(
+            connect, filters, deadline_s=deadline_s, poll_s=poll_s, clock=clock, wait=wait
+        )
+        report.removed += removed
+        if left:
+            what = ", ".join(f"{cid[:12]} ({state})" for cid, state in sorted(left.items()))
+            note = f"{len(left)} container(s) not removed within {deadline_s:.0f}s: {what}"
+            report.notes.append(f"{note}; last error: {error}" if error else note)
+            log(f"teardown: {report.notes[-1]}")
+        return left
+
+    left = one_pass()
+    if left:
+        if engine.owned():
+            log(f"teardown: restarting {engine} to remove them")
+            try:
+                engine.restart()
+                report.engine_restarts += 1
+                report.notes.append(f"restarted {engine}")
+            except Exception as exc:
+                report.notes.append(f"restart of {engine} failed: {exc}"[:400])
+                log(f"teardown: {report.notes[-1]}")
+            left = one_pass()
+            if not left and report.engine_restarts:
+                log(f"teardown: removed after the restart of {engine}")
+        else:
+            report.notes.append(f"{engine} was not started by devenv: not restarted")
+            log(f"teardown: {report.notes[-1]}")
+    report.left = [f"{cid[:12]} ({state})" for cid, state in sorted(left.items())]
+    return report
+
+
+def record_removal(result: Result, removal: Removal) -> None:
+    """Put a teardown's removal into the campaign's result: the engine restarts as the
+    figure ``engine_restarts_in_teardown`` and notes (not a failure: the invariants were
+    checked before), containers that are still there as a failure of ``teardown``."""
+    figure = "engine_restarts_in_teardown"
+    result.figures[figure] = result.figures.get(figure, 0) + removal.engine_restarts
+    for note in removal.notes:
+        result.note(f"teardown: {note}")
+    if removal.left:
+        restarted = " even after an engine restart" if removal.engine_restarts else ""
+        result.fail("teardown", [f"not removed{restarted}: {', '.join(removal.left)}"])
+
+
+class Env:
+    """One chaos run: devenv clients, the Docker engine under attack (``engine``: the
+    devenv's main engine, or an extra engine with ``engine_name``), run id, namespace
+    ``chaos-<id>``, work directory."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        run_id: str | None = None,
+        engine_name: str | None = None,
+    ) -> None:
         self.run_id = run_id or uuid.uuid4().hex[:8]
         self.namespace = f"chaos-{self.run_id}"
         self.label = f"{LABEL}={self.run_id}"
         self.workdir = workdir or Path("/tmp") / f"dockmirror-chaos-{self.run_id}"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.devenv: Devenv = start_devenv()
+        devenv = start_devenv()
+        self.engine = DockerEngine(devenv.repo_root, engine_name, devenv.docker_host)
+        # The service under test, the docker CLI racers and the restart counter all use
+        # ``devenv.docker_host``: the selected engine's.
+        self.devenv: Devenv = dataclasses.replace(devenv, docker_host=self.engine.prepare())
         self.api_client = k8s_config.new_client_from_config(config_file=str(self.devenv.kubeconfig))
         self.api = k8s.CustomObjectsApi(self.api_client)
         self.core = k8s.CoreV1Api(self.api_client)
         self.docker = docker.DockerClient(base_url=self.devenv.docker_host, timeout=60)
+        self._check_image()
         self.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=self.namespace)))
         self.services: list[TrackedService] = []
 
@@ -152,11 +454,28 @@ class Env:
         ]
         return {o["metadata"]["name"]: o for o in items}
 
-    def remove_containers(self, campaign: str | None = None) -> None:
+    def _check_image(self) -> None:
+        """``busybox:local`` must be on the selected engine; ``engine-up`` (or ``up``)
+        imports it when missing, so run that once more before giving up."""
+        try:
+            self.docker.api.inspect_image(IMAGE)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        log(f"{IMAGE} missing on {self.engine}: importing it with scripts/devenv")
+        run_devenv(*(("engine-up", self.engine.name) if self.engine.name else ("up",)))
+        self.docker.api.inspect_image(IMAGE)  # raises ImageNotFound if still missing
+
+    def remove_containers(self, campaign: str | None = None) -> Removal:
+        """Force-remove this run's containers (of ``campaign``, or all), restarting the
+        engine if one cannot be removed in time (:func:`remove_containers`). Never
+        raises."""
         label = f"{LABEL}.campaign={campaign}" if campaign else self.label
-        for c in self.docker.api.containers(all=True, filters={"label": [self.label, label]}):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                self.docker.api.remove_container(c["Id"], force=True)
+
+        def connect() -> docker.APIClient:
+            return docker.APIClient(base_url=self.devenv.docker_host, timeout=REMOVE_CALL_TIMEOUT_S)
+
+        return remove_containers(connect, {"label": [self.label, label]}, self.engine)
 
     def stop_services(self) -> None:
         for svc in self.services:
@@ -169,9 +488,11 @@ class Env:
 
     def cleanup(self) -> None:
         """Stop every service, remove our containers, webhook config and namespace."""
-        self.stop_services()
         with contextlib.suppress(Exception):
-            self.remove_containers()
+            self.stop_services()
+        removal = self.remove_containers()
+        if removal.left:
+            log(f"cleanup: containers left on {self.engine}: {', '.join(removal.left)}")
         with contextlib.suppress(Exception):
             k8s.AdmissionregistrationV1Api(self.api_client).delete_validating_webhook_configuration(
                 f"dockmirror-{self.namespace}"
@@ -677,6 +998,9 @@ class Driver:
         rid = uuid.uuid4().hex[:16]
         deadline = time.monotonic() + deadline_s
         not_found_deadline = time.monotonic() + 30
+        # When the first patch that may have landed was sent: a lower bound of the write
+        # (a 409 is a definite "not written", so the next attempt's time replaces it).
+        sent_at: float | None = None
         while True:
             if time.monotonic() > deadline:
                 raise WriteFailed(f"not written within {deadline_s:.0f}s")
@@ -695,6 +1019,8 @@ class Driver:
                     "annotations": {ACTION: value, REQUEST_ID: rid},
                 }
             }
+            if sent_at is None:
+                sent_at = time.time()
             try:
                 out = self.env.api.patch_namespaced_custom_object(
                     GROUP, VERSION, self.env.namespace, CONTAINERS, cid, body
@@ -704,6 +1030,7 @@ class Driver:
                 if exc.status == 409:
                     with self._lock:
                         self.conflicts += 1
+                    sent_at = None
                     continue
                 self._write_error(exc, not_found_deadline)
                 if not self._landed(cid, rid, deadline):
@@ -718,7 +1045,7 @@ class Driver:
             with self._lock:
                 if held is not None:
                     self.book.mark_replaced(held)
-                return self.book.record(cid, value, now, rid, write_rv)
+                return self.book.record(cid, value, now, rid, write_rv, sent_at=sent_at)
 
     def _landed(self, cid: str, rid: str, deadline: float) -> bool:
         """After an ambiguous failure: did the write with marker ``rid`` land?"""

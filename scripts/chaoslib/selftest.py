@@ -92,7 +92,7 @@ def probe(env: Env, rng: random.Random, bug: str | None) -> tuple[Result, bool]:
     fired = bug is not None and f"planted bug fired: {bug}" in svc.log_text()
     result.figures.update(bug=bug or "", fired=fired, trace=str(svc.workdir))
     result.minimums = {"requested": BUDGET, "completed": BUDGET} if bug is None else {}
-    _teardown(env, name, svc)
+    _teardown(env, name, svc, result)
     return result, fired
 
 

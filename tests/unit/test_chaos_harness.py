@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 from actors.domain.names import ACTION_ANNOTATION
 from actors.infra import faults
 from scripts.chaos import run_campaign
+from scripts.chaoslib import harness
 from scripts.chaoslib.harness import REQUEST_ID, Driver, Exit, RacerErrors
 from scripts.chaoslib.invariants import Result
 from scripts.chaoslib.selftest import self_test
@@ -115,6 +116,40 @@ def test_a_lost_response_is_read_back_not_written_twice(driver: Driver) -> None:
     assert api.patches == 1  # a second restart request would be a real second restart
     assert driver.book.requested == 1 and driver.write_errors == 1
     assert req.write_rv <= api.rv
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """time.time() that advances one second per call (records the values handed out)."""
+    handed: list[float] = []
+
+    def tick() -> float:
+        handed.append(1000.0 + len(handed))
+        return handed[-1]
+
+    monkeypatch.setattr(harness.time, "time", tick)
+    return handed
+
+
+def test_a_request_keeps_when_its_write_was_sent(driver: Driver, ticking_clock) -> None:
+    req = driver.write(CID, "stop")
+    assert ticking_clock == [1000.0, 1001.0]  # sent, then answered
+    assert (req.sent_at, req.written_at, req.not_before) == (1000.0, 1001.0, 1000.0)
+
+
+def test_after_a_conflict_the_send_time_is_the_landed_attempts(
+    driver: Driver, ticking_clock
+) -> None:
+    driver.env.api.script = ["race", "ok"]  # the first attempt is a definite 409
+    req = driver.write(CID, "start")
+    assert ticking_clock == [1000.0, 1001.0, 1002.0]
+    assert req.sent_at == 1001.0 and req.written_at == 1002.0
+
+
+def test_after_a_lost_answer_the_send_time_stays_the_first(driver: Driver, ticking_clock) -> None:
+    driver.env.api.script = ["lose_response"]  # applied, answer lost, read back
+    req = driver.write(CID, "restart")
+    assert req.sent_at == ticking_clock[0] and req.written_at == ticking_clock[-1]
 
 
 def test_a_refused_write_is_retried_until_it_lands(driver: Driver) -> None:

@@ -78,6 +78,20 @@ def test_stale_outcome_older_than_the_request_is_rejected() -> None:
     assert outcome_problem(req, la("stop", at=T0 + 4), "exited", strict=False) is None
 
 
+def test_stale_is_judged_against_when_the_write_was_sent_not_answered() -> None:
+    # Full run ab26819f (soak, machine under heavy load): the write was sent at T0, the
+    # service observed it at T0 + 1 and completed it, and only at T0 + 3 did the PATCH's
+    # answer reach the racer. The outcome is the request's own, not a stale one.
+    req = Request("c", "unpause", T0 + 3.2, sent_at=T0 + 0.4)
+    assert req.not_before == T0 + 0.4
+    assert outcome_problem(req, la("unpause", at=T0 + 1), "running", strict=False) is None
+    # Before the write was even sent (beyond the 1 s of truncation slack): stale.
+    why = outcome_problem(req, la("unpause", at=T0 - 2), "running", strict=False)
+    assert why is not None and "stale outcome" in why
+    # Without a send time the answer's time is the bound, as before.
+    assert Request("c", "stop", T0 + 5.7).not_before == T0 + 5.7
+
+
 def test_state_and_error_must_agree() -> None:
     req = Request("c", "pause", T0)
     assert "with error" in outcome_problem(req, la("pause", "Failed"), "exited", strict=False)

@@ -38,10 +38,12 @@ def _stop_actors():
 
 
 class Rig:
-    def __init__(self, env: Env, *, timer: bool = False, clock=None, **settings) -> None:
+    def __init__(
+        self, env: Env, *, timer: bool = False, clock=None, status=None, **settings
+    ) -> None:
         self.env = env
         self.clock = clock or FakeClock()
-        self.status = FakeEngineStatus()
+        self.status = status or FakeEngineStatus()
         self.settings = RouterSettings(
             **{"max_active": 2, "idle_timeout_s": 0.5, "restart_backoff_s": 0.2, **settings}
         )
@@ -221,6 +223,49 @@ def test_docker_lost_writes_connect_failed(env: Env):
     rig.ref.tell(DockerLost(reason="failed to ping Docker: boom"))
     wait_for(lambda: rig.status.calls.items, timeout=5, message="EngineReady written")
     assert rig.status.calls.items == [(False, "ConnectFailed", "failed to ping Docker: boom")]
+
+
+class FailingEngineStatus(FakeEngineStatus):
+    """Refuses the next ``fail`` EngineReady writes with a transient 429."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+        self.refused: list[tuple[bool, str, str]] = []
+
+    def set_ready(self, ready: bool, reason: str, message: str) -> None:
+        if self.fail > 0:
+            self.fail -= 1
+            self.refused.append((ready, reason, message))
+            raise KubeUnavailable(429, "too many requests")
+        super().set_ready(ready, reason, message)
+
+
+def test_a_refused_connect_failed_write_is_retried(env: Env):
+    # scripts/chaos flaky (full run ab26819f): the only EngineReady=False write after a
+    # hung engine's failed ping met a transient 429 and was never retried, so EngineReady
+    # stayed True through the whole 20 s hang.
+    rig = Rig(env, status=FailingEngineStatus(fail=2))
+    lost = (False, "ConnectFailed", "failed to ping Docker: read timed out")
+    rig.ref.tell(DockerLost(reason=lost[2]))
+    rig.until(lambda: rig.status.calls.items, "EngineReady=False written after retries")
+    assert rig.status.refused == [lost, lost]
+    assert rig.status.calls.items == [lost]
+    assert len(env.notes("EngineReady not written")) == 2
+
+
+def test_a_pending_connect_failed_retry_never_overwrites_the_reconnect(env: Env):
+    env.docker.create("a")
+    rig = Rig(env, status=FailingEngineStatus(fail=1))
+    rig.ref.tell(DockerLost(reason="failed to ping Docker: boom"))
+    barrier(rig.ref)
+    assert rig.status.refused and not rig.status.calls.items  # False refused, retry pending
+    rig.ref.tell(EngineReachable())  # the engine is back before the retry is due
+    wait_for(rig.ready, timeout=5, message="ready")
+    for _ in range(5):  # well past the retry's backoff
+        rig.tick()
+    barrier(rig.ref)
+    assert rig.status.calls.items == [CONNECTED]
 
 
 def test_full_sync_with_engine_down_writes_connect_failed(env: Env):
